@@ -1,0 +1,14 @@
+//! hindsight: turns raw LLM interaction logs into self-distillation datasets.
+//!
+//! The modules follow the data flow: episodes are built from inputs, tokenized canonically,
+//! scored by a real forward pass of the model (student and teacher log-probs, teacher top-k,
+//! relevance), and emitted for trainers.
+
+pub mod episode;
+pub mod error;
+pub mod model;
+pub mod score;
+pub mod tokenize;
+pub mod util;
+
+pub use error::{Error, Result};

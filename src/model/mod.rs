@@ -1,0 +1,157 @@
+//! Model loading and the forward pass.
+//!
+//! Two sources are supported: a GGUF file (weights + tokenizer + chat template in one file; the
+//! embedded default) and a Hugging Face directory (`*.safetensors` + `config.json` +
+//! `tokenizer.json` + `tokenizer_config.json`). Weights are dequantized to f32 by default, which
+//! is both exact (agrees with the f32 reference to ~3e-5 nats) and the fastest mode on CPUs where
+//! candle has no SIMD kernel for the quantized block type.
+
+pub mod attention;
+pub mod config;
+pub mod gguf;
+pub mod llama;
+pub mod safetensors;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::tokenize::Tokenizer;
+pub use config::{Architecture, TransformerConfig};
+pub use llama::{PackedBatch, Segment, Transformer};
+
+/// How weights are held and multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeMode {
+    /// Dequantize everything to f32: exact, and fastest on CPUs.
+    #[default]
+    F32,
+    /// candle's quantized matmul on the GGUF blocks (less memory; approximate: ~0.03 nats).
+    Quantized,
+}
+
+impl ComputeMode {
+    /// The dtype string recorded in dataset metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComputeMode::F32 => "f32",
+            ComputeMode::Quantized => "quantized",
+        }
+    }
+
+    /// Parses a CLI / config value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" | "exact" => Some(Self::F32),
+            "quantized" | "q" => Some(Self::Quantized),
+            _ => None,
+        }
+    }
+}
+
+/// Identity of the model that produced a dataset: recorded in every shard so a trainer can refuse
+/// data made by another model or tokenizer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub architecture: String,
+    pub source: String,
+    pub weights_sha256: String,
+    pub tokenizer_sha256: String,
+    pub chat_template_sha256: String,
+    pub compute_dtype: String,
+    pub vocab_size: usize,
+}
+
+/// A model ready to score: the network, its tokenizer, and its identity.
+pub struct LoadedModel {
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    pub info: ModelInfo,
+}
+
+/// The default model file, relative to the repository root (provisioned by `scripts/fetch-model.sh`).
+pub const DEFAULT_MODEL_FILE: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Resolves the model path: an explicit path, else `$HINDSIGHT_MODEL`, else the default file
+/// under the current directory or next to the crate.
+pub fn resolve_model_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Ok(p) = std::env::var("HINDSIGHT_MODEL") {
+        return Ok(PathBuf::from(p));
+    }
+    let candidates = [
+        PathBuf::from(DEFAULT_MODEL_FILE),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL_FILE),
+    ];
+    for c in &candidates {
+        if c.exists() {
+            return Ok(c.clone());
+        }
+    }
+    Err(Error::model(
+        DEFAULT_MODEL_FILE,
+        "the default model is not provisioned: run `scripts/fetch-model.sh` (or pass --model PATH / set HINDSIGHT_MODEL)",
+    ))
+}
+
+/// Loads a model from a GGUF file or a Hugging Face safetensors directory.
+pub fn load(path: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedModel> {
+    if path.is_dir() {
+        return safetensors::load_dir(path, mode, device);
+    }
+    let mut gguf = gguf::GgufFile::open(path)?;
+    let tokenizer = Tokenizer::from_gguf(&gguf)?;
+    let transformer = gguf.load_transformer(mode, device)?;
+    let cfg = &transformer.config;
+    let model_id = gguf
+        .get_str("general.name")
+        .map(str::to_string)
+        .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let info = ModelInfo {
+        model_id,
+        architecture: cfg.architecture.as_str().to_string(),
+        source: path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        weights_sha256: sha256_file(path)?,
+        tokenizer_sha256: tokenizer.fingerprint().to_string(),
+        chat_template_sha256: tokenizer.chat_template_sha256(),
+        compute_dtype: mode.as_str().to_string(),
+        vocab_size: cfg.vocab_size,
+    };
+    Ok(LoadedModel {
+        transformer,
+        tokenizer,
+        info,
+    })
+}
+
+/// Streams a file through sha256.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |source| Error::Io {
+        action: "hashing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}

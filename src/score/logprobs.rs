@@ -1,0 +1,109 @@
+//! Per-position distribution statistics, computed in f64 from f32 logits: log-softmax, the
+//! teacher's top-k, the tail bucket, and KL estimates.
+
+/// Log-sum-exp of a logit row, in f64.
+pub fn log_sum_exp(logits: &[f32]) -> f64 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    max + sum.ln()
+}
+
+/// Indices of the `k` largest logits, descending; ties broken by the lower id so the choice is
+/// deterministic.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
+    let k = k.min(logits.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    // Small sorted buffer (descending); only values beating the current k-th are inserted.
+    let mut best: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in logits.iter().enumerate() {
+        if best.len() == k {
+            let (last, _) = best[k - 1];
+            if !(x > last) {
+                continue;
+            }
+        }
+        let pos = best.iter().position(|&(v, _)| x > v).unwrap_or(best.len());
+        best.insert(pos, (x, i as u32));
+        best.truncate(k);
+    }
+    best.into_iter().map(|(_, i)| i).collect()
+}
+
+/// `log(1 - Σ exp(lp))` for the probability mass outside a set of log-probs, in f64, clamped to at
+/// most -1e-7 so the tail bucket never claims probability one or zero mass exactly.
+pub fn tail_log_mass(logprobs: impl IntoIterator<Item = f64>) -> f64 {
+    let covered: f64 = logprobs.into_iter().map(f64::exp).sum();
+    let rest = 1.0 - covered;
+    // A tail of (numerically) zero mass gets a large finite negative value, never -inf.
+    let lm = if rest > 0.0 {
+        rest.ln().max(-1e4)
+    } else {
+        -1e4
+    };
+    lm.min(-1e-7)
+}
+
+/// KL(p ‖ q) estimated on p's top-k plus one tail bucket: `lp`/`lq` are the log-probs of both at
+/// p's top-k ids.
+pub fn kl_topk_tail(lp: &[f64], lq: &[f64]) -> f64 {
+    let mut kl = 0.0;
+    let mut mass_p = 0.0;
+    let mut mass_q = 0.0;
+    for (&a, &b) in lp.iter().zip(lq) {
+        let pa = a.exp();
+        kl += pa * (a - b);
+        mass_p += pa;
+        mass_q += b.exp();
+    }
+    let tail_p = (1.0 - mass_p).max(0.0);
+    let tail_q = (1.0 - mass_q).max(1e-12);
+    if tail_p > 0.0 {
+        kl += tail_p * (tail_p.ln() - tail_q.ln());
+    }
+    kl
+}
+
+/// Exact KL(p ‖ q) over the full vocabulary from two logit rows and their log-sum-exps.
+pub fn kl_full(p_logits: &[f32], p_lse: f64, q_logits: &[f32], q_lse: f64) -> f64 {
+    p_logits
+        .iter()
+        .zip(q_logits)
+        .map(|(&a, &b)| {
+            let la = a as f64 - p_lse;
+            la.exp() * (la - (b as f64 - q_lse))
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_is_descending_and_breaks_ties_by_id() {
+        let logits = [1.0, 3.0, 3.0, -1.0, 2.0];
+        assert_eq!(top_k(&logits, 3), vec![1, 2, 4]);
+        assert_eq!(top_k(&logits, 10).len(), 5);
+    }
+
+    #[test]
+    fn log_sum_exp_matches_direct_sum() {
+        let logits = [0.5f32, -1.25, 2.0];
+        let direct: f64 = logits.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
+        assert!((log_sum_exp(&logits) - direct).abs() < 1e-12);
+    }
+
+    #[test]
+    fn tail_bucket_makes_kl_exact_for_two_outcomes() {
+        // p = (0.7, 0.3), q = (0.4, 0.6): top-1 plus tail covers the whole distribution.
+        let kl = kl_topk_tail(&[0.7f64.ln()], &[0.4f64.ln()]);
+        let exact = 0.7 * (0.7f64 / 0.4).ln() + 0.3 * (0.3f64 / 0.6).ln();
+        assert!((kl - exact).abs() < 1e-12);
+        assert!((tail_log_mass([0.7f64.ln()]) - 0.3f64.ln()).abs() < 1e-12);
+    }
+}

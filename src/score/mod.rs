@@ -1,0 +1,361 @@
+//! Scoring: teacher and student log-probs of every response token, the teacher's top-k and tail,
+//! advantages and relevance, from a real forward pass.
+//!
+//! Requests are sorted by length and packed into forward batches bounded by a token budget. Within
+//! a request, the student, teacher and control contexts share everything up to where the teacher
+//! template changes the last user message; that prefix is computed once and the three contexts
+//! branch from it (see [`plan`]). The LM head and log-softmax run only on the rows that predict
+//! response tokens, a bounded chunk of rows at a time.
+
+pub mod logprobs;
+pub mod plan;
+
+use candle_core::Tensor;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::model::Transformer;
+use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass, top_k};
+pub use plan::{pack_requests, RequestLayout};
+
+/// Which relevance score a dataset's `relevance` column (and the filter) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RelevanceMethod {
+    /// Mean KL(teacher ‖ student) over response tokens (top-k + tail estimate).
+    Kl,
+    /// Mean KL(teacher with the real context ‖ teacher with a neutral control context): how much
+    /// the feedback itself, rather than the template text, moves the teacher.
+    #[default]
+    ControlKl,
+}
+
+impl RelevanceMethod {
+    /// Name recorded in metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kl => "kl",
+            Self::ControlKl => "control_kl",
+        }
+    }
+
+    /// Parses a config / CLI value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kl" => Some(Self::Kl),
+            "control_kl" => Some(Self::ControlKl),
+            _ => None,
+        }
+    }
+}
+
+/// Scoring settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScorerConfig {
+    /// Teacher top-k size (K).
+    pub top_k: usize,
+    /// Upper bound on tokens in one packed forward batch (a longer request runs alone).
+    pub token_budget: usize,
+    /// Compute the shared student/teacher prefix once.
+    pub prefix_sharing: bool,
+    /// Response positions whose logits are materialised at once (per context).
+    pub head_chunk: usize,
+    /// Also score the teacher with a neutral control context (needed for `control_kl`).
+    pub control: bool,
+    pub relevance: RelevanceMethod,
+}
+
+impl Default for ScorerConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 20,
+            token_budget: 4096,
+            prefix_sharing: true,
+            head_chunk: 32,
+            control: true,
+            relevance: RelevanceMethod::ControlKl,
+        }
+    }
+}
+
+/// Token streams of one episode to score.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScoreRequest {
+    pub prompt_ids: Vec<u32>,
+    pub teacher_prompt_ids: Vec<u32>,
+    /// The teacher prompt with the privileged text replaced by a neutral control text.
+    pub control_prompt_ids: Option<Vec<u32>>,
+    pub completion_ids: Vec<u32>,
+}
+
+/// Per-token scores of one episode (all vectors have length `T`; top-k ones `T * K`, row-major).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeScores {
+    pub k: usize,
+    pub student_logprobs: Vec<f32>,
+    pub teacher_logprobs: Vec<f32>,
+    pub advantages: Vec<f32>,
+    pub teacher_topk_ids: Vec<u32>,
+    pub teacher_topk_logprobs: Vec<f32>,
+    pub teacher_tail_logmass: Vec<f32>,
+    pub student_topk_logprobs: Vec<f32>,
+    /// KL(teacher ‖ student) per token, top-k + tail estimate.
+    pub kl_topk_tail: Vec<f32>,
+    /// Exact KL(teacher ‖ student) per token over the full vocabulary.
+    pub kl_full_vocab: Vec<f32>,
+    /// KL(teacher ‖ control teacher) per token (top-k + tail), when a control was scored.
+    pub control_kl_topk_tail: Option<Vec<f32>>,
+    /// Mean of `kl_topk_tail`.
+    pub relevance_kl: f32,
+    /// Mean of `control_kl_topk_tail`.
+    pub relevance_control_kl: Option<f32>,
+}
+
+impl EpisodeScores {
+    /// The relevance value for the configured method (falls back to `kl` without a control).
+    pub fn relevance(&self, method: RelevanceMethod) -> f32 {
+        match method {
+            RelevanceMethod::Kl => self.relevance_kl,
+            RelevanceMethod::ControlKl => self.relevance_control_kl.unwrap_or(self.relevance_kl),
+        }
+    }
+}
+
+/// Work counters, for benchmarks and run reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScoreStats {
+    pub requests: u64,
+    pub forward_batches: u64,
+    /// Token rows run through the transformer body.
+    pub forward_tokens: u64,
+    /// Rows run through the LM head.
+    pub head_rows: u64,
+    /// Response tokens scored.
+    pub response_tokens: u64,
+}
+
+/// Runs scoring requests through a model.
+pub struct Scorer<'m> {
+    model: &'m Transformer,
+    cfg: ScorerConfig,
+}
+
+/// Per-token results of one chunk, before they are scattered into the episode's vectors.
+struct TokenResult {
+    student: f64,
+    teacher: f64,
+    topk_ids: Vec<u32>,
+    topk_lp: Vec<f64>,
+    student_topk: Vec<f64>,
+    tail: f64,
+    kl: f64,
+    kl_full: f64,
+    control_kl: Option<f64>,
+}
+
+impl<'m> Scorer<'m> {
+    /// A scorer over `model` with `cfg`.
+    pub fn new(model: &'m Transformer, cfg: ScorerConfig) -> Self {
+        Self { model, cfg }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &ScorerConfig {
+        &self.cfg
+    }
+
+    /// Scores every request; results come back in input order.
+    pub fn score(&self, requests: &[ScoreRequest]) -> Result<(Vec<EpisodeScores>, ScoreStats)> {
+        let vocab = self.model.config.vocab_size;
+        for (i, r) in requests.iter().enumerate() {
+            validate_request(i, r, vocab, self.cfg.control)?;
+        }
+        let mut stats = ScoreStats {
+            requests: requests.len() as u64,
+            ..Default::default()
+        };
+        let mut out: Vec<Option<EpisodeScores>> = vec![None; requests.len()];
+        for pack in pack_requests(requests, &self.cfg) {
+            let hidden = self.model.forward_hidden(&pack.batch)?;
+            stats.forward_batches += 1;
+            stats.forward_tokens += pack.batch.len() as u64;
+            for layout in &pack.layouts {
+                let req = &requests[layout.request];
+                let scores = self.score_one(req, layout, &hidden, &mut stats)?;
+                out[layout.request] = Some(scores);
+            }
+        }
+        let scores = out
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.ok_or_else(|| Error::Request {
+                    id: Some(i.to_string()),
+                    message: "request was not scheduled (internal error)".into(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((scores, stats))
+    }
+
+    fn score_one(
+        &self,
+        req: &ScoreRequest,
+        layout: &RequestLayout,
+        hidden: &Tensor,
+        stats: &mut ScoreStats,
+    ) -> Result<EpisodeScores> {
+        let t_len = req.completion_ids.len();
+        let k = self.cfg.top_k.min(self.model.config.vocab_size);
+        let has_control = layout.control_rows.is_some();
+        let mut results: Vec<TokenResult> = Vec::with_capacity(t_len);
+        let chunk = self.cfg.head_chunk.max(1);
+        let mut t0 = 0;
+        while t0 < t_len {
+            let t1 = (t0 + chunk).min(t_len);
+            let c = t1 - t0;
+            // Rows: [teacher chunk | student chunk | control chunk].
+            let mut rows: Vec<u32> = Vec::with_capacity(3 * c);
+            rows.extend((t0..t1).map(|t| (layout.teacher_rows + t) as u32));
+            rows.extend((t0..t1).map(|t| (layout.student_rows + t) as u32));
+            if let Some(cr) = layout.control_rows {
+                rows.extend((t0..t1).map(|t| (cr + t) as u32));
+            }
+            let idx = Tensor::from_vec(rows.clone(), rows.len(), hidden.device())?;
+            let h = hidden.index_select(&idx, 0)?;
+            let logits = self.model.logits(&h)?;
+            stats.head_rows += rows.len() as u64;
+            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+            let v = self.model.config.vocab_size;
+            let targets = &req.completion_ids[t0..t1];
+            let chunk_results: Vec<TokenResult> = (0..c)
+                .into_par_iter()
+                .map(|i| {
+                    let teacher = &logits[i * v..(i + 1) * v];
+                    let student = &logits[(c + i) * v..(c + i + 1) * v];
+                    let control =
+                        has_control.then(|| &logits[(2 * c + i) * v..(2 * c + i + 1) * v]);
+                    token_result(teacher, student, control, targets[i] as usize, k)
+                })
+                .collect();
+            results.extend(chunk_results);
+            t0 = t1;
+        }
+        stats.response_tokens += t_len as u64;
+        Ok(assemble(results, k, has_control))
+    }
+}
+
+fn token_result(
+    teacher: &[f32],
+    student: &[f32],
+    control: Option<&[f32]>,
+    target: usize,
+    k: usize,
+) -> TokenResult {
+    let lse_t = log_sum_exp(teacher);
+    let lse_s = log_sum_exp(student);
+    let ids = top_k(teacher, k);
+    let topk_lp: Vec<f64> = ids
+        .iter()
+        .map(|&i| teacher[i as usize] as f64 - lse_t)
+        .collect();
+    let student_topk: Vec<f64> = ids
+        .iter()
+        .map(|&i| student[i as usize] as f64 - lse_s)
+        .collect();
+    let control_kl = control.map(|cl| {
+        let lse_c = log_sum_exp(cl);
+        let ctl: Vec<f64> = ids.iter().map(|&i| cl[i as usize] as f64 - lse_c).collect();
+        kl_topk_tail(&topk_lp, &ctl)
+    });
+    TokenResult {
+        student: student[target] as f64 - lse_s,
+        teacher: teacher[target] as f64 - lse_t,
+        tail: tail_log_mass(topk_lp.iter().copied()),
+        kl: kl_topk_tail(&topk_lp, &student_topk),
+        kl_full: kl_full(teacher, lse_t, student, lse_s),
+        topk_ids: ids,
+        topk_lp,
+        student_topk,
+        control_kl,
+    }
+}
+
+fn mean(xs: &[f32]) -> f32 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    (xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64) as f32
+}
+
+fn assemble(results: Vec<TokenResult>, k: usize, has_control: bool) -> EpisodeScores {
+    let t = results.len();
+    let mut s = EpisodeScores {
+        k,
+        student_logprobs: Vec::with_capacity(t),
+        teacher_logprobs: Vec::with_capacity(t),
+        advantages: Vec::with_capacity(t),
+        teacher_topk_ids: Vec::with_capacity(t * k),
+        teacher_topk_logprobs: Vec::with_capacity(t * k),
+        teacher_tail_logmass: Vec::with_capacity(t),
+        student_topk_logprobs: Vec::with_capacity(t * k),
+        kl_topk_tail: Vec::with_capacity(t),
+        kl_full_vocab: Vec::with_capacity(t),
+        control_kl_topk_tail: has_control.then(|| Vec::with_capacity(t)),
+        relevance_kl: 0.0,
+        relevance_control_kl: None,
+    };
+    for r in results {
+        let (st, te) = (r.student as f32, r.teacher as f32);
+        s.student_logprobs.push(st);
+        s.teacher_logprobs.push(te);
+        // Computed from the stored f32 values so `advantages == teacher - student` holds exactly.
+        s.advantages.push(te - st);
+        s.teacher_topk_ids.extend(&r.topk_ids);
+        s.teacher_topk_logprobs
+            .extend(r.topk_lp.iter().map(|&x| x as f32));
+        s.student_topk_logprobs
+            .extend(r.student_topk.iter().map(|&x| x as f32));
+        s.teacher_tail_logmass.push(r.tail as f32);
+        s.kl_topk_tail.push(r.kl as f32);
+        s.kl_full_vocab.push(r.kl_full as f32);
+        if let (Some(v), Some(c)) = (s.control_kl_topk_tail.as_mut(), r.control_kl) {
+            v.push(c as f32);
+        }
+    }
+    s.relevance_kl = mean(&s.kl_topk_tail);
+    s.relevance_control_kl = s.control_kl_topk_tail.as_deref().map(mean);
+    s
+}
+
+fn validate_request(i: usize, r: &ScoreRequest, vocab: usize, control: bool) -> Result<()> {
+    let err = |m: String| Error::Request {
+        id: Some(i.to_string()),
+        message: m,
+    };
+    if r.completion_ids.is_empty() {
+        return Err(err("empty completion: nothing to score".into()));
+    }
+    if r.prompt_ids.is_empty() || r.teacher_prompt_ids.is_empty() {
+        return Err(err(
+            "empty prompt: the first response token has no context".into()
+        ));
+    }
+    if control && r.control_prompt_ids.as_ref().is_some_and(|c| c.is_empty()) {
+        return Err(err("empty control prompt".into()));
+    }
+    let all = r
+        .prompt_ids
+        .iter()
+        .chain(&r.teacher_prompt_ids)
+        .chain(&r.completion_ids)
+        .chain(r.control_prompt_ids.iter().flatten());
+    if let Some(bad) = all.into_iter().find(|&&id| id as usize >= vocab) {
+        return Err(err(format!(
+            "token id {bad} is outside the vocabulary ({vocab})"
+        )));
+    }
+    Ok(())
+}

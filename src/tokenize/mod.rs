@@ -1,0 +1,302 @@
+//! Tokenization: the model's BPE tokenizer (built from GGUF metadata or `tokenizer.json`), its chat
+//! template, and the canonical, injection-safe encoding every row of a dataset is built from.
+//!
+//! Canonical encoding: render the conversation with the model's own chat template (generation
+//! prompt included); recognise special tokens only where the template emitted them; encode each
+//! stretch of text between two of them with special-token parsing off and no BOS. A completion is
+//! encoded on its own the same way, followed by the end-of-turn token when the turn ended.
+
+pub mod chat_template;
+pub mod gguf_vocab;
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::episode::Message;
+use crate::error::{Error, Result};
+use crate::model::gguf::GgufFile;
+pub use chat_template::{ChatTemplate, Piece};
+
+/// A conversation rendered and encoded canonically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedChat {
+    /// The rendered template output (for humans and fixtures; never re-tokenized).
+    pub rendered: String,
+    pub ids: Vec<u32>,
+}
+
+/// The tokenizer of one model.
+pub struct Tokenizer {
+    /// Plain-text encoder: knows no added tokens, so special strings in text stay text.
+    text: tokenizers::Tokenizer,
+    /// Control tokens the chat template may emit, longest first.
+    specials: Vec<(String, u32)>,
+    template: ChatTemplate,
+    eot_id: u32,
+    vocab_size: usize,
+    fingerprint: String,
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata and chat template.
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let parts = gguf_vocab::from_gguf(gguf)?;
+        let template_src = gguf
+            .get_str("tokenizer.chat_template")
+            .ok_or_else(|| Error::Tokenizer("GGUF has no tokenizer.chat_template".into()))?;
+        let token = |id: Option<u32>| {
+            id.and_then(|i| parts.tokens.get(i as usize).cloned())
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(template_src, &token(parts.bos_id), &token(parts.eos_id))?;
+        let eot_id = end_of_turn_id(&parts.specials, parts.eos_id)
+            .ok_or_else(|| Error::Tokenizer("no end-of-turn token (eos) in GGUF".into()))?;
+        Ok(Self::assemble(
+            parts.tokenizer,
+            parts.specials,
+            template,
+            eot_id,
+            parts.tokens.len(),
+            parts.fingerprint,
+        ))
+    }
+
+    /// Loads `tokenizer.json` + `tokenizer_config.json` (chat template, eos) from a directory.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        let raw = std::fs::read(&tok_path).map_err(|source| Error::Io {
+            action: "reading",
+            path: tok_path.clone(),
+            source,
+        })?;
+        let mut json: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let mut specials = Vec::new();
+        if let Some(added) = json.get("added_tokens").and_then(|v| v.as_array()) {
+            for t in added {
+                let content = t.get("content").and_then(|v| v.as_str());
+                let id = t.get("id").and_then(|v| v.as_u64());
+                let special = t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
+                if let (Some(c), Some(id), true) = (content, id, special) {
+                    specials.push((c.to_string(), id as u32));
+                }
+            }
+        }
+        // The text encoder must not know the added tokens: they would be parsed out of user text.
+        json["added_tokens"] = serde_json::Value::Array(vec![]);
+        json["post_processor"] = serde_json::Value::Null;
+        let text = tokenizers::Tokenizer::from_bytes(json.to_string().as_bytes())
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg: serde_json::Value = match std::fs::read(&cfg_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", cfg_path.display())))?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let token_str = |key: &str| -> String {
+            match cfg.get(key) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v
+                    .get("content")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or_default()
+                    .to_string(),
+                None => String::new(),
+            }
+        };
+        let template_src = cfg
+            .get("chat_template")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| {
+                Error::Tokenizer(format!("{} has no chat_template", cfg_path.display()))
+            })?;
+        let eos = token_str("eos_token");
+        let template = ChatTemplate::new(template_src, &token_str("bos_token"), &eos)?;
+        let eos_id = text.token_to_id(&eos);
+        specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let eot_id = end_of_turn_id(&specials, eos_id).ok_or_else(|| {
+            Error::Tokenizer("no end-of-turn token (eos_token) configured".into())
+        })?;
+        let vocab_size = text.get_vocab_size(true);
+        let fingerprint = hex::encode(Sha256::digest(&raw));
+        Ok(Self::assemble(
+            text,
+            specials,
+            template,
+            eot_id,
+            vocab_size,
+            fingerprint,
+        ))
+    }
+
+    fn assemble(
+        text: tokenizers::Tokenizer,
+        specials: Vec<(String, u32)>,
+        template: ChatTemplate,
+        eot_id: u32,
+        vocab_size: usize,
+        fingerprint: String,
+    ) -> Self {
+        Self {
+            text,
+            specials,
+            template,
+            eot_id,
+            vocab_size,
+            fingerprint,
+        }
+    }
+
+    /// Encodes plain text: special-token parsing off, no BOS.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self
+            .text
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Renders and encodes a conversation canonically (see the module docs).
+    pub fn encode_chat(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<EncodedChat> {
+        let (rendered, pieces) =
+            self.template
+                .render_pieces(messages, add_generation_prompt, &self.specials)?;
+        let mut ids = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Special(id) => ids.push(id),
+                Piece::Text(t) => ids.extend(self.encode_text(&t)?),
+            }
+        }
+        Ok(EncodedChat { rendered, ids })
+    }
+
+    /// Encodes a response on its own; appends the end-of-turn token when the turn ended normally.
+    pub fn encode_completion(&self, text: &str, ends_turn: bool) -> Result<Vec<u32>> {
+        let mut ids = self.encode_text(text)?;
+        if ends_turn {
+            ids.push(self.eot_id);
+        }
+        Ok(ids)
+    }
+
+    /// Decodes ids to text (special tokens rendered as their strings).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut out = String::new();
+        let mut run: Vec<u32> = Vec::new();
+        for &id in ids {
+            if let Some((s, _)) = self.specials.iter().find(|(_, i)| *i == id) {
+                out.push_str(&self.decode_run(&run)?);
+                run.clear();
+                out.push_str(s);
+            } else {
+                run.push(id);
+            }
+        }
+        out.push_str(&self.decode_run(&run)?);
+        Ok(out)
+    }
+
+    fn decode_run(&self, ids: &[u32]) -> Result<String> {
+        if ids.is_empty() {
+            return Ok(String::new());
+        }
+        self.text
+            .decode(ids, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// The display string of one token (byte-level pieces decoded), for reports.
+    pub fn token_text(&self, id: u32) -> String {
+        self.decode(&[id]).unwrap_or_else(|_| format!("<{id}>"))
+    }
+
+    /// The id that ends an assistant turn (`<|im_end|>` for ChatML models).
+    pub fn eot_id(&self) -> u32 {
+        self.eot_id
+    }
+
+    /// Ids of the special tokens the template may emit.
+    pub fn special_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.specials.iter().map(|(_, id)| *id)
+    }
+
+    /// The id of a special token string, if it is one.
+    pub fn special_id(&self, s: &str) -> Option<u32> {
+        self.specials
+            .iter()
+            .find(|(t, _)| t == s)
+            .map(|(_, id)| *id)
+    }
+
+    /// Vocabulary size including special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
+    }
+
+    /// sha256 identifying the tokenizer (vocabulary, merges, pre-tokenizer, specials).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// sha256 of the chat template source.
+    pub fn chat_template_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.template.source().as_bytes()))
+    }
+
+    /// The chat template.
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// Writes `tokenizer.json` (with the special tokens as added tokens, as Hugging Face expects)
+    /// and `tokenizer_config.json` (chat template, eos) into `dir`.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        let mut full = self.text.clone();
+        let added: Vec<tokenizers::AddedToken> = self
+            .specials
+            .iter()
+            .map(|(s, _)| tokenizers::AddedToken::from(s.clone(), true))
+            .collect();
+        full.add_special_tokens(added)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let path = dir.join("tokenizer.json");
+        full.save(&path, true)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let eos = self
+            .specials
+            .iter()
+            .find(|(_, i)| *i == self.eot_id)
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default();
+        let cfg = serde_json::json!({
+            "chat_template": self.template.source(),
+            "eos_token": eos,
+            "add_bos_token": false,
+            "model_max_length": 8192,
+        });
+        let cfg_path = dir.join("tokenizer_config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).map_err(|source| Error::Io {
+            action: "writing",
+            path: cfg_path,
+            source,
+        })
+    }
+}
+
+/// The end-of-turn id: `<|im_end|>` when the vocabulary has it (ChatML), else eos.
+fn end_of_turn_id(specials: &[(String, u32)], eos: Option<u32>) -> Option<u32> {
+    specials
+        .iter()
+        .find(|(s, _)| s == "<|im_end|>" || s == "<|eot_id|>" || s == "<end_of_turn>")
+        .map(|(_, id)| *id)
+        .or(eos)
+}
