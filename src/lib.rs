@@ -4,10 +4,14 @@
 //! scored by a real forward pass of the model (student and teacher log-probs, teacher top-k,
 //! relevance), and emitted for trainers.
 
+pub mod bench;
+pub mod cli;
 pub mod episode;
 pub mod error;
+pub mod ingest;
 pub mod model;
 pub mod score;
+pub mod template;
 pub mod tokenize;
 pub mod util;
 

@@ -152,7 +152,7 @@ impl GgufFile {
         let lm_head = if cfg.tie_word_embeddings {
             match mode {
                 ComputeMode::F32 => Linear::Dense {
-                    w_t: embed.t()?.contiguous()?,
+                    w: embed.clone(),
                     bias: None,
                 },
                 ComputeMode::Quantized => Linear::Quantized {
@@ -260,10 +260,7 @@ impl GgufFile {
                 } else {
                     Tensor::cat(&parts, 0)?
                 };
-                Ok(Linear::Dense {
-                    w_t: w.t()?.contiguous()?,
-                    bias,
-                })
+                Ok(Linear::Dense { w, bias })
             }
             ComputeMode::Quantized => {
                 let mut parts = Vec::with_capacity(names.len());

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod fastmath;
 pub mod gguf;
 pub mod llama;
 pub mod safetensors;

@@ -174,10 +174,7 @@ pub fn load_dir(dir: &Path, mode: ComputeMode, device: &Device) -> Result<Loaded
 }
 
 fn dense(w: Tensor, bias: Option<Tensor>) -> Result<Linear> {
-    Ok(Linear::Dense {
-        w_t: w.t()?.contiguous()?,
-        bias,
-    })
+    Ok(Linear::Dense { w, bias })
 }
 
 /// Writes a GGUF llama/qwen2 model as a Hugging Face directory (f32 safetensors with the q/k

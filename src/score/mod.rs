@@ -9,6 +9,7 @@
 
 pub mod logprobs;
 pub mod plan;
+pub mod prepare;
 
 use candle_core::Tensor;
 use rayon::prelude::*;

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+use hindsight::episode::{ingest, Episode, IngestOptions, IngestStats, SourceFormat};
+use hindsight::ingest::QuarantineEntry;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -31,5 +34,50 @@ pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
     text.lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("fixture line is JSON"))
+        .collect()
+}
+
+/// Path of a file in `sample-data/`.
+pub fn sample(name: &str) -> String {
+    format!("{}/sample-data/{}", env!("CARGO_MANIFEST_DIR"), name)
+}
+
+/// Result of ingesting some inputs with default settings (quarantine kept in memory).
+pub struct Run {
+    pub episodes: Vec<Episode>,
+    pub stats: IngestStats,
+    pub quarantine: Vec<QuarantineEntry>,
+}
+
+pub fn run_with(opts: IngestOptions) -> Run {
+    let mut stream = ingest(opts).expect("ingest opens");
+    let episodes: Vec<Episode> = stream.by_ref().collect();
+    let quarantine = stream.quarantined().to_vec();
+    let stats = stream.finish().expect("finish");
+    assert!(stats.reconciles(), "counts do not reconcile: {stats:#?}");
+    Run {
+        episodes,
+        stats,
+        quarantine,
+    }
+}
+
+pub fn run(inputs: &[&str], format: Option<SourceFormat>) -> Run {
+    run_with(IngestOptions {
+        inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        format,
+        ..IngestOptions::default()
+    })
+}
+
+/// Builds a reason→count map from pairs.
+pub fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+/// (record_index, reason) of each quarantine entry, in order.
+pub fn reasons(q: &[QuarantineEntry]) -> Vec<(i64, &'static str)> {
+    q.iter()
+        .map(|e| (e.record_index, e.reason.as_str()))
         .collect()
 }

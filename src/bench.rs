@@ -1,0 +1,115 @@
+//! Throughput measurements of the model path. Speed goals live here (printed numbers), never in
+//! timed tests.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::{PackedBatch, Transformer};
+use crate::score::{ScoreRequest, ScoreStats, Scorer, ScorerConfig};
+use crate::tokenize::Tokenizer;
+
+/// Raw forward throughput at one sequence length.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForwardBench {
+    pub seq_len: usize,
+    pub repeats: usize,
+    /// Tokens/s through the transformer body only.
+    pub body_tokens_per_s: f64,
+    /// Tokens/s with the LM head and log-softmax at every position (what a naive scorer does).
+    pub full_logits_tokens_per_s: f64,
+}
+
+/// Scoring throughput on a set of requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringBench {
+    pub label: String,
+    pub episodes: usize,
+    pub seconds: f64,
+    pub episodes_per_s: f64,
+    pub response_tokens_per_s: f64,
+    pub stats: ScoreStats,
+    /// Estimated forward FLOPs (body + LM head, excluding attention scores).
+    pub flops: u64,
+}
+
+/// A deterministic token sequence of `len` ids from natural text (repeated as needed).
+pub fn synthetic_ids(tok: &Tokenizer, len: usize) -> Result<Vec<u32>> {
+    const TEXT: &str = "The pipeline reads raw interaction logs, builds student and teacher \
+        contexts, scores every response token with the model, and writes Parquet shards with \
+        checksums. Users run it nightly, validate dataset schemas with it, and feed trainers. ";
+    let base = tok.encode_text(TEXT)?;
+    Ok(base.iter().copied().cycle().take(len).collect())
+}
+
+/// Measures the forward pass over one sequence of `seq_len` tokens.
+pub fn forward(
+    model: &Transformer,
+    tok: &Tokenizer,
+    seq_len: usize,
+    repeats: usize,
+) -> Result<ForwardBench> {
+    let ids = synthetic_ids(tok, seq_len)?;
+    let mut batch = PackedBatch::default();
+    batch.push_segment(&ids, 0, None);
+    // Warm-up (allocations, thread pool).
+    model.forward_hidden(&batch)?;
+    let repeats = repeats.max(1);
+    let t = Instant::now();
+    for _ in 0..repeats {
+        model.forward_hidden(&batch)?;
+    }
+    let body = t.elapsed().as_secs_f64() / repeats as f64;
+    let t = Instant::now();
+    for _ in 0..repeats {
+        let h = model.forward_hidden(&batch)?;
+        let mut start = 0;
+        while start < seq_len {
+            let n = 64.min(seq_len - start);
+            let logits = model.logits(&h.narrow(0, start, n)?)?;
+            let rows = logits.to_vec2::<f32>()?;
+            let lse: f64 = rows
+                .iter()
+                .map(|r| crate::score::logprobs::log_sum_exp(r))
+                .sum();
+            std::hint::black_box(lse);
+            start += n;
+        }
+    }
+    let full = t.elapsed().as_secs_f64() / repeats as f64;
+    Ok(ForwardBench {
+        seq_len,
+        repeats,
+        body_tokens_per_s: seq_len as f64 / body,
+        full_logits_tokens_per_s: seq_len as f64 / full,
+    })
+}
+
+/// Scores `requests` once (after a warm-up on the first) and reports throughput and FLOPs.
+pub fn scoring(
+    model: &Transformer,
+    requests: &[ScoreRequest],
+    cfg: ScorerConfig,
+    label: &str,
+) -> Result<ScoringBench> {
+    let scorer = Scorer::new(model, cfg);
+    if let Some(first) = requests.first() {
+        scorer.score(std::slice::from_ref(first))?;
+    }
+    let t = Instant::now();
+    let (_, stats) = scorer.score(requests)?;
+    let seconds = t.elapsed().as_secs_f64();
+    let c = &model.config;
+    let flops =
+        stats.forward_tokens * c.body_flops_per_token() + stats.head_rows * c.head_flops_per_row();
+    Ok(ScoringBench {
+        label: label.to_string(),
+        episodes: requests.len(),
+        seconds,
+        episodes_per_s: requests.len() as f64 / seconds,
+        response_tokens_per_s: stats.response_tokens as f64 / seconds,
+        stats,
+        flops,
+    })
+}

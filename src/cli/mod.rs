@@ -1,0 +1,103 @@
+//! Command-line interface: argument types and one module per subcommand. The binary's `main`
+//! only parses and dispatches, so every command is also callable (and testable) as a library.
+
+pub mod bench;
+pub mod export;
+pub mod score;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::{self, ComputeMode, LoadedModel};
+
+/// Turns LLM interaction logs into self-distillation datasets.
+#[derive(Debug, Parser)]
+#[command(name = "hindsight", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Model selection shared by commands that run the model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// GGUF file or Hugging Face directory (default: the embedded SmolLM2 in models/, or $HINDSIGHT_MODEL).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// f32 (exact, default) or quantized (GGUF blocks; approximate).
+    #[arg(long, default_value = "f32", value_parser = parse_compute)]
+    pub compute: ComputeMode,
+}
+
+fn parse_compute(s: &str) -> Result<ComputeMode, String> {
+    ComputeMode::parse(s).ok_or_else(|| format!("unknown compute mode '{s}' (f32, quantized)"))
+}
+
+impl ModelArgs {
+    /// Loads the selected model on the CPU.
+    pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        let path = model::resolve_model_path(self.model.as_deref())?;
+        tracing::info!(model = %path.display(), compute = self.compute.as_str(), "loading model");
+        Ok(model::load(&path, self.compute, &candle_core::Device::Cpu)?)
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print model throughput: raw forward tokens/s and scoring episodes/s with and without prefix sharing.
+    Bench(bench::BenchArgs),
+    /// Score JSONL episodes: token ids, student/teacher log-probs, top-k, tail, relevance.
+    Score(score::ScoreArgs),
+    /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
+    ExportHf(export::ExportArgs),
+}
+
+/// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
+pub fn init_logging(global: &GlobalArgs) {
+    let default = match global.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match global.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Bench(a) => bench::run(a),
+        Command::ExportHf(a) => export::run(a),
+        Command::Score(a) => score::run(a),
+    }
+}

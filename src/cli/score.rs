@@ -1,0 +1,223 @@
+//! `hindsight score`: JSONL of {prompt, privileged_context, teacher_template, completion} in,
+//! JSONL of token ids and per-token scores out. The building block the pipeline runs at scale,
+//! and a quick way to look at what the teacher thinks of one response.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::ModelArgs;
+use crate::episode::{Message, PrivilegedContext};
+use crate::score::prepare::{prepare, Prepared};
+use crate::score::{EpisodeScores, RelevanceMethod, Scorer, ScorerConfig};
+use crate::template;
+
+/// Arguments of `hindsight score`.
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Input JSONL ("-" for stdin).
+    #[arg(long, short)]
+    pub input: PathBuf,
+    /// Output JSONL ("-" for stdout).
+    #[arg(long, short, default_value = "-")]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Teacher top-k size.
+    #[arg(long, default_value_t = 20)]
+    pub top_k: usize,
+    /// Max tokens per packed forward batch.
+    #[arg(long, default_value_t = 4096)]
+    pub token_budget: usize,
+    /// Score student and teacher contexts separately (slower; for comparison).
+    #[arg(long)]
+    pub no_prefix_sharing: bool,
+    /// Relevance score written to `relevance`: control_kl (default) or kl.
+    #[arg(long, default_value = "control_kl", value_parser = parse_relevance)]
+    pub relevance: RelevanceMethod,
+    /// Lines scored per batch (bounds memory; output order always follows input order).
+    #[arg(long, default_value_t = 64)]
+    pub chunk: usize,
+    /// Exit non-zero if any input line was rejected.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+fn parse_relevance(s: &str) -> Result<RelevanceMethod, String> {
+    RelevanceMethod::parse(s)
+        .ok_or_else(|| format!("unknown relevance method '{s}' (kl, control_kl)"))
+}
+
+/// One input line.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScoreInput {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub prompt: Vec<Message>,
+    #[serde(default)]
+    pub privileged_context: String,
+    /// A successful peer attempt (SDPO `sdpo_reprompt_v1`).
+    #[serde(default)]
+    pub solution: Option<String>,
+    pub teacher_template: String,
+    /// Explicit teacher messages, instead of applying the template.
+    #[serde(default)]
+    pub teacher_prompt: Option<Vec<Message>>,
+    pub completion: String,
+    #[serde(default = "yes")]
+    pub ends_turn: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One output line.
+#[derive(Debug, Serialize)]
+pub struct ScoreOutput<'a> {
+    pub id: Option<&'a str>,
+    pub line: usize,
+    pub teacher_template: &'a str,
+    pub rendered_prompt: &'a str,
+    pub rendered_teacher_prompt: &'a str,
+    pub prompt_ids: &'a [u32],
+    pub teacher_prompt_ids: &'a [u32],
+    pub completion_ids: &'a [u32],
+    pub relevance: f32,
+    #[serde(flatten)]
+    pub scores: &'a EpisodeScores,
+}
+
+struct Pending {
+    line: usize,
+    input: ScoreInput,
+    prepared: Prepared,
+}
+
+/// Runs the command.
+pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
+    let m = a.model.load()?;
+    let reader: Box<dyn BufRead> = if a.input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(&a.input)
+            .with_context(|| format!("opening input {}", a.input.display()))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let writer: Box<dyn Write> = if a.output.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(&a.output)
+            .with_context(|| format!("creating output {}", a.output.display()))?;
+        Box::new(f)
+    };
+    let mut out = BufWriter::new(writer);
+    let cfg = ScorerConfig {
+        top_k: a.top_k,
+        token_budget: a.token_budget,
+        prefix_sharing: !a.no_prefix_sharing,
+        relevance: a.relevance,
+        ..ScorerConfig::default()
+    };
+    let scorer = Scorer::new(&m.transformer, cfg);
+    let (mut ok, mut rejected) = (0usize, 0usize);
+    let mut pending: Vec<Pending> = Vec::new();
+    let flush =
+        |pending: &mut Vec<Pending>, out: &mut BufWriter<Box<dyn Write>>| -> anyhow::Result<()> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let requests: Vec<_> = pending.iter().map(|p| p.prepared.request.clone()).collect();
+            let (scores, _) = scorer.score(&requests)?;
+            for (p, s) in pending.iter().zip(&scores) {
+                let row = ScoreOutput {
+                    id: p.input.id.as_deref(),
+                    line: p.line,
+                    teacher_template: &p.input.teacher_template,
+                    rendered_prompt: &p.prepared.rendered_prompt,
+                    rendered_teacher_prompt: &p.prepared.rendered_teacher_prompt,
+                    prompt_ids: &p.prepared.request.prompt_ids,
+                    teacher_prompt_ids: &p.prepared.request.teacher_prompt_ids,
+                    completion_ids: &p.prepared.request.completion_ids,
+                    relevance: s.relevance(a.relevance),
+                    scores: s,
+                };
+                serde_json::to_writer(&mut *out, &row)?;
+                out.write_all(b"\n")?;
+            }
+            pending.clear();
+            Ok(())
+        };
+    for (i, line) in reader.lines().enumerate() {
+        let lineno = i + 1;
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(line = lineno, "unreadable line: {e}");
+                rejected += 1;
+                continue;
+            }
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line, &m.tokenizer) {
+            Ok((input, prepared)) => {
+                pending.push(Pending {
+                    line: lineno,
+                    input,
+                    prepared,
+                });
+                ok += 1;
+            }
+            Err(e) => {
+                tracing::warn!(line = lineno, "rejected: {e:#}");
+                rejected += 1;
+            }
+        }
+        if pending.len() >= a.chunk.max(1) {
+            flush(&mut pending, &mut out)?;
+        }
+    }
+    flush(&mut pending, &mut out)?;
+    out.flush()?;
+    tracing::info!(scored = ok, rejected, "done");
+    if a.strict && rejected > 0 {
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_line(
+    line: &str,
+    tok: &crate::tokenize::Tokenizer,
+) -> anyhow::Result<(ScoreInput, Prepared)> {
+    let input: ScoreInput = serde_json::from_str(line).context("invalid JSON for a score input")?;
+    if input.completion.is_empty() && !input.ends_turn {
+        anyhow::bail!("empty completion");
+    }
+    let tpl = template::builtin(&input.teacher_template).with_context(|| {
+        format!(
+            "unknown teacher_template '{}' (built-ins: {})",
+            input.teacher_template,
+            template::BUILTIN_IDS.join(", ")
+        )
+    })?;
+    let privileged = PrivilegedContext {
+        text: input.privileged_context.clone(),
+        solution: input.solution.clone(),
+    };
+    let teacher = match &input.teacher_prompt {
+        Some(t) => t.clone(),
+        None => tpl.apply(&input.prompt, &privileged)?,
+    };
+    let control = tpl.apply_control(&input.prompt)?;
+    let completion_ids = tok.encode_completion(&input.completion, input.ends_turn)?;
+    let prepared = prepare(tok, &input.prompt, &teacher, Some(&control), completion_ids)?;
+    Ok((input, prepared))
+}

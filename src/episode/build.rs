@@ -1,0 +1,546 @@
+//! Extraction rules: records → episodes, per input kind (INPUTS.md), with record-level filters.
+//!
+//! Chat logs: after normalisation, every assistant turn that directly follows a user turn and is
+//! directly followed by a user turn gives one episode (prompt = all earlier messages, response =
+//! that turn, privileged = the next user turn). The final assistant turn gives none; assistant
+//! turns after a tool result give none (their prompt would not end with a user message).
+//! Demonstrations: one episode, no response (`completion = None`, rolled out on-policy later).
+//! Unit tests: one episode per attempt, privileged = feedback, peer solution = another passing
+//! attempt of the same group (see [`EpisodeBuilder::build_unit_test_group`]). Hints: one episode.
+//!
+//! Bad-input outcomes decided here (see INGEST.md): empty conversation → filtered
+//! `empty_conversation`; no assistant turn followed by a user turn → filtered `no_episode`;
+//! two same-role turns in a row → merged (or quarantined `non_alternating_roles`); leading
+//! assistant turns → dropped (or quarantined `leading_assistant`); a prompt that does not end
+//! with a user message → quarantined `schema_mismatch`. Text is never altered except by PII
+//! scrubbing and middle-truncation of privileged text; special-token look-alikes stay as text.
+
+use std::collections::BTreeMap;
+
+use regex::Regex;
+
+use super::config::{EpisodeConfig, LeadingAssistantPolicy, RolePolicy};
+use super::pii::PiiScrubber;
+use super::prefilter::is_ack_only;
+use super::{Episode, Message, Method, PrivilegedContext, Provenance, SourceFormat, SourceKind};
+use crate::ingest::formats::{self, ChatLog, Parsed, Turn, UnitTestRecord};
+use crate::ingest::quarantine::{QuarantineEntry, QuarantineReason};
+use crate::ingest::IngestError;
+use crate::ingest::RawRecord;
+use crate::template::{self, truncate_middle, TeacherTemplate};
+
+/// Why a whole record was filtered (keys of `records_filtered`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordFilter {
+    /// The conversation has no messages.
+    EmptyConversation,
+    /// No assistant turn is followed by a user turn (or the prompt-style record is unusable).
+    NoEpisode,
+    /// Marked toxic by the dataset.
+    Toxic,
+    /// Marked redacted by the dataset.
+    Redacted,
+    /// Model not in the allow list.
+    Model,
+    /// Outside the configured time window.
+    TimeWindow,
+}
+
+impl RecordFilter {
+    /// The snake_case reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RecordFilter::EmptyConversation => "empty_conversation",
+            RecordFilter::NoEpisode => "no_episode",
+            RecordFilter::Toxic => "toxic",
+            RecordFilter::Redacted => "redacted",
+            RecordFilter::Model => "model",
+            RecordFilter::TimeWindow => "time_window",
+        }
+    }
+}
+
+/// Why a record produced no episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// Filtered by a rule (counted, not written anywhere).
+    Filtered(RecordFilter),
+    /// Does not fit its schema (written to quarantine).
+    Quarantined(QuarantineEntry),
+}
+
+/// Where a record came from (kept while unit-test groups are buffered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// Source file.
+    pub source_uri: String,
+    /// Record index.
+    pub record_index: i64,
+    /// Byte offset.
+    pub byte_offset: Option<u64>,
+}
+
+impl RecordMeta {
+    /// Provenance fields of a raw record.
+    pub fn of(record: &RawRecord) -> Self {
+        RecordMeta {
+            source_uri: record.source_uri.clone(),
+            record_index: record.record_index,
+            byte_offset: record.byte_offset,
+        }
+    }
+
+    fn quarantine(&self, reason: QuarantineReason, detail: String, raw: &[u8]) -> Rejection {
+        Rejection::Quarantined(QuarantineEntry::new(
+            &self.source_uri,
+            self.record_index,
+            self.byte_offset,
+            reason,
+            detail,
+            raw,
+        ))
+    }
+}
+
+/// Turns records into episodes; holds resolved templates and compiled regexes.
+pub struct EpisodeBuilder {
+    cfg: EpisodeConfig,
+    templates: [TeacherTemplate; 4],
+    scrubber: Option<PiiScrubber>,
+    think: Option<Regex>,
+    time_from: Option<i64>,
+    time_to: Option<i64>,
+    /// PII replacements so far, per kind.
+    pub pii_counts: BTreeMap<String, u64>,
+}
+
+fn parse_bound(v: &Option<String>, name: &str) -> Result<Option<i64>, IngestError> {
+    match v {
+        None => Ok(None),
+        Some(s) => formats::parse_time_us(s).map(Some).ok_or_else(|| {
+            IngestError::Config(format!("prefilter.{name}: `{s}` is not an RFC 3339 time"))
+        }),
+    }
+}
+
+impl EpisodeBuilder {
+    /// Resolves templates and compiles patterns; config errors surface here, before any input.
+    pub fn new(cfg: EpisodeConfig) -> Result<Self, IngestError> {
+        let t = &cfg.templates;
+        let custom = &cfg.custom_templates;
+        let templates = [
+            template::resolve(&t.chat_log, custom)?,
+            template::resolve(&t.demonstration, custom)?,
+            template::resolve(&t.unit_test, custom)?,
+            template::resolve(&t.hint, custom)?,
+        ];
+        let scrubber = if cfg.prefilter.scrub_pii {
+            Some(PiiScrubber::new()?)
+        } else {
+            None
+        };
+        let think = if cfg.strip_think {
+            Some(
+                Regex::new(r"(?s)<think>.*?</think>\s*")
+                    .map_err(|e| IngestError::Config(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let time_from = parse_bound(&cfg.prefilter.time_from, "time_from")?;
+        let time_to = parse_bound(&cfg.prefilter.time_to, "time_to")?;
+        Ok(EpisodeBuilder {
+            cfg,
+            templates,
+            scrubber,
+            think,
+            time_from,
+            time_to,
+            pii_counts: BTreeMap::new(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &EpisodeConfig {
+        &self.cfg
+    }
+
+    /// The template used for a kind.
+    pub fn template_for(&self, kind: SourceKind) -> &TeacherTemplate {
+        match kind {
+            SourceKind::ChatLog => &self.templates[0],
+            SourceKind::Demonstration => &self.templates[1],
+            SourceKind::UnitTest => &self.templates[2],
+            SourceKind::Hint => &self.templates[3],
+        }
+    }
+
+    /// Scrubs PII from a text (no-op when disabled).
+    pub fn scrub(&mut self, text: &mut String) {
+        if let Some(s) = &self.scrubber {
+            s.scrub_in_place(text, &mut self.pii_counts);
+        }
+    }
+
+    fn scrub_messages(&mut self, msgs: &mut [Message]) {
+        for m in msgs {
+            self.scrub(&mut m.content);
+        }
+    }
+
+    /// Parses a record in `format`, or quarantines it.
+    pub fn parse(&self, record: &RawRecord, format: SourceFormat) -> Result<Parsed, Rejection> {
+        formats::parse(&record.value, format).map_err(|e| {
+            let raw = serde_json::to_vec(&record.value).unwrap_or_default();
+            RecordMeta::of(record).quarantine(e.reason, e.detail, &raw)
+        })
+    }
+
+    /// Builds the episodes of one record (unit tests without peer lookup; the stream driver
+    /// uses [`Self::build_unit_test_group`] to add peers).
+    pub fn build(
+        &mut self,
+        record: &RawRecord,
+        format: SourceFormat,
+    ) -> Result<Vec<Episode>, Rejection> {
+        let parsed = self.parse(record, format)?;
+        let meta = RecordMeta::of(record);
+        match parsed {
+            Parsed::Chat(chat) => self.chat_episodes(&meta, format, chat, record),
+            Parsed::Demonstration(mut d) => {
+                self.scrub_messages(&mut d.prompt);
+                self.scrub(&mut d.demonstration);
+                let demo = self.strip_think(d.demonstration);
+                let prov = self.prov(&meta, d.id, d.prompt.len(), d.time_us);
+                let ep = self.episode(
+                    &meta,
+                    SourceKind::Demonstration,
+                    format,
+                    prov,
+                    d.prompt,
+                    demo,
+                    None,
+                    None,
+                    true,
+                    Vec::new(),
+                )?;
+                Ok(vec![ep])
+            }
+            Parsed::UnitTest(u) => {
+                let mut out = self.build_unit_test_group(vec![(meta, u)]);
+                out.pop().map(|(_, r)| r).unwrap_or(Ok(Vec::new()))
+            }
+            Parsed::Hint(mut h) => {
+                self.scrub_messages(&mut h.prompt);
+                self.scrub(&mut h.response);
+                self.scrub(&mut h.hint);
+                let prov = self.prov(&meta, h.id, h.prompt.len(), h.time_us);
+                let on_policy = self.cfg.logged_responses_on_policy;
+                let ep = self.episode(
+                    &meta,
+                    SourceKind::Hint,
+                    format,
+                    prov,
+                    h.prompt,
+                    h.hint,
+                    None,
+                    Some(h.response),
+                    on_policy,
+                    Vec::new(),
+                )?;
+                Ok(vec![ep])
+            }
+        }
+    }
+
+    /// Builds the episodes of a group of unit-test records of the same problem: a failed
+    /// attempt's peer solution is the first *other* passing attempt of the group.
+    pub fn build_unit_test_group(
+        &mut self,
+        group: Vec<(RecordMeta, UnitTestRecord)>,
+    ) -> Vec<(RecordMeta, Result<Vec<Episode>, Rejection>)> {
+        let mut group = group;
+        for (_, u) in group.iter_mut() {
+            self.scrub_messages(&mut u.prompt);
+            self.scrub(&mut u.attempt);
+            self.scrub(&mut u.feedback);
+        }
+        let passing: Vec<usize> = group
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, u))| u.passed)
+            .map(|(i, _)| i)
+            .collect();
+        let peers: Vec<Option<String>> = (0..group.len())
+            .map(|i| {
+                passing
+                    .iter()
+                    .find(|&&j| j != i)
+                    .map(|&j| self.strip_think(group[j].1.attempt.clone()))
+            })
+            .collect();
+        let on_policy = self.cfg.logged_responses_on_policy;
+        group
+            .into_iter()
+            .zip(peers)
+            .map(|((meta, u), peer)| {
+                let prov = self.prov(&meta, u.id, u.prompt.len(), u.time_us);
+                let mut flags = Vec::new();
+                if u.passed {
+                    flags.push("attempt_passed".to_string());
+                }
+                let res = self
+                    .episode(
+                        &meta,
+                        SourceKind::UnitTest,
+                        SourceFormat::UnitTest,
+                        prov,
+                        u.prompt,
+                        u.feedback,
+                        peer,
+                        Some(u.attempt),
+                        on_policy,
+                        flags,
+                    )
+                    .map(|e| vec![e]);
+                (meta, res)
+            })
+            .collect()
+    }
+
+    fn strip_think(&self, text: String) -> String {
+        match &self.think {
+            Some(re) => re.replace_all(&text, "").into_owned(),
+            None => text,
+        }
+    }
+
+    fn prov(
+        &self,
+        meta: &RecordMeta,
+        id: Option<String>,
+        turn_index: usize,
+        time: Option<i64>,
+    ) -> Provenance {
+        Provenance {
+            source_uri: meta.source_uri.clone(),
+            source_record: meta.record_index,
+            conversation_id: id,
+            turn_index: i32::try_from(turn_index).unwrap_or(i32::MAX),
+            event_time_us: time,
+        }
+    }
+
+    fn truncate(&self, text: String, flags: &mut Vec<String>) -> String {
+        let max = self.cfg.privileged_max_chars;
+        if max > 0 && text.len() > max && text.chars().count() > max {
+            if !flags.iter().any(|f| f == "privileged_truncated") {
+                flags.push("privileged_truncated".into());
+            }
+            truncate_middle(&text, max)
+        } else {
+            text
+        }
+    }
+
+    /// Assembles one episode: truncates privileged text, applies the template.
+    #[allow(clippy::too_many_arguments)]
+    fn episode(
+        &self,
+        meta: &RecordMeta,
+        kind: SourceKind,
+        format: SourceFormat,
+        provenance: Provenance,
+        prompt: Vec<Message>,
+        privileged_text: String,
+        solution: Option<String>,
+        completion: Option<String>,
+        is_on_policy: bool,
+        mut flags: Vec<String>,
+    ) -> Result<Episode, Rejection> {
+        if prompt.last().map(|m| m.role.as_str()) != Some("user") {
+            return Err(meta.quarantine(
+                QuarantineReason::SchemaMismatch,
+                "$.prompt: the prompt must end with a user message".into(),
+                serde_json::to_string(&prompt)
+                    .unwrap_or_default()
+                    .as_bytes(),
+            ));
+        }
+        let text = self.truncate(privileged_text, &mut flags);
+        let solution = solution.map(|s| self.truncate(s, &mut flags));
+        let privileged = PrivilegedContext { text, solution };
+        let template = self.template_for(kind);
+        let teacher_prompt = template
+            .apply(&prompt, &privileged)
+            .map_err(|e| meta.quarantine(QuarantineReason::SchemaMismatch, e.to_string(), b""))?;
+        let method = if template.id == "opsd_v1" {
+            Method::Opsd
+        } else {
+            kind.default_method()
+        };
+        Ok(Episode {
+            source_kind: kind,
+            source_format: format,
+            method,
+            provenance,
+            prompt,
+            privileged,
+            teacher_template: template.id.clone(),
+            teacher_prompt,
+            completion,
+            ends_turn: true,
+            is_on_policy,
+            flags,
+        })
+    }
+
+    fn chat_episodes(
+        &mut self,
+        meta: &RecordMeta,
+        format: SourceFormat,
+        mut chat: ChatLog,
+        record: &RawRecord,
+    ) -> Result<Vec<Episode>, Rejection> {
+        let pf = &self.cfg.prefilter;
+        if chat.turns.is_empty() {
+            return Err(Rejection::Filtered(RecordFilter::EmptyConversation));
+        }
+        if pf.drop_toxic && chat.toxic {
+            return Err(Rejection::Filtered(RecordFilter::Toxic));
+        }
+        if pf.drop_redacted && chat.redacted {
+            return Err(Rejection::Filtered(RecordFilter::Redacted));
+        }
+        if !pf.models.is_empty() && !chat.model.as_ref().is_some_and(|m| pf.models.contains(m)) {
+            return Err(Rejection::Filtered(RecordFilter::Model));
+        }
+        let time = chat
+            .time_us
+            .or_else(|| chat.turns.iter().rev().find_map(|t| t.time_us));
+        if let Some(t) = time {
+            if self.time_from.is_some_and(|f| t < f) || self.time_to.is_some_and(|to| t >= to) {
+                return Err(Rejection::Filtered(RecordFilter::TimeWindow));
+            }
+        }
+        let raw = || serde_json::to_vec(&record.value).unwrap_or_default();
+        let mut flags = Vec::new();
+        let turns = normalize_turns(
+            std::mem::take(&mut chat.turns),
+            self.cfg.non_alternating,
+            self.cfg.leading_assistant,
+            &mut flags,
+        )
+        .map_err(|(reason, detail)| meta.quarantine(reason, detail, &raw()))?;
+        let mut turns = turns;
+        for t in turns.iter_mut() {
+            self.scrub(&mut t.content);
+        }
+        let messages: Vec<Message> = turns
+            .iter()
+            .map(|t| Message {
+                role: t.role.clone(),
+                content: t.content.clone(),
+            })
+            .collect();
+        let flag_ack = self.cfg.prefilter.flag_ack_only;
+        let on_policy = self.cfg.logged_responses_on_policy;
+        let mut out = Vec::new();
+        for i in 1..turns.len().saturating_sub(1) {
+            let (prev, cur, next) = (&turns[i - 1], &turns[i], &turns[i + 1]);
+            if cur.role != "assistant" || prev.role != "user" || next.role != "user" {
+                continue;
+            }
+            let mut ep_flags = flags.clone();
+            if flag_ack && is_ack_only(&next.content) {
+                ep_flags.push("ack_only_followup".into());
+            }
+            if cur.stopped_by_length {
+                ep_flags.push("stopped_by_length".into());
+            }
+            let prov = self.prov(
+                meta,
+                chat.conversation_id.clone(),
+                cur.orig_index,
+                cur.time_us,
+            );
+            let mut ep = self.episode(
+                meta,
+                SourceKind::ChatLog,
+                format,
+                prov,
+                messages[..i].to_vec(),
+                next.content.clone(),
+                None,
+                Some(cur.content.clone()),
+                on_policy,
+                ep_flags,
+            )?;
+            ep.ends_turn = !cur.stopped_by_length;
+            out.push(ep);
+        }
+        if out.is_empty() {
+            return Err(Rejection::Filtered(RecordFilter::NoEpisode));
+        }
+        Ok(out)
+    }
+}
+
+/// Normalises a conversation: drops (or rejects) leading assistant turns, merges (or rejects)
+/// consecutive same-role user/assistant turns. Returns the reason and detail on rejection.
+pub fn normalize_turns(
+    turns: Vec<Turn>,
+    roles: RolePolicy,
+    leading: LeadingAssistantPolicy,
+    flags: &mut Vec<String>,
+) -> Result<Vec<Turn>, (QuarantineReason, String)> {
+    let mut out: Vec<Turn> = Vec::with_capacity(turns.len());
+    let mut seen_non_system = false;
+    for t in turns {
+        if !seen_non_system && t.role != "system" {
+            if t.role == "assistant" || t.role == "tool" {
+                if leading == LeadingAssistantPolicy::Quarantine {
+                    return Err((
+                        QuarantineReason::LeadingAssistant,
+                        format!(
+                            "message {} ({}) comes before any user message",
+                            t.orig_index, t.role
+                        ),
+                    ));
+                }
+                if !flags.iter().any(|f| f == "dropped_leading_assistant") {
+                    flags.push("dropped_leading_assistant".into());
+                }
+                continue;
+            }
+            seen_non_system = true;
+        }
+        if let Some(last) = out.last_mut() {
+            if last.role == t.role && (t.role == "user" || t.role == "assistant") {
+                if roles == RolePolicy::Quarantine {
+                    return Err((
+                        QuarantineReason::NonAlternatingRoles,
+                        format!(
+                            "messages {} and {} are both `{}`",
+                            last.orig_index, t.orig_index, t.role
+                        ),
+                    ));
+                }
+                if !flags.iter().any(|f| f == "merged_turns") {
+                    flags.push("merged_turns".into());
+                }
+                if last.content.trim().is_empty() {
+                    last.content = t.content;
+                } else if !t.content.trim().is_empty() {
+                    last.content.push_str("\n\n");
+                    last.content.push_str(&t.content);
+                }
+                last.time_us = t.time_us.or(last.time_us);
+                last.stopped_by_length = t.stopped_by_length;
+                continue;
+            }
+        }
+        out.push(t);
+    }
+    Ok(out)
+}

@@ -1,0 +1,70 @@
+//! Run statistics for the ingest stage, with a reconciliation check: nothing is lost silently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Counts of everything the ingest stage saw and did.
+///
+/// Invariants ([`IngestStats::reconciles`]):
+/// `records_read = records_with_episodes + Σ records_filtered + Σ records_quarantined` and
+/// `episodes_built = episodes_emitted + Σ episodes_filtered`. `episodes_emitted` are the
+/// episodes handed to the scorer, which keeps its own counts from there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestStats {
+    /// Input files opened.
+    pub files: u64,
+    /// Records read (every reader item, good or quarantined; a file that cannot be opened
+    /// counts as one quarantined record).
+    pub records_read: u64,
+    /// Records that produced at least one episode (even if all were filtered later).
+    pub records_with_episodes: u64,
+    /// Records filtered, per reason.
+    pub records_filtered: BTreeMap<String, u64>,
+    /// Records quarantined, per reason.
+    pub records_quarantined: BTreeMap<String, u64>,
+    /// Episodes extracted from records.
+    pub episodes_built: u64,
+    /// Episodes that passed every prefilter and were handed on.
+    pub episodes_emitted: u64,
+    /// Episodes filtered, per reason.
+    pub episodes_filtered: BTreeMap<String, u64>,
+    /// Flags set on emitted episodes, per flag.
+    pub flags: BTreeMap<String, u64>,
+    /// PII replacements, per kind.
+    pub pii_scrubbed: BTreeMap<String, u64>,
+}
+
+fn sum(m: &BTreeMap<String, u64>) -> u64 {
+    m.values().sum()
+}
+
+impl IngestStats {
+    /// Total records filtered.
+    pub fn records_filtered_total(&self) -> u64 {
+        sum(&self.records_filtered)
+    }
+
+    /// Total records quarantined.
+    pub fn records_quarantined_total(&self) -> u64 {
+        sum(&self.records_quarantined)
+    }
+
+    /// Total episodes filtered.
+    pub fn episodes_filtered_total(&self) -> u64 {
+        sum(&self.episodes_filtered)
+    }
+
+    /// Whether both accounting identities hold.
+    pub fn reconciles(&self) -> bool {
+        self.records_read
+            == self.records_with_episodes
+                + self.records_filtered_total()
+                + self.records_quarantined_total()
+            && self.episodes_built == self.episodes_emitted + self.episodes_filtered_total()
+    }
+
+    pub(crate) fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+        *map.entry(key.to_string()).or_insert(0) += 1;
+    }
+}

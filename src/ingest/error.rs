@@ -1,0 +1,52 @@
+//! Errors of the ingest layer that stop a run.
+//!
+//! Bad *records* never become an error: they become a quarantine entry and the job goes on
+//! (see `crate::ingest::QuarantineEntry`). `IngestError` is only for problems the user must fix
+//! before anything can be read: a path that matches nothing, an invalid glob, a bad template or
+//! config, or an output file that cannot be written.
+
+use std::path::PathBuf;
+
+/// A run-stopping error of ingest, episode building or templates.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// An input argument (path, directory or glob) matched no file; a typo should not look like an empty dataset.
+    #[error("input `{0}` matched no file (check the path or glob)")]
+    NoInput(String),
+    /// A glob pattern could not be parsed.
+    #[error("invalid glob `{pattern}`: {detail}")]
+    Glob {
+        /// The pattern as given.
+        pattern: String,
+        /// What the glob parser said.
+        detail: String,
+    },
+    /// A file or directory could not be listed, created or written (not a bad record).
+    #[error("i/o error on {}: {source}", path.display())]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A teacher template is unknown or malformed.
+    #[error("template error: {0}")]
+    Template(String),
+    /// The ingest configuration is inconsistent.
+    #[error("config error: {0}")]
+    Config(String),
+    /// A format name given as an override is unknown.
+    #[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
+    UnknownFormat(String),
+}
+
+impl IngestError {
+    /// Wraps an `io::Error` with the path it happened on, so messages say which file.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        IngestError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Input expansion (path, directory, glob) and opening with transparent decompression.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use crate::ingest::IngestError;
+
+/// How a file is laid out; decides the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    /// One JSON value per line (`.jsonl`, `.ndjson`).
+    Jsonl,
+    /// One JSON array, or concatenated JSON values (`.json`).
+    Json,
+    /// Apache Parquet (`.parquet`, `.pq`).
+    Parquet,
+}
+
+/// Compression wrapped around a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// Plain bytes.
+    None,
+    /// gzip (`.gz`, magic `1f 8b`); multi-member files are read whole.
+    Gzip,
+    /// Zstandard (`.zst`, magic `28 b5 2f fd`).
+    Zstd,
+}
+
+/// One input file, with what its name says about it (the content is sniffed when it says nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Path on disk.
+    pub path: PathBuf,
+    /// Kind from the extension (after stripping `.gz`/`.zst`), if recognised.
+    pub kind: Option<FileKind>,
+}
+
+impl InputFile {
+    /// Classifies a path by its extension.
+    pub fn new(path: PathBuf) -> Self {
+        let kind = kind_from_name(&path);
+        InputFile { path, kind }
+    }
+}
+
+fn kind_from_name(path: &Path) -> Option<FileKind> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let name = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .or_else(|| name.strip_suffix(".zstd"))
+        .unwrap_or(&name);
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
+        Some(FileKind::Jsonl)
+    } else if name.ends_with(".json") {
+        Some(FileKind::Json)
+    } else if name.ends_with(".parquet") || name.ends_with(".pq") {
+        Some(FileKind::Parquet)
+    } else {
+        None
+    }
+}
+
+/// Expands paths, directories (walked recursively, sorted, only files with a known extension,
+/// hidden entries skipped) and globs (sorted) into a file list, in argument order. An argument
+/// that matches nothing is an error, so a typo is not mistaken for an empty dataset.
+pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
+    let mut out = Vec::new();
+    for arg in inputs {
+        let before = out.len();
+        let path = Path::new(arg);
+        if path.is_dir() {
+            walk_dir(path, &mut out)?;
+        } else if path.is_file() {
+            out.push(InputFile::new(path.to_path_buf()));
+        } else if arg.contains(['*', '?', '[']) {
+            let paths = glob::glob(arg).map_err(|e| IngestError::Glob {
+                pattern: arg.clone(),
+                detail: e.to_string(),
+            })?;
+            let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+            matched.sort();
+            for p in matched {
+                if p.is_dir() {
+                    walk_dir(&p, &mut out)?;
+                } else if p.is_file() {
+                    out.push(InputFile::new(p));
+                }
+            }
+        }
+        if out.len() == before {
+            return Err(IngestError::NoInput(arg.clone()));
+        }
+    }
+    Ok(out)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<InputFile>) -> Result<(), IngestError> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| IngestError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            !p.file_name()
+                .map(|n| n.to_string_lossy().starts_with('.'))
+                .unwrap_or(true)
+        })
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            walk_dir(&p, out)?;
+        } else if kind_from_name(&p).is_some() {
+            out.push(InputFile::new(p));
+        }
+    }
+    Ok(())
+}
+
+/// A file opened for reading, decompressed if needed.
+pub struct Opened {
+    /// The file path.
+    pub path: PathBuf,
+    /// The (decompressed) byte stream.
+    pub reader: Box<dyn BufRead + Send>,
+    /// Compression that was detected.
+    pub compression: Compression,
+    /// The first bytes of the decompressed stream (for sniffing the kind).
+    pub magic: Vec<u8>,
+}
+
+/// Detects compression from magic bytes (the extension can lie; magic cannot).
+pub fn sniff_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Guesses a file kind from the first decompressed bytes: `PAR1` → Parquet, `[` → JSON array,
+/// anything else → JSONL.
+pub fn sniff_kind(head: &[u8]) -> Option<FileKind> {
+    if head.starts_with(b"PAR1") {
+        return Some(FileKind::Parquet);
+    }
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    match head.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => Some(FileKind::Json),
+        Some(_) => Some(FileKind::Jsonl),
+        None => None,
+    }
+}
+
+/// Opens a file and wraps it in the right decompressor (by magic bytes).
+pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
+    let file = File::open(path)?;
+    let mut raw = BufReader::with_capacity(256 << 10, file);
+    let compression = sniff_compression(raw.fill_buf()?);
+    let mut reader: Box<dyn BufRead + Send> = match compression {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(BufReader::with_capacity(
+            256 << 10,
+            flate2::bufread::MultiGzDecoder::new(raw),
+        )),
+        Compression::Zstd => Box::new(BufReader::with_capacity(
+            256 << 10,
+            zstd::stream::read::Decoder::with_buffer(raw)?,
+        )),
+    };
+    let magic = reader.fill_buf()?.iter().take(64).copied().collect();
+    Ok(Opened {
+        path: path.to_path_buf(),
+        reader,
+        compression,
+        magic,
+    })
+}
+
+/// Copies a decompressed stream into an anonymous temporary file (Parquet needs random access).
+pub fn spool_to_tempfile(reader: &mut dyn Read) -> std::io::Result<File> {
+    let mut tmp = tempfile::tempfile()?;
+    std::io::copy(reader, &mut tmp)?;
+    Ok(tmp)
+}

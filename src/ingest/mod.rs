@@ -1,0 +1,163 @@
+//! Readers: turn files (JSONL, JSON arrays, Parquet; optionally `.gz` / `.zst`) into a stream of
+//! raw records, and every unreadable record into a [`QuarantineEntry`].
+//!
+//! Everything here streams: a JSONL file is read line by line, a JSON array element by element
+//! (big dumps are one array), a Parquet file batch by batch, so memory stays flat as input grows.
+//! A record that cannot be read never stops the run; it becomes a quarantine entry with its file,
+//! byte offset or row, a reason and a bounded snippet.
+//!
+//! Per-format parsing (WildChat, ShareGPT, OpenAI messages, demonstrations, unit tests, hints)
+//! lives in [`formats`]; autodetection in [`formats::detect`].
+
+pub mod error;
+pub mod formats;
+pub mod input;
+pub mod json_array;
+pub mod jsonl;
+pub mod parquet_rows;
+pub mod quarantine;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::IngestError;
+pub use input::{expand_inputs, Compression, FileKind, InputFile};
+pub use quarantine::{QuarantineEntry, QuarantineReason, QuarantineWriter, SNIPPET_MAX_BYTES};
+
+/// One record as read from a file, before any format is applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    /// The file it came from (path as given/expanded); provenance for every episode.
+    pub source_uri: String,
+    /// 0-based index: JSONL line number (blank lines count), JSON array element, Parquet row.
+    pub record_index: i64,
+    /// Byte offset of the record's first byte in the (decompressed) stream; `None` for Parquet.
+    pub byte_offset: Option<u64>,
+    /// The record itself.
+    pub value: serde_json::Value,
+}
+
+/// Reader limits, so one pathological record cannot exhaust memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReaderOptions {
+    /// A JSONL line or JSON array element larger than this is quarantined (`record_too_large`)
+    /// without being buffered whole.
+    pub max_record_bytes: usize,
+    /// Rows per Parquet batch (memory is about one batch at a time).
+    pub parquet_batch_size: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            max_record_bytes: 64 << 20,
+            parquet_batch_size: 256,
+        }
+    }
+}
+
+/// The item every reader yields: a record, or why a record could not be read.
+pub type RecordResult = Result<RawRecord, QuarantineEntry>;
+
+/// A boxed per-file record iterator.
+pub type FileRecords = Box<dyn Iterator<Item = RecordResult> + Send>;
+
+/// Opens one file with the reader its kind calls for. A file that cannot be opened at all yields
+/// one quarantine entry (`unreadable_file`) instead of failing the run.
+pub fn open_file(file: &InputFile, opts: &ReaderOptions) -> FileRecords {
+    let uri = file.path.display().to_string();
+    let opened = match input::open_decompressed(&file.path) {
+        Ok(o) => o,
+        Err(e) => {
+            return Box::new(std::iter::once(Err(QuarantineEntry::new(
+                &uri,
+                -1,
+                None,
+                QuarantineReason::UnreadableFile,
+                e.to_string(),
+                b"",
+            ))))
+        }
+    };
+    let kind = match file.kind {
+        Some(k) => k,
+        None => match input::sniff_kind(&opened.magic) {
+            Some(k) => k,
+            None => FileKind::Jsonl,
+        },
+    };
+    match kind {
+        FileKind::Jsonl => Box::new(jsonl::JsonlReader::new(uri, opened.reader, opts)),
+        FileKind::Json => Box::new(json_array::JsonArrayReader::new(uri, opened.reader, opts)),
+        FileKind::Parquet => parquet_rows::open(uri, opened, opts),
+    }
+}
+
+/// A streaming record iterator over many inputs (paths, directories, globs), file by file in a
+/// deterministic (sorted) order.
+pub struct RecordSource {
+    files: VecDeque<InputFile>,
+    current: Option<FileRecords>,
+    opts: ReaderOptions,
+    all_files: Vec<InputFile>,
+}
+
+impl RecordSource {
+    /// Expands the inputs (fails if one matches nothing) and prepares to read them lazily.
+    pub fn open(
+        inputs: &[String],
+        opts: ReaderOptions,
+    ) -> Result<Self, crate::ingest::IngestError> {
+        let files = expand_inputs(inputs)?;
+        Ok(Self::from_files(files, opts))
+    }
+
+    /// Reads an already expanded file list.
+    pub fn from_files(files: Vec<InputFile>, opts: ReaderOptions) -> Self {
+        RecordSource {
+            all_files: files.clone(),
+            files: files.into(),
+            current: None,
+            opts,
+        }
+    }
+
+    /// The files this source reads, in order.
+    pub fn files(&self) -> &[InputFile] {
+        &self.all_files
+    }
+
+    /// Total size on disk of all inputs (for throughput reports).
+    pub fn total_bytes(&self) -> u64 {
+        self.all_files
+            .iter()
+            .filter_map(|f| std::fs::metadata(&f.path).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Paths of the inputs.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.all_files.iter().map(|f| f.path.clone()).collect()
+    }
+}
+
+impl Iterator for RecordSource {
+    type Item = RecordResult;
+
+    fn next(&mut self) -> Option<RecordResult> {
+        loop {
+            if let Some(cur) = self.current.as_mut() {
+                if let Some(item) = cur.next() {
+                    return Some(item);
+                }
+                self.current = None;
+            }
+            let file = self.files.pop_front()?;
+            self.current = Some(open_file(&file, &self.opts));
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Parquet reader: rows become `serde_json::Value` objects, one Arrow batch at a time.
+//!
+//! Memory is one decoded batch (`parquet_batch_size` rows) plus the current row. Timestamps
+//! become RFC 3339 strings (UTC, microseconds), exactly like WildChat's JSONL exports, so the
+//! format parsers see one shape. A file whose footer cannot be read yields one
+//! `unreadable_file` entry; a batch that fails to decode yields one `parquet_error` entry and the
+//! rest of the file is skipped. Compressed Parquet (`.parquet.gz`) is spooled to a temporary file
+//! first (Parquet needs random access).
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type,
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use serde_json::{Map, Value};
+
+use super::input::{spool_to_tempfile, Compression, Opened};
+use super::quarantine::{QuarantineEntry, QuarantineReason};
+use super::{FileRecords, RawRecord, ReaderOptions, RecordResult};
+
+/// Opens a Parquet file for row-by-row reading.
+pub fn open(uri: String, mut opened: Opened, opts: &ReaderOptions) -> FileRecords {
+    let fail = |uri: &str, detail: String| -> FileRecords {
+        Box::new(std::iter::once(Err(QuarantineEntry::new(
+            uri,
+            -1,
+            None,
+            QuarantineReason::UnreadableFile,
+            detail,
+            b"",
+        ))))
+    };
+    let file = match opened.compression {
+        Compression::None => File::open(&opened.path),
+        _ => spool_to_tempfile(&mut opened.reader),
+    };
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => return fail(&uri, e.to_string()),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_batch_size(opts.parquet_batch_size.max(1)).build());
+    match reader {
+        Ok(reader) => Box::new(ParquetRows {
+            uri,
+            reader,
+            batch: None,
+            row_in_batch: 0,
+            row_index: 0,
+            done: false,
+        }),
+        Err(e) => fail(&uri, format!("not a readable Parquet file: {e}")),
+    }
+}
+
+/// Iterates the rows of a Parquet file as JSON objects.
+pub struct ParquetRows {
+    uri: String,
+    reader: ParquetRecordBatchReader,
+    batch: Option<RecordBatch>,
+    row_in_batch: usize,
+    row_index: i64,
+    done: bool,
+}
+
+impl Iterator for ParquetRows {
+    type Item = RecordResult;
+
+    fn next(&mut self) -> Option<RecordResult> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(batch) = &self.batch {
+                if self.row_in_batch < batch.num_rows() {
+                    let value = row_to_value(batch, self.row_in_batch);
+                    let rec = RawRecord {
+                        source_uri: self.uri.clone(),
+                        record_index: self.row_index,
+                        byte_offset: None,
+                        value,
+                    };
+                    self.row_in_batch += 1;
+                    self.row_index += 1;
+                    return Some(Ok(rec));
+                }
+                self.batch = None;
+            }
+            match self.reader.next() {
+                None => {
+                    self.done = true;
+                    return None;
+                }
+                Some(Ok(b)) => {
+                    self.batch = Some(b);
+                    self.row_in_batch = 0;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(QuarantineEntry::new(
+                        &self.uri,
+                        self.row_index,
+                        None,
+                        QuarantineReason::ParquetError,
+                        format!(
+                            "batch starting at row {} unreadable, rest of file skipped: {e}",
+                            self.row_index
+                        ),
+                        b"",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Converts one row of a batch to a JSON object keyed by column name.
+pub fn row_to_value(batch: &RecordBatch, row: usize) -> Value {
+    let schema = batch.schema();
+    let mut obj = Map::with_capacity(batch.num_columns());
+    for (i, field) in schema.fields().iter().enumerate() {
+        obj.insert(field.name().clone(), cell(batch.column(i), row));
+    }
+    Value::Object(obj)
+}
+
+fn num<T: Into<serde_json::Number>>(v: T) -> Value {
+    Value::Number(v.into())
+}
+
+fn float(v: f64) -> Value {
+    serde_json::Number::from_f64(v)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
+}
+
+/// Converts one cell of any supported Arrow type to JSON; unsupported types become a string
+/// description rather than an error (the format parser decides whether the field matters).
+fn cell(arr: &Arc<dyn Array>, i: usize) -> Value {
+    if arr.is_null(i) {
+        return Value::Null;
+    }
+    match arr.data_type() {
+        DataType::Null => Value::Null,
+        DataType::Boolean => Value::Bool(arr.as_boolean().value(i)),
+        DataType::Int8 => num(arr.as_primitive::<Int8Type>().value(i)),
+        DataType::Int16 => num(arr.as_primitive::<Int16Type>().value(i)),
+        DataType::Int32 => num(arr.as_primitive::<Int32Type>().value(i)),
+        DataType::Int64 => num(arr.as_primitive::<Int64Type>().value(i)),
+        DataType::UInt8 => num(arr.as_primitive::<UInt8Type>().value(i)),
+        DataType::UInt16 => num(arr.as_primitive::<UInt16Type>().value(i)),
+        DataType::UInt32 => num(arr.as_primitive::<UInt32Type>().value(i)),
+        DataType::UInt64 => num(arr.as_primitive::<UInt64Type>().value(i)),
+        DataType::Float32 => float(arr.as_primitive::<Float32Type>().value(i) as f64),
+        DataType::Float64 => float(arr.as_primitive::<Float64Type>().value(i)),
+        DataType::Utf8 => Value::String(arr.as_string::<i32>().value(i).to_string()),
+        DataType::LargeUtf8 => Value::String(arr.as_string::<i64>().value(i).to_string()),
+        DataType::Utf8View => Value::String(arr.as_string_view().value(i).to_string()),
+        DataType::Binary => {
+            Value::String(String::from_utf8_lossy(arr.as_binary::<i32>().value(i)).into_owned())
+        }
+        DataType::LargeBinary => {
+            Value::String(String::from_utf8_lossy(arr.as_binary::<i64>().value(i)).into_owned())
+        }
+        DataType::Timestamp(unit, _) => {
+            let us = match unit {
+                TimeUnit::Second => arr
+                    .as_primitive::<TimestampSecondType>()
+                    .value(i)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Millisecond => arr
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(i)
+                    .saturating_mul(1_000),
+                TimeUnit::Microsecond => arr.as_primitive::<TimestampMicrosecondType>().value(i),
+                TimeUnit::Nanosecond => {
+                    arr.as_primitive::<TimestampNanosecondType>().value(i) / 1_000
+                }
+            };
+            Value::String(format_rfc3339_us(us))
+        }
+        DataType::Date32 => {
+            let days = arr.as_primitive::<Date32Type>().value(i) as i64;
+            let (y, m, d) = civil_from_days(days);
+            Value::String(format!("{y:04}-{m:02}-{d:02}"))
+        }
+        DataType::List(_) => list(arr.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => list(arr.as_list::<i64>().value(i)),
+        DataType::FixedSizeList(_, _) => list(arr.as_fixed_size_list().value(i)),
+        DataType::Struct(fields) => {
+            let s = arr.as_struct();
+            let mut obj = Map::with_capacity(fields.len());
+            for (j, f) in fields.iter().enumerate() {
+                obj.insert(f.name().clone(), cell(s.column(j), i));
+            }
+            Value::Object(obj)
+        }
+        DataType::Map(_, _) => {
+            let m = arr.as_map();
+            let entries = m.value(i);
+            let keys = entries.column(0);
+            let vals = entries.column(1);
+            let mut obj = Map::new();
+            for j in 0..entries.len() {
+                let k = match cell(keys, j) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                obj.insert(k, cell(vals, j));
+            }
+            Value::Object(obj)
+        }
+        DataType::Dictionary(_, _) => {
+            let d = arr.as_any_dictionary();
+            let keys = d.normalized_keys();
+            match keys.get(i) {
+                Some(&k) => cell(d.values(), k),
+                None => Value::Null,
+            }
+        }
+        other => Value::String(format!("<unsupported arrow type {other}>")),
+    }
+}
+
+fn list(values: Arc<dyn Array>) -> Value {
+    Value::Array((0..values.len()).map(|j| cell(&values, j)).collect())
+}
+
+/// Formats microseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn format_rfc3339_us(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let frac = us.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:06}Z",
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01 (inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}

@@ -1,0 +1,74 @@
+//! From messages to token streams: the canonical encoding of an episode's student, teacher and
+//! control contexts plus its response, ready for the scorer.
+
+use crate::episode::{Episode, Message};
+use crate::error::{Error, Result};
+use crate::template::TeacherTemplate;
+use crate::tokenize::Tokenizer;
+
+use super::ScoreRequest;
+
+/// A scoring request plus the rendered texts it was built from (kept for output rows).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub request: ScoreRequest,
+    pub rendered_prompt: String,
+    pub rendered_teacher_prompt: String,
+}
+
+/// Encodes the contexts and the response. `completion_ids` must come from the engine that
+/// produced the response or from [`Tokenizer::encode_completion`]; they are never re-derived.
+pub fn prepare(
+    tok: &Tokenizer,
+    prompt: &[Message],
+    teacher_prompt: &[Message],
+    control_prompt: Option<&[Message]>,
+    completion_ids: Vec<u32>,
+) -> Result<Prepared> {
+    let student = tok.encode_chat(prompt, true)?;
+    let teacher = tok.encode_chat(teacher_prompt, true)?;
+    let control = match control_prompt {
+        Some(c) => Some(tok.encode_chat(c, true)?.ids),
+        None => None,
+    };
+    Ok(Prepared {
+        request: ScoreRequest {
+            prompt_ids: student.ids,
+            teacher_prompt_ids: teacher.ids,
+            control_prompt_ids: control,
+            completion_ids,
+        },
+        rendered_prompt: student.rendered,
+        rendered_teacher_prompt: teacher.rendered,
+    })
+}
+
+/// Prepares an episode with a logged response; `template` builds the control context.
+pub fn prepare_episode(
+    tok: &Tokenizer,
+    episode: &Episode,
+    template: Option<&TeacherTemplate>,
+) -> Result<Prepared> {
+    let completion = episode
+        .completion
+        .as_deref()
+        .ok_or_else(|| Error::Request {
+            id: episode.provenance.conversation_id.clone(),
+            message: "episode has no response yet (it needs a rollout)".into(),
+        })?;
+    let completion_ids = tok.encode_completion(completion, episode.ends_turn)?;
+    let control = match template {
+        Some(t) => Some(
+            t.apply_control(&episode.prompt)
+                .map_err(|e| Error::Template(e.to_string()))?,
+        ),
+        None => None,
+    };
+    prepare(
+        tok,
+        &episode.prompt,
+        &episode.teacher_prompt,
+        control.as_deref(),
+        completion_ids,
+    )
+}
