@@ -113,3 +113,25 @@ pub fn scoring(
         flops,
     })
 }
+
+/// Scoring requests (with control contexts) for the chat-log episodes found in `inputs`.
+pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Vec<ScoreRequest>> {
+    let opts = crate::episode::IngestOptions {
+        inputs: inputs.to_vec(),
+        ..Default::default()
+    };
+    let mut stream = crate::episode::ingest(opts)?;
+    let mut requests = Vec::new();
+    for ep in stream.by_ref() {
+        if ep.completion.is_none() {
+            continue;
+        }
+        let tpl = crate::template::builtin(&ep.teacher_template);
+        match crate::score::prepare::prepare_episode(tok, &ep, tpl.as_ref()) {
+            Ok(p) => requests.push(p.request),
+            Err(e) => tracing::warn!("skipping episode: {e}"),
+        }
+    }
+    stream.finish()?;
+    Ok(requests)
+}

@@ -6,9 +6,11 @@
 
 pub mod bench;
 pub mod cli;
+pub mod config;
 pub mod episode;
 pub mod error;
 pub mod ingest;
+// pub mod pipeline;
 pub mod model;
 pub mod score;
 pub mod template;

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::ModelArgs;
 use crate::bench;
+use crate::score::ScorerConfig;
 
 /// Arguments of `hindsight bench`.
 #[derive(Debug, Args)]
@@ -18,6 +19,13 @@ pub struct BenchArgs {
     /// Repeats per forward measurement.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Chat-log inputs whose episodes are scored for the episodes/s numbers.
+    #[arg(long, default_values_t = [
+        "sample-data/wildchat_1m.jsonl".to_string(),
+        "sample-data/sharegpt.json".to_string(),
+        "sample-data/openai_messages.jsonl".to_string(),
+    ])]
+    pub episodes: Vec<String>,
     /// Also print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -41,8 +49,47 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         forward.push(f);
     }
+    let requests = bench::episode_requests(&m.tokenizer, &a.episodes)?;
+    let resp: usize = requests.iter().map(|r| r.completion_ids.len()).sum();
+    println!(
+        "scoring {} chat-log episodes ({} response tokens), K=20:",
+        requests.len(),
+        resp
+    );
+    let mut scoring = Vec::new();
+    for (label, sharing, control) in [
+        ("shared prefix, +control", true, true),
+        ("separate contexts, +control", false, true),
+        ("shared prefix, student+teacher", true, false),
+        ("separate contexts, student+teacher", false, false),
+    ] {
+        let cfg = ScorerConfig {
+            prefix_sharing: sharing,
+            control,
+            ..ScorerConfig::default()
+        };
+        let b = bench::scoring(&m.transformer, &requests, cfg, label)?;
+        println!(
+            "  {:<36} {:>6.2} episodes/s {:>7.1} response tokens/s | forward tokens {:>6} | {:.2} GFLOP/episode",
+            b.label,
+            b.episodes_per_s,
+            b.response_tokens_per_s,
+            b.stats.forward_tokens,
+            b.flops as f64 / b.episodes.max(1) as f64 / 1e9
+        );
+        scoring.push(b);
+    }
+    let ratio = |a: usize, b: usize| scoring[b].flops as f64 / scoring[a].flops.max(1) as f64;
+    println!(
+        "  prefix sharing saves {:.2}x forward FLOPs (student+teacher), {:.2}x (with control)",
+        ratio(2, 3),
+        ratio(0, 1)
+    );
     if a.json {
-        println!("{}", serde_json::json!({ "forward": forward }));
+        println!(
+            "{}",
+            serde_json::json!({ "forward": forward, "scoring": scoring })
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

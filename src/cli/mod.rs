@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod export;
+// pub mod run;
 pub mod score;
 
 use std::path::PathBuf;
@@ -69,6 +70,8 @@ impl ModelArgs {
 pub enum Command {
     /// Print model throughput: raw forward tokens/s and scoring episodes/s with and without prefix sharing.
     Bench(bench::BenchArgs),
+    /// Run a pipeline (ingest, score, write Parquet shards + manifest); resumable and incremental.
+    // Run(run::RunArgs),
     /// Score JSONL episodes: token ids, student/teacher log-probs, top-k, tail, relevance.
     Score(score::ScoreArgs),
     /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
@@ -99,5 +102,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(a),
         Command::ExportHf(a) => export::run(a),
         Command::Score(a) => score::run(a),
+        // Command::Run(a) => run::run(a),
     }
 }

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 /// A run-stopping error of ingest, episode building or templates.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    /// The consumer of the episode stream stopped reading (a deliberately shortened run).
+    #[error("the run stopped before the input was fully read")]
+    Stopped,
     /// An input argument (path, directory or glob) matched no file; a typo should not look like an empty dataset.
     #[error("input `{0}` matched no file (check the path or glob)")]
     NoInput(String),

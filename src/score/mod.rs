@@ -1,10 +1,9 @@
 //! Scoring: teacher and student log-probs of every response token, the teacher's top-k and tail,
 //! advantages and relevance, from a real forward pass.
 //!
-//! Requests are sorted by length and packed into forward batches bounded by a token budget. Within
-//! a request, the student, teacher and control contexts share everything up to where the teacher
-//! template changes the last user message; that prefix is computed once and the three contexts
-//! branch from it (see [`plan`]). The LM head and log-softmax run only on the rows that predict
+//! Requests are packed into forward batches bounded by a token budget; every token prefix shared
+//! by sequences of a batch (the student, teacher and control contexts of an episode, and the
+//! history of consecutive turns of a conversation) is computed once (see [`plan`]). The LM head and log-softmax run only on the rows that predict
 //! response tokens, a bounded chunk of rows at a time.
 
 pub mod logprobs;
@@ -17,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Transformer;
-use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass, top_k};
+use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
 pub use plan::{pack_requests, RequestLayout};
 
 /// Which relevance score a dataset's `relevance` column (and the filter) uses.
@@ -218,10 +217,10 @@ impl<'m> Scorer<'m> {
             let c = t1 - t0;
             // Rows: [teacher chunk | student chunk | control chunk].
             let mut rows: Vec<u32> = Vec::with_capacity(3 * c);
-            rows.extend((t0..t1).map(|t| (layout.teacher_rows + t) as u32));
-            rows.extend((t0..t1).map(|t| (layout.student_rows + t) as u32));
-            if let Some(cr) = layout.control_rows {
-                rows.extend((t0..t1).map(|t| (cr + t) as u32));
+            rows.extend(layout.teacher_rows[t0..t1].iter().map(|&r| r as u32));
+            rows.extend(layout.student_rows[t0..t1].iter().map(|&r| r as u32));
+            if let Some(cr) = &layout.control_rows {
+                rows.extend(cr[t0..t1].iter().map(|&r| r as u32));
             }
             let idx = Tensor::from_vec(rows.clone(), rows.len(), hidden.device())?;
             let h = hidden.index_select(&idx, 0)?;
@@ -274,7 +273,7 @@ fn token_result(
     TokenResult {
         student: student[target] as f64 - lse_s,
         teacher: teacher[target] as f64 - lse_t,
-        tail: tail_log_mass(topk_lp.iter().copied()),
+        tail: tail_log_mass_of_row(teacher, lse_t, &ids),
         kl: kl_topk_tail(&topk_lp, &student_topk),
         kl_full: kl_full(teacher, lse_t, student, lse_s),
         topk_ids: ids,

@@ -1,23 +1,29 @@
-//! Laying scoring requests out as packed forward batches, with prefix sharing.
+//! Laying scoring requests out as packed forward batches, sharing every common prefix.
 //!
-//! A request has two or three contexts (student, teacher, control) followed by the same response.
-//! With prefix sharing the longest common token prefix of the contexts becomes one segment and each
-//! context's remainder plus the response becomes a child segment attending to it; without it each
-//! context is a segment of its own. The final response token is never fed: nothing reads the
-//! prediction it would make.
+//! Each request contributes two or three token sequences (student, teacher and control context,
+//! each followed by the same response). With prefix sharing, all sequences of a batch are
+//! inserted into a radix tree of tokens: a token run shared by several sequences becomes one
+//! segment computed once, and the sequences branch from it. That shares the system prompt and
+//! conversation history between the student and teacher of one episode, and between consecutive
+//! episodes of one conversation (turn k's context contains turn k-1's whole exchange). Without
+//! sharing, every sequence is a segment of its own. The final response token is never fed:
+//! nothing reads the prediction it would make.
+//!
+//! Packing needs no padding, so batches are filled in input order (keeping a conversation's
+//! episodes together) up to the token budget rather than sorted by length.
 
 use super::{ScoreRequest, ScorerConfig};
 use crate::model::PackedBatch;
 
-/// Where one request's scoring rows ended up in a packed batch.
+/// Where one request's scoring rows ended up in a packed batch: for each response token `t`, the
+/// packed row whose logits predict it, in each context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLayout {
     /// Index of the request in the caller's slice.
     pub request: usize,
-    /// Packed row predicting response token 0 in each context; token `t` is that row + `t`.
-    pub student_rows: usize,
-    pub teacher_rows: usize,
-    pub control_rows: Option<usize>,
+    pub student_rows: Vec<usize>,
+    pub teacher_rows: Vec<usize>,
+    pub control_rows: Option<Vec<usize>>,
 }
 
 /// One forward batch and the requests it carries.
@@ -25,10 +31,6 @@ pub struct RequestLayout {
 pub struct Pack {
     pub batch: PackedBatch,
     pub layouts: Vec<RequestLayout>,
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 fn contexts<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
@@ -41,72 +43,251 @@ fn contexts<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
     v
 }
 
-/// Length of the prefix shared by all contexts that can be computed once: capped one short of the
-/// shortest context so every scoring row lies in a branch.
-pub fn shared_prefix_len(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
-    if !cfg.prefix_sharing {
-        return 0;
-    }
-    let ctx = contexts(r, cfg);
-    let mut l = ctx[0].len();
-    for c in &ctx[1..] {
-        l = l.min(common_prefix(ctx[0], c));
-    }
-    let shortest = ctx.iter().map(|c| c.len()).min().unwrap_or(0);
-    l.min(shortest.saturating_sub(1))
-}
-
-/// Tokens the request adds to a packed batch.
-pub fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
-    let ctx = contexts(r, cfg);
-    let l = shared_prefix_len(r, cfg);
-    let resp = r.completion_ids.len().saturating_sub(1);
-    l + ctx.iter().map(|c| c.len() - l + resp).sum::<usize>()
-}
-
-fn push_request(pack: &mut Pack, index: usize, r: &ScoreRequest, cfg: &ScorerConfig) {
-    let ctx = contexts(r, cfg);
-    let l = shared_prefix_len(r, cfg);
+/// The sequences a request feeds: each context followed by the response minus its last token.
+fn sequences(r: &ScoreRequest, cfg: &ScorerConfig) -> Vec<(Vec<u32>, usize)> {
     let resp = &r.completion_ids[..r.completion_ids.len().saturating_sub(1)];
-    let parent = (l > 0).then(|| pack.batch.push_segment(&ctx[0][..l], 0, None));
-    let mut rows = Vec::with_capacity(ctx.len());
-    for c in &ctx {
-        let mut tokens = Vec::with_capacity(c.len() - l + resp.len());
-        tokens.extend_from_slice(&c[l..]);
-        tokens.extend_from_slice(resp);
-        let seg = pack.batch.push_segment(&tokens, l, parent);
-        let start = pack.batch.segments[seg].start;
-        rows.push(start + c.len() - 1 - l);
-    }
-    pack.layouts.push(RequestLayout {
-        request: index,
-        student_rows: rows[0],
-        teacher_rows: rows[1],
-        control_rows: rows.get(2).copied(),
-    });
+    contexts(r, cfg)
+        .into_iter()
+        .map(|c| {
+            let mut s = Vec::with_capacity(c.len() + resp.len());
+            s.extend_from_slice(c);
+            s.extend_from_slice(resp);
+            (s, c.len())
+        })
+        .collect()
 }
 
-/// Packs requests, longest first, into batches of at most `cfg.token_budget` tokens (a request
-/// larger than the budget gets a batch of its own). Deterministic for a given input order.
-pub fn pack_requests(requests: &[ScoreRequest], cfg: &ScorerConfig) -> Vec<Pack> {
-    let mut order: Vec<(usize, usize)> = requests
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i, request_cost(r, cfg)))
-        .collect();
-    order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut packs = Vec::new();
-    let mut current = Pack::default();
-    for (i, cost) in order {
-        if !current.layouts.is_empty() && current.batch.len() + cost > cfg.token_budget {
-            packs.push(std::mem::take(&mut current));
+/// A radix tree of token sequences; each node becomes one packed segment.
+#[derive(Debug, Default)]
+struct Trie {
+    nodes: Vec<Node>,
+    roots: Vec<usize>,
+    tokens: usize,
+}
+
+#[derive(Debug)]
+struct Node {
+    tokens: Vec<u32>,
+    /// Position of the node's first token in every sequence passing through it.
+    start: usize,
+    children: Vec<usize>,
+}
+
+impl Trie {
+    fn children_of(&self, parent: Option<usize>) -> &[usize] {
+        match parent {
+            Some(p) => &self.nodes[p].children,
+            None => &self.roots,
         }
-        push_request(&mut current, i, &requests[i], cfg);
     }
-    if !current.layouts.is_empty() {
-        packs.push(current);
+
+    /// Tokens of `seq` not yet in the tree (what inserting it would add).
+    fn new_tokens(&self, seq: &[u32]) -> usize {
+        let mut parent = None;
+        let mut pos = 0;
+        while pos < seq.len() {
+            let Some(&c) = self
+                .children_of(parent)
+                .iter()
+                .find(|&&c| self.nodes[c].tokens[0] == seq[pos])
+            else {
+                break;
+            };
+            let node = &self.nodes[c];
+            let m = common_prefix(&node.tokens, &seq[pos..]);
+            pos += m;
+            if m < node.tokens.len() {
+                break;
+            }
+            parent = Some(c);
+        }
+        seq.len() - pos
     }
-    packs
+
+    fn insert(&mut self, seq: &[u32]) {
+        let mut parent: Option<usize> = None;
+        let mut pos = 0;
+        while pos < seq.len() {
+            let found = self
+                .children_of(parent)
+                .iter()
+                .copied()
+                .find(|&c| self.nodes[c].tokens[0] == seq[pos]);
+            let Some(c) = found else {
+                let id = self.nodes.len();
+                self.nodes.push(Node {
+                    tokens: seq[pos..].to_vec(),
+                    start: pos,
+                    children: Vec::new(),
+                });
+                match parent {
+                    Some(p) => self.nodes[p].children.push(id),
+                    None => self.roots.push(id),
+                }
+                self.tokens += seq.len() - pos;
+                return;
+            };
+            let m = common_prefix(&self.nodes[c].tokens, &seq[pos..]);
+            if m < self.nodes[c].tokens.len() {
+                // Split `c` after its first m tokens; the tail keeps c's children.
+                let tail_tokens = self.nodes[c].tokens.split_off(m);
+                let tail = self.nodes.len();
+                let moved = std::mem::take(&mut self.nodes[c].children);
+                self.nodes.push(Node {
+                    tokens: tail_tokens,
+                    start: pos + m,
+                    children: moved,
+                });
+                self.nodes[c].children.push(tail);
+            }
+            pos += m;
+            parent = Some(c);
+        }
+    }
+
+    /// Emits nodes depth-first (parents first) as segments; returns each node's segment index.
+    fn emit(&self, batch: &mut PackedBatch) -> Vec<usize> {
+        let mut seg_of = vec![usize::MAX; self.nodes.len()];
+        let mut stack: Vec<(usize, Option<usize>)> =
+            self.roots.iter().rev().map(|&r| (r, None)).collect();
+        while let Some((n, parent_seg)) = stack.pop() {
+            let node = &self.nodes[n];
+            let seg = batch.push_segment(&node.tokens, node.start, parent_seg);
+            seg_of[n] = seg;
+            for &c in node.children.iter().rev() {
+                stack.push((c, Some(seg)));
+            }
+        }
+        seg_of
+    }
+
+    /// Packed row of every position of `seq` (which must have been inserted).
+    fn rows(&self, seq: &[u32], seg_of: &[usize], batch: &PackedBatch) -> Vec<usize> {
+        let mut rows = Vec::with_capacity(seq.len());
+        let mut parent = None;
+        let mut pos = 0;
+        while pos < seq.len() {
+            let Some(&c) = self
+                .children_of(parent)
+                .iter()
+                .find(|&&c| self.nodes[c].tokens[0] == seq[pos])
+            else {
+                break;
+            };
+            let node = &self.nodes[c];
+            let start = batch.segments[seg_of[c]].start;
+            let take = node.tokens.len().min(seq.len() - pos);
+            rows.extend(start..start + take);
+            pos += take;
+            parent = Some(c);
+        }
+        rows
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Tokens a request would add to an empty batch.
+pub fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
+    let mut t = Trie::default();
+    for (s, _) in sequences(r, cfg) {
+        if cfg.prefix_sharing {
+            t.insert(&s);
+        } else {
+            t.tokens += s.len();
+        }
+    }
+    t.tokens
+}
+
+fn build_pack(requests: &[ScoreRequest], members: &[usize], cfg: &ScorerConfig) -> Pack {
+    let mut pack = Pack::default();
+    if cfg.prefix_sharing {
+        let mut trie = Trie::default();
+        let seqs: Vec<Vec<(Vec<u32>, usize)>> = members
+            .iter()
+            .map(|&i| sequences(&requests[i], cfg))
+            .collect();
+        for s in seqs.iter().flatten() {
+            trie.insert(&s.0);
+        }
+        let seg_of = trie.emit(&mut pack.batch);
+        for (&i, seq) in members.iter().zip(&seqs) {
+            let t_len = requests[i].completion_ids.len();
+            let mut per_ctx = seq.iter().map(|(s, ctx_len)| {
+                let rows = trie.rows(s, &seg_of, &pack.batch);
+                rows[ctx_len - 1..ctx_len - 1 + t_len].to_vec()
+            });
+            let student_rows = per_ctx.next().unwrap_or_default();
+            let teacher_rows = per_ctx.next().unwrap_or_default();
+            let control_rows = per_ctx.next();
+            pack.layouts.push(RequestLayout {
+                request: i,
+                student_rows,
+                teacher_rows,
+                control_rows,
+            });
+        }
+    } else {
+        for &i in members {
+            let t_len = requests[i].completion_ids.len();
+            let mut per_ctx = sequences(&requests[i], cfg)
+                .into_iter()
+                .map(|(s, ctx_len)| {
+                    let seg = pack.batch.push_segment(&s, 0, None);
+                    let start = pack.batch.segments[seg].start + ctx_len - 1;
+                    (start..start + t_len).collect::<Vec<_>>()
+                });
+            let student_rows = per_ctx.next().unwrap_or_default();
+            let teacher_rows = per_ctx.next().unwrap_or_default();
+            let control_rows = per_ctx.next();
+            pack.layouts.push(RequestLayout {
+                request: i,
+                student_rows,
+                teacher_rows,
+                control_rows,
+            });
+        }
+    }
+    pack
+}
+
+/// Packs requests in input order into batches of about `cfg.token_budget` tokens (a request
+/// larger than the budget gets a batch of its own). Deterministic for a given input.
+pub fn pack_requests(requests: &[ScoreRequest], cfg: &ScorerConfig) -> Vec<Pack> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut members: Vec<usize> = Vec::new();
+    let mut trie = Trie::default();
+    for (i, r) in requests.iter().enumerate() {
+        let seqs = sequences(r, cfg);
+        let cost: usize = if cfg.prefix_sharing {
+            // An upper bound: the request's own sequences may also share with each other.
+            seqs.iter().map(|(s, _)| trie.new_tokens(s)).sum()
+        } else {
+            seqs.iter().map(|(s, _)| s.len()).sum()
+        };
+        if !members.is_empty() && trie.tokens + cost > cfg.token_budget {
+            groups.push(std::mem::take(&mut members));
+            trie = Trie::default();
+        }
+        for (s, _) in &seqs {
+            if cfg.prefix_sharing {
+                trie.insert(s);
+            } else {
+                trie.tokens += s.len();
+            }
+        }
+        members.push(i);
+    }
+    if !members.is_empty() {
+        groups.push(members);
+    }
+    groups
+        .iter()
+        .map(|g| build_pack(requests, g, cfg))
+        .collect()
 }
 
 #[cfg(test)]
@@ -133,14 +314,44 @@ mod tests {
         assert_eq!(b.tokens, vec![1, 2, 3, 4, 5, 7, 8, 9, 5, 99, 5]);
         assert_eq!(b.positions, vec![0, 1, 2, 3, 4, 2, 3, 4, 5, 2, 3]);
         let l = &packs[0].layouts[0];
-        assert_eq!(b.tokens[l.student_rows], 4); // last prompt token predicts completion[0]
-        assert_eq!(b.tokens[l.teacher_rows], 9);
-        assert_eq!(b.tokens[l.control_rows.unwrap_or(0)], 99);
+        // The row of the last context token predicts completion[0]; the next one completion[1].
+        let toks = |rows: &[usize]| rows.iter().map(|&i| b.tokens[i]).collect::<Vec<_>>();
+        assert_eq!(toks(&l.student_rows), vec![4, 5]);
+        assert_eq!(toks(&l.teacher_rows), vec![9, 5]);
+        assert_eq!(
+            toks(l.control_rows.as_deref().unwrap_or_default()),
+            vec![99, 5]
+        );
         assert_eq!(request_cost(&r, &cfg), b.len());
     }
 
     #[test]
-    fn budget_splits_batches_longest_first() {
+    fn consecutive_turns_of_a_conversation_share_their_history() {
+        let cfg = ScorerConfig {
+            control: false,
+            ..ScorerConfig::default()
+        };
+        // Turn 2's student context continues turn 1's student sequence.
+        let t1 = req(&[1, 2, 3], &[1, 2, 3, 8], &[4, 5]);
+        let t2 = req(&[1, 2, 3, 4, 5, 6], &[1, 2, 3, 4, 5, 6, 9], &[7, 2]);
+        let packs = pack_requests(&[t1.clone(), t2.clone()], &cfg);
+        assert_eq!(packs.len(), 1);
+        let shared = packs[0].batch.len();
+        let separate = request_cost(&t1, &cfg) + request_cost(&t2, &cfg);
+        assert!(shared < separate, "{shared} vs {separate}");
+        let b = &packs[0].batch;
+        let l2 = &packs[0].layouts[1];
+        let toks = |rows: &[usize]| rows.iter().map(|&i| b.tokens[i]).collect::<Vec<_>>();
+        assert_eq!(toks(&l2.student_rows), vec![6, 7]);
+        assert_eq!(toks(&l2.teacher_rows), vec![9, 7]);
+        // Positions along every path are contiguous 0..len.
+        for (rows, ctx) in [(&l2.student_rows, 6usize), (&l2.teacher_rows, 7)] {
+            assert_eq!(b.positions[rows[0]] as usize, ctx - 1);
+        }
+    }
+
+    #[test]
+    fn budget_splits_batches_in_input_order() {
         let cfg = ScorerConfig {
             token_budget: 12,
             control: false,
@@ -154,6 +365,6 @@ mod tests {
             .iter()
             .map(|p| p.layouts.iter().map(|l| l.request).collect())
             .collect();
-        assert_eq!(order, vec![vec![1], vec![0, 2]]);
+        assert_eq!(order, vec![vec![0], vec![1], vec![2]]);
     }
 }

@@ -26,6 +26,20 @@ pub struct EncodedChat {
     pub ids: Vec<u32>,
 }
 
+/// A cheap, cloneable handle on the plain-text encoder, for length prefilters on other threads.
+#[derive(Clone)]
+pub struct TextEncoder(tokenizers::Tokenizer);
+
+impl TextEncoder {
+    /// Number of tokens in `text` (its byte length, an upper bound, if encoding fails).
+    pub fn count(&self, text: &str) -> usize {
+        self.0
+            .encode_fast(text, false)
+            .map(|e| e.len())
+            .unwrap_or(text.len())
+    }
+}
+
 /// The tokenizer of one model.
 pub struct Tokenizer {
     /// Plain-text encoder: knows no added tokens, so special strings in text stay text.
@@ -158,6 +172,11 @@ impl Tokenizer {
             .encode_fast(text, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// A handle on the plain-text encoder that can move to another thread.
+    pub fn text_encoder(&self) -> TextEncoder {
+        TextEncoder(self.text.clone())
     }
 
     /// Renders and encodes a conversation canonically (see the module docs).

@@ -1,0 +1,59 @@
+//! `hindsight run PIPELINE.toml`: the nightly job. Reruns are incremental and resumable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::config::PipelineConfig;
+use crate::pipeline::{self, RunOptions};
+
+/// Arguments of `hindsight run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (see pipelines/).
+    pub pipeline: PathBuf,
+    /// Input paths, directories or globs; replaces the pipeline's input.paths (repeatable).
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// Force an input format (wildchat, sharegpt, openai, demonstration, unit_test, hint).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Output directory; replaces output.dir.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Override any pipeline key, e.g. --set score.top_k=10 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Commit at most this many chunks, then stop (for staged runs and resume tests).
+    #[arg(long, hide = true)]
+    pub max_chunks: Option<usize>,
+}
+
+/// Resolves the config (file, then --set, then the dedicated flags) and runs it.
+pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut sets = a.sets.clone();
+    if let Some(f) = &a.format {
+        sets.push(format!("input.format={f:?}"));
+    }
+    if let Some(o) = &a.output {
+        sets.push(format!("output.dir={:?}", o.display().to_string()));
+    }
+    let mut cfg = PipelineConfig::load(&a.pipeline, &sets)?;
+    if !a.inputs.is_empty() {
+        cfg.input.paths = a.inputs.clone();
+    }
+    let report = pipeline::run(
+        &cfg,
+        &RunOptions {
+            progress: !a.no_progress,
+            max_chunks: a.max_chunks,
+        },
+    )?;
+    eprintln!("{}", report.summary());
+    println!("{}", report.output_dir.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,287 @@
+//! Pipeline configuration: a TOML file (see `pipelines/`) resolved into typed, validated
+//! settings, plus its fingerprint. The resolved config (after `--set` overrides and CLI flags) is
+//! what gets hashed into every dataset, so two datasets with the same hash were made the same way.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::episode::{EpisodeConfig, SourceFormat};
+use crate::model::ComputeMode;
+use crate::score::RelevanceMethod;
+use crate::util::sha256_hex;
+
+/// Errors in a pipeline file or an override; they name the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading pipeline {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("pipeline {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("--set {0}: expected key=value (e.g. --set score.top_k=10)")]
+    BadOverride(String),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// The whole pipeline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Pipeline name (recorded in metadata).
+    pub name: String,
+    pub input: InputConfig,
+    #[serde(default)]
+    pub episode: EpisodeConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub score: ScoreConfig,
+    pub output: OutputConfig,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Paths, directories or globs (relative paths resolve against the working directory).
+    pub paths: Vec<String>,
+    /// Force one format for every file (`wildchat`, `sharegpt`, `openai`, `demonstration`,
+    /// `unit_test`, `hint`); `auto` detects per file.
+    #[serde(default = "auto")]
+    pub format: String,
+    /// Records per resumable work chunk.
+    #[serde(default = "default_chunk_records")]
+    pub chunk_records: usize,
+}
+
+fn auto() -> String {
+    "auto".into()
+}
+fn default_chunk_records() -> usize {
+    256
+}
+
+/// Which model scores (and later rolls out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// GGUF file or Hugging Face directory; default: the embedded SmolLM2.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub compute: ComputeMode,
+}
+
+/// Scoring settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScoreConfig {
+    pub top_k: usize,
+    pub token_budget: usize,
+    pub prefix_sharing: bool,
+    pub relevance: RelevanceMethod,
+    /// Rows whose relevance is below this are dropped (counted, with examples in the report).
+    pub relevance_threshold: f32,
+    /// Episodes per scoring batch handed to the scorer (bounds memory and latency).
+    pub batch_episodes: usize,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        Self {
+            top_k: 20,
+            token_budget: 4096,
+            prefix_sharing: true,
+            relevance: RelevanceMethod::ControlKl,
+            relevance_threshold: 0.0,
+            batch_episodes: 32,
+        }
+    }
+}
+
+/// Where and how the dataset is written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    pub dir: PathBuf,
+    #[serde(default = "default_shard_rows")]
+    pub shard_max_rows: usize,
+    #[serde(default = "default_shard_bytes")]
+    pub shard_max_bytes: u64,
+}
+
+fn default_shard_rows() -> usize {
+    10_000
+}
+fn default_shard_bytes() -> u64 {
+    128 << 20
+}
+
+impl PipelineConfig {
+    /// Reads a pipeline file and applies `--set key=value` overrides (TOML values; bare words are
+    /// strings), before typed validation, so overrides are checked like the file itself.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path, overrides)
+    }
+
+    /// Parses pipeline text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &Path, overrides: &[String]) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message,
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let cfg: PipelineConfig = value
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.input.paths.is_empty() {
+            return Err(ConfigError::Invalid("input.paths is empty".into()));
+        }
+        if self.input.chunk_records == 0 {
+            return Err(ConfigError::Invalid(
+                "input.chunk_records must be > 0".into(),
+            ));
+        }
+        self.format()?;
+        if self.score.top_k == 0 {
+            return Err(ConfigError::Invalid("score.top_k must be > 0".into()));
+        }
+        if self.output.shard_max_rows == 0 {
+            return Err(ConfigError::Invalid(
+                "output.shard_max_rows must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The forced input format, if any.
+    pub fn format(&self) -> Result<Option<SourceFormat>, ConfigError> {
+        if self.input.format == "auto" {
+            return Ok(None);
+        }
+        SourceFormat::parse(&self.input.format).map(Some).map_err(|_| {
+            ConfigError::Invalid(format!(
+                "input.format '{}' is not one of auto, wildchat, sharegpt, openai, demonstration, unit_test, hint",
+                self.input.format
+            ))
+        })
+    }
+
+    /// Canonical JSON of the resolved config (stable key order), recorded in every shard.
+    pub fn canonical_json(&self) -> String {
+        // serde_json::Value keeps maps sorted (BTreeMap), so this is stable.
+        serde_json::to_value(self)
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+
+    /// sha256 of the canonical JSON: the config fingerprint.
+    pub fn fingerprint(&self) -> String {
+        sha256_hex(self.canonical_json().as_bytes())
+    }
+
+    /// The settings that determine what a dataset's rows are: everything except where inputs are
+    /// read from and where the output goes. A dataset directory is bound to this identity, so
+    /// nightly increments may add inputs but never change how rows are made.
+    pub fn dataset_identity(&self) -> PipelineConfig {
+        let mut c = self.clone();
+        c.input.paths.clear();
+        c.output.dir = PathBuf::new();
+        c
+    }
+}
+
+/// Sets `a.b.c = value` in a TOML tree, creating tables as needed.
+fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<(), ConfigError> {
+    let (key, raw) = assignment
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(assignment.to_string()))?;
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ConfigError::BadOverride(assignment.to_string()));
+    }
+    let raw = raw.trim();
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut node = root;
+    for part in &parts[..parts.len() - 1] {
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::BadOverride(assignment.to_string()))?;
+        node = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| ConfigError::BadOverride(assignment.to_string()))?;
+    table.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[input]
+paths = ["a.jsonl"]
+[output]
+dir = "out"
+"#;
+
+    #[test]
+    fn overrides_are_typed_and_change_the_fingerprint() {
+        let p = Path::new("t.toml");
+        let base = PipelineConfig::parse(MINIMAL, p, &[]).expect("parse");
+        assert_eq!(base.score.top_k, 20);
+        let o = PipelineConfig::parse(
+            MINIMAL,
+            p,
+            &["score.top_k=5".into(), "input.format=sharegpt".into()],
+        )
+        .expect("parse");
+        assert_eq!(o.score.top_k, 5);
+        assert_eq!(o.format().expect("format"), Some(SourceFormat::Sharegpt));
+        assert_ne!(base.fingerprint(), o.fingerprint());
+        assert_eq!(
+            base.fingerprint(),
+            PipelineConfig::parse(MINIMAL, p, &[])
+                .expect("p")
+                .fingerprint()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected_with_the_key() {
+        let p = Path::new("t.toml");
+        let e = PipelineConfig::parse(MINIMAL, p, &["score.topk=5".into()]).unwrap_err();
+        assert!(e.to_string().contains("topk"), "{e}");
+        let e = PipelineConfig::parse(MINIMAL, p, &["score.top_k=zero".into()]).unwrap_err();
+        assert!(e.to_string().contains("top_k"), "{e}");
+        let e = PipelineConfig::parse(MINIMAL, p, &["input.format=csv".into()]).unwrap_err();
+        assert!(e.to_string().contains("csv"), "{e}");
+        assert!(PipelineConfig::parse(MINIMAL, p, &["nokey".into()]).is_err());
+    }
+}

@@ -1,0 +1,536 @@
+//! The pipeline run: ingest → episodes → canonical tokens → scores → Parquet shards, as three
+//! concurrent stages joined by bounded channels (backpressure: a slow scorer stalls the reader
+//! instead of buffering the input in memory).
+//!
+//! Work is cut into chunks (consecutive episodes of one input file, `input.chunk_records` records
+//! each). A chunk is committed (shards renamed into place, then its state file written) as a unit,
+//! so a killed run resumes by re-reading the inputs (cheap, and it rebuilds dedup state exactly)
+//! and skipping the scoring of committed chunks. The manifest is rebuilt from committed chunks in
+//! a fixed order after every commit, so it never lists a partial or duplicate shard.
+
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::PipelineConfig;
+use crate::episode::{self, Episode, IngestOptions, IngestStats};
+use crate::model::{self, LoadedModel};
+use crate::score::prepare::prepare_episode;
+use crate::score::{Scorer, ScorerConfig};
+use crate::sink::{self, DatasetMeta, Manifest, OutputRow, ShardWriter};
+use crate::template::TeacherTemplate;
+use crate::util::sha256_hex;
+use state::{ChunkState, DatasetBinding, RunLock, RunState};
+
+/// Errors that stop a run (bad records never do: they are quarantined or filtered).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Model(#[from] crate::error::Error),
+    #[error(transparent)]
+    State(#[from] state::StateError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    #[error("pipeline stage failed: {0}")]
+    Stage(String),
+}
+
+/// How a run is driven (not part of the dataset's identity).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Draw progress bars (only on a terminal).
+    pub progress: bool,
+    /// Stop after committing this many chunks (for tests of resume; `None` = run to the end).
+    pub max_chunks: Option<usize>,
+}
+
+/// One low-relevance row that was dropped, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DroppedExample {
+    pub sample_id: String,
+    pub source_uri: String,
+    pub source_record: i64,
+    pub relevance: f32,
+    pub privileged_context: String,
+}
+
+/// What a run did; written to `run_report.json` and summarised on stderr.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub output_dir: PathBuf,
+    pub config_sha256: String,
+    pub ingest: IngestStats,
+    pub chunks_seen: u64,
+    pub chunks_already_committed: u64,
+    pub chunks_committed: u64,
+    pub orphans_removed: u64,
+    /// Per-reason counts for episodes of chunks processed in this run.
+    pub counts: BTreeMap<String, u64>,
+    pub shards_written: u64,
+    pub seconds: f64,
+    pub episodes_per_second: f64,
+    pub low_relevance_examples: Vec<DroppedExample>,
+    /// True when the run stopped early (`max_chunks`).
+    pub stopped_early: bool,
+}
+
+impl RunReport {
+    /// A short human summary.
+    pub fn summary(&self) -> String {
+        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        format!(
+            "records read {}, quarantined {}, episodes built {}; chunks: {} seen, {} already done, {} committed; \
+             episodes scored {}, rows written {}, dropped for low relevance {}; {:.1}s ({:.2} episodes/s)\n\
+             dataset: {}",
+            self.ingest.records_read,
+            self.ingest.records_quarantined.values().sum::<u64>(),
+            self.ingest.episodes_built,
+            self.chunks_seen,
+            self.chunks_already_committed,
+            self.chunks_committed,
+            c("episodes_scored"),
+            c("rows_written"),
+            c("filtered:low_relevance"),
+            self.seconds,
+            self.episodes_per_second,
+            self.output_dir.display()
+        )
+    }
+}
+
+/// A batch of episodes from one input chunk, as the reader hands it to the scorer.
+struct Chunk {
+    id: String,
+    source_uri: String,
+    index: u64,
+    episodes: Vec<Episode>,
+}
+
+enum ReaderMsg {
+    Chunk(Chunk),
+    /// The input is exhausted (statistics come back through the thread's result).
+    Done,
+}
+
+/// A scored chunk on its way to the writer.
+struct ScoredChunk {
+    id: String,
+    source_uri: String,
+    index: u64,
+    rows: Vec<OutputRow>,
+    counts: BTreeMap<String, u64>,
+}
+
+/// Token counter for the length prefilter, backed by the model's real tokenizer.
+struct ModelTokenCounter(crate::tokenize::TextEncoder);
+
+impl episode::TokenCounter for ModelTokenCounter {
+    fn count(&self, text: &str) -> usize {
+        self.0.count(text)
+    }
+}
+
+/// Runs a pipeline end to end. Safe to rerun: finished chunks are skipped; a second run on the
+/// same directory at the same time is refused.
+pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
+    let started = Instant::now();
+    let out_dir = cfg.output.dir.clone();
+    let _lock = RunLock::acquire(&out_dir)?;
+    let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
+    tracing::info!(model = %model_path.display(), "loading model");
+    let m = model::load(&model_path, cfg.model.compute, &candle_core::Device::Cpu)?;
+    let identity = cfg.dataset_identity();
+    let config_sha256 = identity.fingerprint();
+    let binding = DatasetBinding {
+        config_sha256: config_sha256.clone(),
+        weights_sha256: m.info.weights_sha256.clone(),
+        tokenizer_sha256: m.info.tokenizer_sha256.clone(),
+    };
+    let mut state = RunState::open(&out_dir, &binding)?;
+    let orphans_removed = state.clean_orphans()? as u64;
+    if orphans_removed > 0 {
+        tracing::warn!(files = orphans_removed, "removed leftovers of an interrupted run");
+    }
+    let meta = DatasetMeta::new(&m.info, &identity, &config_sha256);
+    let committed: HashSet<String> = state.committed().iter().map(|c| c.chunk_id.clone()).collect();
+    let mut seen_ids = load_committed_sample_ids(&out_dir, &state)?;
+
+    // Stage 1: reader thread.
+    let (chunk_tx, chunk_rx) = sync_channel::<ReaderMsg>(2);
+    let ingest_opts = IngestOptions {
+        inputs: cfg.input.paths.clone(),
+        format: cfg.format()?,
+        episode: cfg.episode.clone(),
+        reader: Default::default(),
+        quarantine_path: Some(out_dir.join("quarantine.jsonl")),
+    };
+    let counter = ModelTokenCounter(m.tokenizer.text_encoder());
+    let chunk_records = cfg.input.chunk_records as u64;
+    let reader = std::thread::Builder::new()
+        .name("hindsight-reader".into())
+        .spawn(move || read_chunks(ingest_opts, counter, chunk_records, chunk_tx))
+        .map_err(|e| PipelineError::Stage(format!("spawning reader: {e}")))?;
+
+    // Stage 3: writer thread (shards + commit + manifest).
+    let (write_tx, write_rx) = sync_channel::<ScoredChunk>(1);
+    let writer_dir = out_dir.clone();
+    let writer_meta = meta.clone();
+    let writer_cfg = cfg.output.clone();
+    let writer = std::thread::Builder::new()
+        .name("hindsight-writer".into())
+        .spawn(move || write_chunks(writer_dir, writer_meta, writer_cfg, state, write_rx))
+        .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
+
+    // Stage 2: scoring on this thread (it owns the model and the compute threads).
+    let scored = score_chunks(cfg, &m, &meta, chunk_rx, write_tx, &committed, &mut seen_ids, opts);
+    let writer_result = writer
+        .join()
+        .map_err(|_| PipelineError::Stage("writer thread panicked".into()))?;
+    let reader_result = reader
+        .join()
+        .map_err(|_| PipelineError::Stage("reader thread panicked".into()))?;
+    let scoring = scored?;
+    let (state, shards_written) = writer_result?;
+    let ingest = match reader_result {
+        Ok(s) => s,
+        // A run stopped early (max_chunks) closes the channel on purpose; report what was read.
+        Err(e) if scoring.stopped_early => {
+            tracing::debug!("reader stopped early: {e}");
+            IngestStats::default()
+        }
+        Err(e) => return Err(e.into()),
+    };
+
+    if !scoring.stopped_early {
+        let manifest = build_manifest(&meta, &state, Some(&ingest));
+        sink::write_manifest(&out_dir, &manifest)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let scored_eps = scoring.counts.get("episodes_scored").copied().unwrap_or(0);
+    let report = RunReport {
+        output_dir: out_dir.clone(),
+        config_sha256,
+        ingest,
+        chunks_seen: scoring.chunks_seen,
+        chunks_already_committed: scoring.chunks_skipped,
+        chunks_committed: scoring.chunks_sent,
+        orphans_removed,
+        counts: scoring.counts,
+        shards_written,
+        seconds,
+        episodes_per_second: scored_eps as f64 / seconds.max(1e-9),
+        low_relevance_examples: scoring.examples,
+        stopped_early: scoring.stopped_early,
+    };
+    let json = serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
+    state::write_atomic(&out_dir.join("run_report.json"), &json)?;
+    Ok(report)
+}
+
+fn chunk_id(uri: &str, file_size: u64, seq: u64) -> String {
+    let h = sha256_hex(format!("{uri}\0{file_size}\0{seq}").as_bytes());
+    h[..16].to_string()
+}
+
+/// The scorer hung up (a run stopped early on purpose).
+fn stopped() -> crate::ingest::IngestError {
+    crate::ingest::IngestError::Stopped
+}
+
+fn read_chunks(
+    opts: IngestOptions,
+    counter: ModelTokenCounter,
+    chunk_records: u64,
+    tx: SyncSender<ReaderMsg>,
+) -> Result<IngestStats, crate::ingest::IngestError> {
+    let mut stream = episode::ingest(opts)?;
+    stream.set_token_counter(Box::new(counter));
+    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut seq: HashMap<String, u64> = HashMap::new();
+    let mut current: Option<(String, u64, Chunk)> = None;
+    let mut send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
+    for ep in stream.by_ref() {
+        let uri = ep.provenance.source_uri.clone();
+        let bucket = (ep.provenance.source_record.max(0) as u64) / chunk_records;
+        let same = matches!(&current, Some((u, b, _)) if *u == uri && *b == bucket);
+        if !same {
+            if let Some((_, _, c)) = current.take() {
+                if !send(c) {
+                    return Err(stopped());
+                }
+            }
+            let size = *sizes
+                .entry(uri.clone())
+                .or_insert_with(|| std::fs::metadata(&uri).map(|m| m.len()).unwrap_or(0));
+            let n = seq.entry(uri.clone()).or_insert(0);
+            let chunk = Chunk {
+                id: chunk_id(&uri, size, *n),
+                source_uri: uri.clone(),
+                index: *n,
+                episodes: Vec::new(),
+            };
+            *n += 1;
+            current = Some((uri, bucket, chunk));
+        }
+        if let Some((_, _, c)) = current.as_mut() {
+            c.episodes.push(ep);
+        }
+    }
+    if let Some((_, _, c)) = current.take() {
+        if !send(c) {
+            return Err(stopped());
+        }
+    }
+    let stats = stream.finish();
+    let _ = tx.send(ReaderMsg::Done);
+    stats
+}
+
+struct ScoringOutcome {
+    counts: BTreeMap<String, u64>,
+    chunks_seen: u64,
+    chunks_skipped: u64,
+    chunks_sent: u64,
+    examples: Vec<DroppedExample>,
+    stopped_early: bool,
+}
+
+fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
+    *counts.entry(key.to_string()).or_insert(0) += n;
+}
+
+#[allow(clippy::too_many_arguments)]
+fn score_chunks(
+    cfg: &PipelineConfig,
+    m: &LoadedModel,
+    meta: &DatasetMeta,
+    rx: Receiver<ReaderMsg>,
+    tx: SyncSender<ScoredChunk>,
+    committed: &HashSet<String>,
+    seen_ids: &mut HashSet<String>,
+    opts: &RunOptions,
+) -> Result<ScoringOutcome, PipelineError> {
+    let scorer_cfg = ScorerConfig {
+        top_k: cfg.score.top_k,
+        token_budget: cfg.score.token_budget,
+        prefix_sharing: cfg.score.prefix_sharing,
+        relevance: cfg.score.relevance,
+        control: true,
+        ..ScorerConfig::default()
+    };
+    let scorer = Scorer::new(&m.transformer, scorer_cfg);
+    let mut templates: HashMap<String, Option<TeacherTemplate>> = HashMap::new();
+    let custom = cfg.episode.custom_templates.clone();
+    let max_positions = m.transformer.max_positions();
+    let progress = progress_bar(opts.progress);
+    let mut out = ScoringOutcome {
+        counts: BTreeMap::new(),
+        chunks_seen: 0,
+        chunks_skipped: 0,
+        chunks_sent: 0,
+        examples: Vec::new(),
+        stopped_early: false,
+    };
+    let _ = meta;
+    for msg in rx {
+        let chunk = match msg {
+            ReaderMsg::Chunk(c) => c,
+            ReaderMsg::Done => break,
+        };
+        out.chunks_seen += 1;
+        if committed.contains(&chunk.id) {
+            out.chunks_skipped += 1;
+            continue;
+        }
+        if opts.max_chunks.is_some_and(|n| out.chunks_sent as usize >= n) {
+            out.stopped_early = true;
+            break;
+        }
+        let mut counts = BTreeMap::new();
+        let mut rows = Vec::new();
+        for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
+            let mut prepared = Vec::new();
+            let mut kept: Vec<&Episode> = Vec::new();
+            for ep in batch {
+                if ep.completion.is_none() {
+                    bump(&mut counts, "filtered:needs_rollout", 1);
+                    continue;
+                }
+                let tpl = templates
+                    .entry(ep.teacher_template.clone())
+                    .or_insert_with(|| crate::template::resolve(&ep.teacher_template, &custom).ok())
+                    .clone();
+                match prepare_episode(&m.tokenizer, ep, tpl.as_ref()) {
+                    Ok(p) => {
+                        let r = &p.request;
+                        let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())
+                            + r.completion_ids.len();
+                        if longest > max_positions {
+                            bump(&mut counts, "filtered:exceeds_model_context", 1);
+                        } else if r.completion_ids.is_empty() {
+                            bump(&mut counts, "filtered:empty_completion", 1);
+                        } else {
+                            prepared.push(p);
+                            kept.push(ep);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(uri = %ep.provenance.source_uri, record = ep.provenance.source_record, "cannot tokenize episode: {e}");
+                        bump(&mut counts, "filtered:tokenization_error", 1);
+                    }
+                }
+            }
+            if prepared.is_empty() {
+                continue;
+            }
+            let requests: Vec<_> = prepared.iter().map(|p| p.request.clone()).collect();
+            let (scores, _) = scorer.score(&requests)?;
+            for ((ep, p), s) in kept.iter().zip(&prepared).zip(&scores) {
+                bump(&mut counts, "episodes_scored", 1);
+                let relevance = s.relevance(cfg.score.relevance);
+                let row = OutputRow::new(ep, p, s, relevance);
+                if relevance < cfg.score.relevance_threshold {
+                    bump(&mut counts, "filtered:low_relevance", 1);
+                    if out.examples.len() < 20 {
+                        out.examples.push(DroppedExample {
+                            sample_id: row.sample_id.clone(),
+                            source_uri: row.source_uri.clone(),
+                            source_record: row.source_record,
+                            relevance,
+                            privileged_context: row.privileged_context.chars().take(300).collect(),
+                        });
+                    }
+                    continue;
+                }
+                if !seen_ids.insert(row.sample_id.clone()) {
+                    bump(&mut counts, "filtered:duplicate_across_runs", 1);
+                    continue;
+                }
+                bump(&mut counts, "rows_written", 1);
+                bump(&mut counts, "response_tokens", row.response_tokens() as u64);
+                rows.push(row);
+            }
+            if let Some(pb) = &progress {
+                pb.inc(batch.len() as u64);
+            }
+        }
+        for (k, v) in &counts {
+            bump(&mut out.counts, k, *v);
+        }
+        let scored = ScoredChunk {
+            id: chunk.id,
+            source_uri: chunk.source_uri,
+            index: chunk.index,
+            rows,
+            counts,
+        };
+        if tx.send(scored).is_err() {
+            return Err(PipelineError::Stage("writer stopped early".into()));
+        }
+        out.chunks_sent += 1;
+    }
+    if let Some(pb) = progress {
+        pb.finish_and_clear();
+    }
+    Ok(out)
+}
+
+fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {elapsed_precise} scored {pos} episodes ({per_sec})",
+    ) {
+        pb.set_style(style);
+    }
+    pb.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(pb)
+}
+
+fn write_chunks(
+    dir: PathBuf,
+    meta: DatasetMeta,
+    out_cfg: crate::config::OutputConfig,
+    mut state: RunState,
+    rx: Receiver<ScoredChunk>,
+) -> Result<(RunState, u64), PipelineError> {
+    let mut shards_written = 0u64;
+    for chunk in rx {
+        let mut writer = ShardWriter::new(&dir, &chunk.id, &meta, out_cfg.shard_max_rows, out_cfg.shard_max_bytes)?;
+        for row in &chunk.rows {
+            writer.push(row)?;
+        }
+        let shards = writer.finish()?;
+        shards_written += shards.len() as u64;
+        write_sample_ids(&dir, &chunk.id, &chunk.rows)?;
+        state.commit(ChunkState {
+            chunk_id: chunk.id,
+            source_uri: chunk.source_uri,
+            chunk_index: chunk.index,
+            shards,
+            counts: chunk.counts,
+        })?;
+        let manifest = build_manifest(&meta, &state, None);
+        sink::write_manifest(&dir, &manifest)?;
+    }
+    Ok((state, shards_written))
+}
+
+fn ids_path(dir: &Path, chunk_id: &str) -> PathBuf {
+    dir.join("_state/chunks").join(format!("{chunk_id}.ids"))
+}
+
+fn write_sample_ids(dir: &Path, chunk_id: &str, rows: &[OutputRow]) -> Result<(), PipelineError> {
+    let mut text = String::with_capacity(rows.len() * 33);
+    for r in rows {
+        text.push_str(&r.sample_id);
+        text.push('\n');
+    }
+    state::write_atomic(&ids_path(dir, chunk_id), text.as_bytes())?;
+    Ok(())
+}
+
+fn load_committed_sample_ids(dir: &Path, state: &RunState) -> Result<HashSet<String>, PipelineError> {
+    let mut set = HashSet::new();
+    for c in state.committed() {
+        let path = ids_path(dir, &c.chunk_id);
+        let text = std::fs::read_to_string(&path).map_err(|source| state::StateError::Io {
+            action: "reading",
+            path: path.clone(),
+            source,
+        })?;
+        set.extend(text.lines().map(str::to_string));
+    }
+    Ok(set)
+}
+
+/// The manifest of everything committed so far, in a fixed order, with additive statistics from
+/// the committed chunks and (at the end of a run) the run's ingest statistics.
+fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestStats>) -> Manifest {
+    let mut shards = Vec::new();
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for c in state.committed() {
+        shards.extend(c.shards.iter().cloned());
+        for (k, v) in &c.counts {
+            bump(&mut totals, k, *v);
+        }
+    }
+    let stats = serde_json::json!({
+        "chunks": state.committed().len(),
+        "episodes": totals,
+        "ingest_last_run": ingest,
+    });
+    Manifest::new(meta.clone(), shards, stats)
+}

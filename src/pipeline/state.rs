@@ -1,0 +1,231 @@
+//! Crash-safe run state in the output directory: the lock that keeps two runs apart, and the
+//! record of committed chunks that lets a killed run resume without redoing finished work.
+//!
+//! Layout: `DIR/.lock` (held with an OS file lock for the whole run; released by the kernel even
+//! on `kill -9`), `DIR/_state/dataset.json` (config and model fingerprints the directory is bound
+//! to) and `DIR/_state/chunks/<chunk_id>.json` (one per committed chunk: its shards and counts).
+//! A chunk's state file is written (temp + rename) only after its shards are renamed into place,
+//! so a chunk is either committed with all its shards or not at all.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::sink::ShardInfo;
+
+/// Errors of the run-state layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another hindsight run is writing to {0} (it holds {0}/.lock); wait for it to finish or use another --output")]
+    Locked(PathBuf),
+    #[error("{path} is corrupt: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error(
+        "{dir} holds a dataset made with a different {what} ({existing} here, {requested} now); \
+         use a new --output directory (datasets never mix configs or models)"
+    )]
+    Mismatch {
+        dir: PathBuf,
+        what: &'static str,
+        existing: String,
+        requested: String,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Exclusive ownership of an output directory for the duration of a run.
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the lock or fails at once with [`StateError::Locked`].
+    pub fn acquire(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+        let path = dir.join(".lock");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+        }
+        let _ = file.set_len(0);
+        let _ = writeln!(file, "{}", std::process::id());
+        Ok(Self { _file: file })
+    }
+}
+
+/// What an output directory is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetBinding {
+    pub config_sha256: String,
+    pub weights_sha256: String,
+    pub tokenizer_sha256: String,
+}
+
+/// A committed chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkState {
+    pub chunk_id: String,
+    pub source_uri: String,
+    pub chunk_index: u64,
+    pub shards: Vec<ShardInfo>,
+    /// Per-chunk counters (episodes scored, filtered by reason, rows written, tokens).
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// The `_state` directory.
+pub struct RunState {
+    dir: PathBuf,
+    chunks: BTreeMap<String, ChunkState>,
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
+        f.write_all(bytes).map_err(io("writing", &tmp))?;
+        f.sync_all().map_err(io("syncing", &tmp))?;
+    }
+    std::fs::rename(&tmp, path).map_err(io("renaming", &tmp))
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
+    let bytes = std::fs::read(path).map_err(io("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl RunState {
+    /// Opens (or creates) the state of `dir` and checks it is bound to the same config and model.
+    pub fn open(dir: &Path, binding: &DatasetBinding) -> Result<Self, StateError> {
+        let state_dir = dir.join("_state");
+        let chunks_dir = state_dir.join("chunks");
+        std::fs::create_dir_all(&chunks_dir).map_err(io("creating", &chunks_dir))?;
+        let bind_path = state_dir.join("dataset.json");
+        if bind_path.exists() {
+            let existing: DatasetBinding = read_json(&bind_path)?;
+            let checks = [
+                ("pipeline config", &existing.config_sha256, &binding.config_sha256),
+                ("model", &existing.weights_sha256, &binding.weights_sha256),
+                ("tokenizer", &existing.tokenizer_sha256, &binding.tokenizer_sha256),
+            ];
+            for (what, a, b) in checks {
+                if a != b {
+                    return Err(StateError::Mismatch {
+                        dir: dir.to_path_buf(),
+                        what,
+                        existing: short(a),
+                        requested: short(b),
+                    });
+                }
+            }
+        } else {
+            let json = serde_json::to_vec_pretty(binding).map_err(|e| StateError::Corrupt {
+                path: bind_path.clone(),
+                message: e.to_string(),
+            })?;
+            write_atomic(&bind_path, &json)?;
+        }
+        let mut chunks = BTreeMap::new();
+        let entries = std::fs::read_dir(&chunks_dir).map_err(io("listing", &chunks_dir))?;
+        for e in entries {
+            let path = e.map_err(io("listing", &chunks_dir))?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                let c: ChunkState = read_json(&path)?;
+                chunks.insert(c.chunk_id.clone(), c);
+            } else if path.extension().is_some_and(|x| x == "tmp") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            chunks,
+        })
+    }
+
+    /// Whether a chunk is already committed.
+    pub fn is_committed(&self, chunk_id: &str) -> bool {
+        self.chunks.contains_key(chunk_id)
+    }
+
+    /// All committed chunks, in a deterministic order (source uri, then chunk index).
+    pub fn committed(&self) -> Vec<&ChunkState> {
+        let mut v: Vec<&ChunkState> = self.chunks.values().collect();
+        v.sort_by(|a, b| {
+            a.source_uri
+                .cmp(&b.source_uri)
+                .then(a.chunk_index.cmp(&b.chunk_index))
+        });
+        v
+    }
+
+    /// Records a chunk as committed (after its shards are in place).
+    pub fn commit(&mut self, chunk: ChunkState) -> Result<(), StateError> {
+        let path = self
+            .dir
+            .join("_state/chunks")
+            .join(format!("{}.json", chunk.chunk_id));
+        let json = serde_json::to_vec_pretty(&chunk).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &json)?;
+        self.chunks.insert(chunk.chunk_id.clone(), chunk);
+        Ok(())
+    }
+
+    /// Deletes leftovers of interrupted work: temp files, and shards of chunks never committed.
+    /// Returns how many files were removed.
+    pub fn clean_orphans(&self) -> Result<usize, StateError> {
+        let listed: std::collections::HashSet<&str> = self
+            .chunks
+            .values()
+            .flat_map(|c| c.shards.iter().map(|s| s.file.as_str()))
+            .collect();
+        let mut removed = 0;
+        let entries = std::fs::read_dir(&self.dir).map_err(io("listing", &self.dir))?;
+        for e in entries {
+            let path = e.map_err(io("listing", &self.dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let orphan_shard = name.starts_with("part-") && !listed.contains(name.as_str());
+            if name.ends_with(".tmp") || orphan_shard {
+                std::fs::remove_file(&path).map_err(io("removing", &path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn short(h: &str) -> String {
+    h.chars().take(12).collect()
+}
