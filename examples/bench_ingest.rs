@@ -5,13 +5,17 @@
 //! episodes/s and peak RSS (`VmHWM`). Run: `cargo run --release --example bench_ingest [-- N]`
 //! where N is the 1× record count (default 20000); `BENCH_NO_DEDUP=1` turns exact dedup off.
 //!
-//! Tokenization hook: the scorer's tokenizer plugs in where `tokenize_hook` is called; here it
-//! only touches the rendered text so the measured path stays model-free.
+//! Each episode's student and teacher contexts are rendered with the model's chat template and
+//! encoded canonically, and its response encoded, with the embedded model's real tokenizer
+//! (read from the GGUF metadata; the weights are not loaded). `BENCH_NO_TOKENIZE=1` skips it.
+//! `scripts/bench_ingest_python.py` does the same work in Python (json + HF tokenizers).
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use hindsight::episode::{ingest, Episode, IngestOptions};
+use hindsight::model::gguf::GgufFile;
+use hindsight::tokenize::Tokenizer;
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -24,13 +28,16 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where the scorer's tokenizer would encode `prompt` and `teacher_prompt`.
-fn tokenize_hook(ep: &Episode) -> usize {
-    ep.prompt
-        .iter()
-        .chain(&ep.teacher_prompt)
-        .map(|m| m.content.len())
-        .sum()
+/// Canonical encoding of the student and teacher contexts and the response; returns tokens.
+fn tokenize(tok: Option<&Tokenizer>, ep: &Episode) -> Result<usize, Box<dyn std::error::Error>> {
+    let Some(tok) = tok else { return Ok(0) };
+    let s = tok.encode_chat(&ep.prompt, true)?.ids.len();
+    let t = tok.encode_chat(&ep.teacher_prompt, true)?.ids.len();
+    let c = match &ep.completion {
+        Some(c) => tok.encode_completion(c, ep.ends_turn)?.len(),
+        None => 0,
+    };
+    Ok(s + t + c)
 }
 
 fn generate(path: &std::path::Path, records: usize) -> std::io::Result<()> {
@@ -99,6 +106,12 @@ fn generate(path: &std::path::Path, records: usize) -> std::io::Result<()> {
 }
 
 fn measure(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let tokenizer = if std::env::var_os("BENCH_NO_TOKENIZE").is_none() {
+        let model = hindsight::model::resolve_model_path(None)?;
+        Some(Tokenizer::from_gguf(&GgufFile::open(&model)?)?)
+    } else {
+        None
+    };
     let start = Instant::now();
     let mut opts = IngestOptions {
         inputs: vec![path.to_string()],
@@ -112,13 +125,13 @@ fn measure(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let mut n = 0u64;
     let mut tok = 0usize;
     for ep in stream.by_ref() {
-        tok += tokenize_hook(&ep);
+        tok += tokenize(tokenizer.as_ref(), &ep)?;
         n += 1;
     }
     let stats = stream.finish()?;
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "{:>8.1} MB in {:>6.2}s: {:>7.1} MB/s, {:>9.0} episodes/s, {} episodes, peak RSS {:>7.1} MiB, reconciles={} (text {tok})",
+        "{:>8.1} MB in {:>6.2}s: {:>7.1} MB/s, {:>9.0} episodes/s, {} episodes, peak RSS {:>7.1} MiB, reconciles={}, {tok} tokens",
         bytes as f64 / 1e6,
         secs,
         bytes as f64 / 1e6 / secs,
