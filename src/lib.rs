@@ -11,6 +11,7 @@ pub mod error;
 pub mod ingest;
 pub mod model;
 pub mod score;
+pub mod sink;
 pub mod template;
 pub mod tokenize;
 pub mod util;

@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod export;
 pub mod score;
+pub mod stats;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
     ExportHf(export::ExportArgs),
+    /// Check a dataset directory against the output contract (exit 0: valid, 1: violations, 2: unusable DIR).
+    Validate(validate::ValidateArgs),
+    /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
+    Stats(stats::StatsArgs),
 }
 
 /// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -99,5 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(a) => bench::run(a),
         Command::ExportHf(a) => export::run(a),
         Command::Score(a) => score::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Stats(a) => stats::run(a),
     }
 }
