@@ -25,10 +25,11 @@ pub fn run(a: StatsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let s = dataset_stats(&a.dir)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+    let text = if a.json {
+        format!("{}\n", serde_json::to_string_pretty(&s)?)
     } else {
-        print!("{s}");
-    }
+        s.to_string()
+    };
+    super::print_stdout(&text)?;
     Ok(ExitCode::SUCCESS)
 }

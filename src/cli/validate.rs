@@ -32,11 +32,12 @@ pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if a.json {
+        serde_json::to_string_pretty(&report)?
     } else {
-        println!("{report}");
-    }
+        report.to_string()
+    };
+    super::print_stdout(&format!("{text}\n"))?;
     Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {

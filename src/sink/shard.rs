@@ -161,7 +161,12 @@ fn writer_properties(
     for col in descr.columns() {
         let path = col.path().clone();
         let top = path.parts().first().map(String::as_str).unwrap_or_default();
-        if FLOAT_COLUMNS.contains(&top) {
+        if top == "teacher_topk_ids" {
+            // Top-k ids are high-cardinality: a dictionary costs more than plain + zstd.
+            b = b
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::PLAIN);
+        } else if FLOAT_COLUMNS.contains(&top) {
             b = b
                 .set_column_dictionary_enabled(path.clone(), false)
                 .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
