@@ -455,3 +455,47 @@ fn cli_exit_codes() {
     let none = run(&["validate", "/nonexistent/hindsight-dataset"]);
     assert_eq!(none.status.code(), Some(2));
 }
+
+#[test]
+fn shards_roll_by_bytes_and_names_are_deterministic() {
+    let (rows, meta) = scored();
+    let dir = temp_dir("roll");
+    let cfg = ShardConfig {
+        max_bytes: 1,
+        row_group_rows: 64,
+        ..ShardConfig::default()
+    };
+    let mut w = ShardWriter::new(&dir, "chunk-7", meta.clone(), cfg).expect("writer");
+    w.write_rows(rows.iter().cloned()).expect("write");
+    let shards = w.finish().expect("finish");
+    // The byte limit is checked after each row group, so 3 rows need more than one shard only
+    // when a row group is smaller than the shard; with 64-row groups it is one shard ...
+    assert_eq!(shards.len(), 1);
+    // ... and with one-row groups every row closes a shard.
+    let dir = temp_dir("roll1");
+    let cfg = ShardConfig {
+        max_bytes: 1,
+        row_group_rows: 1,
+        ..ShardConfig::default()
+    };
+    let mut w = ShardWriter::new(&dir, "chunk-7", meta.clone(), cfg).expect("writer");
+    w.write_rows(rows.iter().cloned()).expect("write");
+    let shards = w.finish().expect("finish");
+    let names: Vec<&str> = shards.iter().map(|s| s.file.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "part-chunk-7-00000.parquet",
+            "part-chunk-7-00001.parquet",
+            "part-chunk-7-00002.parquet"
+        ]
+    );
+    assert!(shards.iter().all(|s| s.rows == 1));
+    Manifest::new(meta.clone(), shards, run_stats())
+        .write(&dir)
+        .expect("manifest");
+    let rep = validate(&dir).expect("validate");
+    assert!(rep.is_ok(), "{rep}");
+    // Chunk ids cannot escape the directory.
+    assert!(ShardWriter::new(&dir, "../x", meta.clone(), ShardConfig::default()).is_err());
+}
