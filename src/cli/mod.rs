@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod export;
-// pub mod run;
+pub mod run;
 pub mod score;
+pub mod stats;
+pub mod validate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,11 +73,15 @@ pub enum Command {
     /// Print model throughput: raw forward tokens/s and scoring episodes/s with and without prefix sharing.
     Bench(bench::BenchArgs),
     /// Run a pipeline (ingest, score, write Parquet shards + manifest); resumable and incremental.
-    // Run(run::RunArgs),
+    Run(run::RunArgs),
     /// Score JSONL episodes: token ids, student/teacher log-probs, top-k, tail, relevance.
     Score(score::ScoreArgs),
     /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
     ExportHf(export::ExportArgs),
+    /// Check a dataset directory against the output contract (exit 0: valid, 1: violations, 2: unusable DIR).
+    Validate(validate::ValidateArgs),
+    /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
+    Stats(stats::StatsArgs),
 }
 
 /// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -96,12 +102,24 @@ pub fn init_logging(global: &GlobalArgs) {
     };
 }
 
+/// Writes a command's report to stdout; a closed pipe (`| head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::ExportHf(a) => export::run(a),
         Command::Score(a) => score::run(a),
-        // Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(a),
+        Command::Validate(a) => validate::run(a),
+        Command::Stats(a) => stats::run(a),
     }
 }

@@ -22,7 +22,7 @@ use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
 use crate::score::prepare::prepare_episode;
 use crate::score::{Scorer, ScorerConfig};
-use crate::sink::{self, DatasetMeta, Manifest, OutputRow, ShardWriter};
+use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::template::TeacherTemplate;
 use crate::util::sha256_hex;
 use state::{ChunkState, DatasetBinding, RunLock, RunState};
@@ -148,19 +148,26 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
     tracing::info!(model = %model_path.display(), "loading model");
     let m = model::load(&model_path, cfg.model.compute, &candle_core::Device::Cpu)?;
-    let identity = cfg.dataset_identity();
-    let config_sha256 = identity.fingerprint();
+    let identity = serde_json::to_value(cfg.dataset_identity())
+        .map_err(|e| PipelineError::Stage(format!("serialising config: {e}")))?;
+    let meta = DatasetMeta::new(
+        &m.info,
+        cfg.score.top_k,
+        cfg.score.relevance,
+        Some(cfg.score.relevance_threshold as f64),
+        &identity,
+    );
+    let config_sha256 = meta.pipeline_config_sha256.clone();
     let binding = DatasetBinding {
         config_sha256: config_sha256.clone(),
         weights_sha256: m.info.weights_sha256.clone(),
         tokenizer_sha256: m.info.tokenizer_sha256.clone(),
     };
-    let mut state = RunState::open(&out_dir, &binding)?;
+    let state = RunState::open(&out_dir, &binding)?;
     let orphans_removed = state.clean_orphans()? as u64;
     if orphans_removed > 0 {
         tracing::warn!(files = orphans_removed, "removed leftovers of an interrupted run");
     }
-    let meta = DatasetMeta::new(&m.info, &identity, &config_sha256);
     let committed: HashSet<String> = state.committed().iter().map(|c| c.chunk_id.clone()).collect();
     let mut seen_ids = load_committed_sample_ids(&out_dir, &state)?;
 
@@ -211,8 +218,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     };
 
     if !scoring.stopped_early {
-        let manifest = build_manifest(&meta, &state, Some(&ingest));
-        sink::write_manifest(&out_dir, &manifest)?;
+        build_manifest(&meta, &state, Some(&ingest)).write(&out_dir)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let scored_eps = scoring.counts.get("episodes_scored").copied().unwrap_or(0);
@@ -257,7 +263,7 @@ fn read_chunks(
     let mut sizes: HashMap<String, u64> = HashMap::new();
     let mut seq: HashMap<String, u64> = HashMap::new();
     let mut current: Option<(String, u64, Chunk)> = None;
-    let mut send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
+    let send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
     for ep in stream.by_ref() {
         let uri = ep.provenance.source_uri.clone();
         let bucket = (ep.provenance.source_record.max(0) as u64) / chunk_records;
@@ -468,13 +474,16 @@ fn write_chunks(
 ) -> Result<(RunState, u64), PipelineError> {
     let mut shards_written = 0u64;
     for chunk in rx {
-        let mut writer = ShardWriter::new(&dir, &chunk.id, &meta, out_cfg.shard_max_rows, out_cfg.shard_max_bytes)?;
-        for row in &chunk.rows {
-            writer.push(row)?;
-        }
+        let shard_cfg = ShardConfig {
+            max_rows: out_cfg.shard_max_rows,
+            max_bytes: out_cfg.shard_max_bytes,
+            ..ShardConfig::default()
+        };
+        write_sample_ids(&dir, &chunk.id, &chunk.rows)?;
+        let mut writer = ShardWriter::new(&dir, &chunk.id, meta.clone(), shard_cfg)?;
+        writer.write_rows(chunk.rows)?;
         let shards = writer.finish()?;
         shards_written += shards.len() as u64;
-        write_sample_ids(&dir, &chunk.id, &chunk.rows)?;
         state.commit(ChunkState {
             chunk_id: chunk.id,
             source_uri: chunk.source_uri,
@@ -482,8 +491,7 @@ fn write_chunks(
             shards,
             counts: chunk.counts,
         })?;
-        let manifest = build_manifest(&meta, &state, None);
-        sink::write_manifest(&dir, &manifest)?;
+        build_manifest(&meta, &state, None).write(&dir)?;
     }
     Ok((state, shards_written))
 }

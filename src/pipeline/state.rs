@@ -42,7 +42,7 @@ pub enum StateError {
     },
 }
 
-fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
     move |source| StateError::Io {
         action,
         path: path.to_path_buf(),

@@ -1,0 +1,119 @@
+//! `manifest.json`: the dataset's table of contents. It lists every shard with its row count,
+//! token count, size and sha256, carries the dataset metadata and the run statistics, so a
+//! trainer can check a dataset in O(manifest) and `validate` can check it completely.
+//!
+//! Serialization is deterministic (fixed field order, object keys sorted, no clock reads): the
+//! same run gives the same bytes. A timestamp is included only if the caller sets one.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{SinkError, SinkResult};
+use super::meta::{canonical_json, DatasetMeta};
+use super::schema::SCHEMA_VERSION;
+use super::shard::{sync_dir, ShardInfo};
+
+/// File name of the manifest inside a dataset directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Sums over all shards (redundant with the shard list, so a reader need not add them up).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Number of shards.
+    pub shards: u64,
+    /// Rows in all shards.
+    pub rows: u64,
+    /// Response tokens in all shards.
+    pub response_tokens: u64,
+    /// Bytes of all shards.
+    pub bytes: u64,
+}
+
+impl Totals {
+    /// Totals of a shard list.
+    pub fn of(shards: &[ShardInfo]) -> Self {
+        Totals {
+            shards: shards.len() as u64,
+            rows: shards.iter().map(|s| s.rows).sum(),
+            response_tokens: shards.iter().map(|s| s.response_tokens).sum(),
+            bytes: shards.iter().map(|s| s.bytes).sum(),
+        }
+    }
+}
+
+/// The manifest of one dataset directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Contract version of the rows.
+    pub schema_version: u16,
+    /// Metadata shared with every shard.
+    pub dataset: DatasetMeta,
+    /// Every shard, sorted by file name.
+    pub shards: Vec<ShardInfo>,
+    /// Sums over `shards`.
+    pub totals: Totals,
+    /// Run statistics supplied by the pipeline (records in, episodes built, filtered per reason,
+    /// quarantined, rows written, ...); stored with sorted keys.
+    pub stats: serde_json::Value,
+    /// When the run finished, if the caller wants it recorded (RFC 3339); `None` keeps the file
+    /// reproducible byte for byte.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+impl Manifest {
+    /// A manifest for `shards` (sorted by file name, totals computed) with run `stats`.
+    pub fn new(dataset: DatasetMeta, mut shards: Vec<ShardInfo>, stats: serde_json::Value) -> Self {
+        shards.sort_by(|a, b| a.file.cmp(&b.file));
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            totals: Totals::of(&shards),
+            dataset,
+            shards,
+            stats: canonical_json(&stats),
+            created_at: None,
+        }
+    }
+
+    /// The deterministic JSON text of the manifest (pretty, sorted keys, trailing newline).
+    pub fn to_json(&self) -> SinkResult<String> {
+        let v = serde_json::to_value(self).map_err(|e| SinkError::Json {
+            path: MANIFEST_FILE.into(),
+            source: e,
+        })?;
+        let mut s =
+            serde_json::to_string_pretty(&canonical_json(&v)).map_err(|e| SinkError::Json {
+                path: MANIFEST_FILE.into(),
+                source: e,
+            })?;
+        s.push('\n');
+        Ok(s)
+    }
+
+    /// Writes `dir/manifest.json` atomically (`manifest.json.tmp`, fsync, rename).
+    pub fn write(&self, dir: &Path) -> SinkResult<()> {
+        let text = self.to_json()?;
+        let path = dir.join(MANIFEST_FILE);
+        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        {
+            use std::io::Write;
+            let mut f =
+                std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
+            f.write_all(text.as_bytes())
+                .map_err(|e| SinkError::io("writing", &tmp, e))?;
+            f.sync_all()
+                .map_err(|e| SinkError::io("syncing", &tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))?;
+        sync_dir(dir)
+    }
+
+    /// Reads `dir/manifest.json`.
+    pub fn read(dir: &Path) -> SinkResult<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| SinkError::io("reading", &path, e))?;
+        serde_json::from_str(&text).map_err(|e| SinkError::Json { path, source: e })
+    }
+}

@@ -1,0 +1,27 @@
+//! The dataset sink: output rows, the contract's Arrow schema, deterministic Parquet shards, the
+//! manifest, and the readers that check and summarize a written dataset (`validate`, `stats`).
+//!
+//! Typical use by the pipeline driver:
+//! 1. [`DatasetMeta::new`] once per run;
+//! 2. a [`ShardWriter`] per chunk, fed [`OutputRow::new`] rows, then [`ShardWriter::finish`];
+//! 3. [`Manifest::new`] over all [`ShardInfo`]s plus run statistics, then [`Manifest::write`].
+
+pub mod batch;
+pub mod error;
+pub mod manifest;
+pub mod meta;
+pub mod row;
+pub mod schema;
+pub mod shard;
+pub mod stats;
+pub mod validate;
+
+pub use batch::{batch_to_rows, rows_to_batch};
+pub use error::{SinkError, SinkResult};
+pub use manifest::{Manifest, Totals, MANIFEST_FILE};
+pub use meta::DatasetMeta;
+pub use row::{sample_id, OutputRow};
+pub use schema::{contract_schema, SCHEMA_VERSION};
+pub use shard::{ShardConfig, ShardInfo, ShardWriter};
+pub use stats::{dataset_stats, DatasetStats};
+pub use validate::{validate, ValidationReport, Violation};

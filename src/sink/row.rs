@@ -1,0 +1,181 @@
+//! One output row: every contract column of one scored response, in plain Rust types. The
+//! pipeline builds rows from an episode and its scores; the writer turns batches of rows into
+//! Arrow, and readers (`validate`, `stats`, tests) turn Arrow back into rows.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::schema::SCHEMA_VERSION;
+use crate::episode::{Episode, Message};
+use crate::score::prepare::Prepared;
+use crate::score::EpisodeScores;
+
+/// Every contract column of one row (see `docs/CONTRACT.md`). Token ids are stored as the
+/// contract's int32; top-k columns are flattened row-major (`T * k` values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRow {
+    /// Contract version (1).
+    pub schema_version: u16,
+    /// Stable content hash, see [`sample_id`].
+    pub sample_id: String,
+    /// `chat_log`, `demonstration`, `unit_test`, `hint`.
+    pub source_kind: String,
+    /// Input format name.
+    pub source_format: String,
+    /// Input file / object.
+    pub source_uri: String,
+    /// Record index inside the input.
+    pub source_record: i64,
+    /// Conversation id, when the input has one.
+    pub conversation_id: Option<String>,
+    /// Position of the response in the original conversation.
+    pub turn_index: i32,
+    /// When the response was produced (µs since the epoch, UTC), when logged.
+    pub event_time: Option<i64>,
+    /// Distillation method.
+    pub method: String,
+    /// Student conversation.
+    pub prompt: Vec<Message>,
+    /// Raw teacher-only text (plus the peer solution, when there is one).
+    pub privileged_context: String,
+    /// Teacher template id.
+    pub teacher_template: String,
+    /// Teacher conversation actually scored.
+    pub teacher_prompt: Vec<Message>,
+    /// Response text (for reading only).
+    pub completion: String,
+    /// Student context tokens.
+    pub prompt_ids: Vec<i32>,
+    /// Teacher context tokens.
+    pub teacher_prompt_ids: Vec<i32>,
+    /// Response tokens (length T).
+    pub completion_ids: Vec<i32>,
+    /// 1 where the trainer should learn.
+    pub loss_mask: Vec<u8>,
+    /// `stop`, `length`, `unknown`.
+    pub finish_reason: String,
+    /// Response sampled from this very model.
+    pub is_on_policy: bool,
+    /// Student log-prob per response token.
+    pub student_logprobs: Vec<f32>,
+    /// Teacher log-prob per response token (exact).
+    pub teacher_logprobs: Vec<f32>,
+    /// Teacher − student per token.
+    pub advantages: Vec<f32>,
+    /// Teacher top-k ids, `T * k`, descending per token.
+    pub teacher_topk_ids: Vec<i32>,
+    /// Teacher top-k log-probs, `T * k`.
+    pub teacher_topk_logprobs: Vec<f32>,
+    /// log(1 − Σ exp(top-k)) per token.
+    pub teacher_tail_logmass: Vec<f32>,
+    /// Student log-probs at the teacher's top-k ids, `T * k`.
+    pub student_topk_logprobs: Vec<f32>,
+    /// T.
+    pub num_completion_tokens: i32,
+    /// Mean KL(teacher ‖ student), top-k + tail estimate.
+    pub relevance_kl: f32,
+    /// The filter score (its definition is recorded in the dataset metadata).
+    pub relevance: f32,
+    /// Width of the top-k columns (not a column: recorded once, in metadata).
+    #[serde(skip)]
+    pub k: usize,
+}
+
+/// The contract's `sample_id`: a stable hash of what makes a training example, so the same
+/// example gets the same id across runs, shards and machines (dedup, joins, train/eval splits).
+///
+/// Recipe (version tag included so a future change cannot collide): the sha256 of the compact
+/// JSON array
+/// `["hindsight-sample-v1", source_kind, [[role, content], ...prompt], completion_ids,
+///   privileged_text, privileged_solution_or_null, teacher_template]`
+/// as serialized by `serde_json` (no whitespace, strings escaped per JSON), written as lowercase
+/// hex and truncated to the first 32 characters (128 bits).
+pub fn sample_id(episode: &Episode, completion_ids: &[u32]) -> String {
+    let prompt: Vec<[&str; 2]> = episode
+        .prompt
+        .iter()
+        .map(|m| [m.role.as_str(), m.content.as_str()])
+        .collect();
+    let doc = serde_json::json!([
+        "hindsight-sample-v1",
+        episode.source_kind.as_str(),
+        prompt,
+        completion_ids,
+        episode.privileged.text,
+        episode.privileged.solution,
+        episode.teacher_template,
+    ]);
+    let mut h = Sha256::new();
+    h.update(doc.to_string().as_bytes());
+    let mut hex = hex::encode(h.finalize());
+    hex.truncate(32);
+    hex
+}
+
+/// Token ids as the contract's int32. Ids come from a vocabulary far below 2^31; an id that did
+/// not fit would become negative, which `validate` reports as out of range.
+fn ids(v: &[u32]) -> Vec<i32> {
+    v.iter().map(|&x| x as i32).collect()
+}
+
+/// The `privileged_context` column: the privileged text, followed by the peer solution when
+/// there is one (both are teacher-only text).
+fn privileged_text(episode: &Episode) -> String {
+    match &episode.privileged.solution {
+        Some(sol) => format!("{}\n\n{}", episode.privileged.text, sol),
+        None => episode.privileged.text.clone(),
+    }
+}
+
+impl OutputRow {
+    /// Builds the row of one scored episode. `relevance` is the configured filter score
+    /// (usually `scores.relevance(method)`), passed in so the caller decides the definition.
+    pub fn new(
+        episode: &Episode,
+        prepared: &Prepared,
+        scores: &EpisodeScores,
+        relevance: f32,
+    ) -> OutputRow {
+        let req = &prepared.request;
+        let t = req.completion_ids.len();
+        OutputRow {
+            schema_version: SCHEMA_VERSION,
+            sample_id: sample_id(episode, &req.completion_ids),
+            source_kind: episode.source_kind.as_str().to_string(),
+            source_format: episode.source_format.as_str().to_string(),
+            source_uri: episode.provenance.source_uri.clone(),
+            source_record: episode.provenance.source_record,
+            conversation_id: episode.provenance.conversation_id.clone(),
+            turn_index: episode.provenance.turn_index,
+            event_time: episode.provenance.event_time_us,
+            method: episode.method.as_str().to_string(),
+            prompt: episode.prompt.clone(),
+            privileged_context: privileged_text(episode),
+            teacher_template: episode.teacher_template.clone(),
+            teacher_prompt: episode.teacher_prompt.clone(),
+            completion: episode.completion.clone().unwrap_or_default(),
+            prompt_ids: ids(&req.prompt_ids),
+            teacher_prompt_ids: ids(&req.teacher_prompt_ids),
+            completion_ids: ids(&req.completion_ids),
+            loss_mask: vec![1; t],
+            finish_reason: episode.finish_reason().as_str().to_string(),
+            is_on_policy: episode.is_on_policy,
+            student_logprobs: scores.student_logprobs.clone(),
+            teacher_logprobs: scores.teacher_logprobs.clone(),
+            advantages: scores.advantages.clone(),
+            teacher_topk_ids: ids(&scores.teacher_topk_ids),
+            teacher_topk_logprobs: scores.teacher_topk_logprobs.clone(),
+            teacher_tail_logmass: scores.teacher_tail_logmass.clone(),
+            student_topk_logprobs: scores.student_topk_logprobs.clone(),
+            num_completion_tokens: i32::try_from(t).unwrap_or(i32::MAX),
+            relevance_kl: scores.relevance_kl,
+            relevance,
+            k: scores.k,
+        }
+    }
+
+    /// T, the number of response tokens.
+    pub fn response_tokens(&self) -> usize {
+        self.completion_ids.len()
+    }
+}
