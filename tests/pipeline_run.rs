@@ -1,0 +1,202 @@
+//! End-to-end runs of the `hindsight` binary on real sample files with the real model: the
+//! dataset validates, a run killed with SIGKILL at several points resumes to byte-identical
+//! output, a second concurrent run is refused, reruns are no-ops and new inputs add only new
+//! shards (with dedup across increments).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
+
+fn sample(name: &str) -> String {
+    format!("{}/sample-data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("hindsight-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A pipeline file over `inputs` writing to `out`, one record per chunk (many chunks).
+fn pipeline(dir: &Path, out: &Path, inputs: &[String]) -> PathBuf {
+    let paths: Vec<String> = inputs.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        "name = \"test\"\n[input]\npaths = [{}]\nchunk_records = 1\n[output]\ndir = {:?}\n",
+        paths.join(", "),
+        out.display().to_string()
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).expect("write pipeline");
+    p
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("HINDSIGHT_MODEL", model_path())
+        .output()
+        .expect("run hindsight")
+}
+
+fn model_path() -> String {
+    format!("{}/models/SmolLM2-135M-Instruct.Q4_1.gguf", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "hindsight failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Shards and manifest by name → bytes.
+fn snapshot(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(out).expect("out dir") {
+        let p = e.expect("entry").path();
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        if name.starts_with("part-") || name == "manifest.json" {
+            m.insert(name, std::fs::read(&p).expect("read"));
+        }
+    }
+    m
+}
+
+fn committed_chunks(out: &Path) -> usize {
+    std::fs::read_dir(out.join("_state/chunks"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(out.join("run_report.json")).expect("run report");
+    serde_json::from_str(&text).expect("report json")
+}
+
+fn inputs() -> Vec<String> {
+    vec![sample("wildchat_1m.jsonl"), sample("hints.jsonl"), sample("unit_tests.jsonl")]
+}
+
+#[test]
+fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
+    let dir = temp_dir("resume");
+    let reference_out = dir.join("reference");
+    let p = pipeline(&dir, &reference_out, &inputs());
+    ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
+    let reference = snapshot(&reference_out);
+    let chunks = committed_chunks(&reference_out);
+    assert!(chunks >= 6, "expected many chunks, got {chunks}");
+    let v = run(&["validate", reference_out.to_str().expect("utf8")]);
+    ok(&v);
+
+    // Kill at several points: during start-up (no chunk yet), after 1 chunk, after half.
+    for kill_after in [0usize, 1, chunks / 2] {
+        let out = dir.join(format!("killed-{kill_after}"));
+        let p = pipeline(&dir, &out, &inputs());
+        let mut child = Command::new(BIN)
+            .args(["run", p.to_str().expect("utf8"), "--no-progress"])
+            .env("HINDSIGHT_MODEL", model_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let done = committed_chunks(&out);
+            let started = out.join("_state/dataset.json").exists();
+            if (kill_after == 0 && started) || (kill_after > 0 && done >= kill_after) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "run never reached {kill_after} chunks");
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if kill_after == 1 {
+            // While the first run holds the directory, a second run must be refused.
+            let second = run(&["run", p.to_str().expect("utf8"), "--no-progress"]);
+            assert!(!second.status.success(), "concurrent run was not refused");
+            let err = String::from_utf8_lossy(&second.stderr);
+            assert!(err.contains("another hindsight run"), "unexpected message: {err}");
+        }
+        child.kill().expect("kill -9");
+        child.wait().expect("reap");
+        let partial = committed_chunks(&out);
+        assert!(partial < chunks, "the run finished before it could be killed");
+        ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
+        let resumed = report(&out);
+        assert_eq!(resumed["chunks_already_committed"].as_u64(), Some(partial as u64));
+        assert_eq!(snapshot(&out), reference, "resume after a kill at {kill_after} chunks differs");
+        ok(&run(&["validate", out.to_str().expect("utf8")]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
+    let dir = temp_dir("increment");
+    let out = dir.join("out");
+    let first = vec![sample("hints.jsonl")];
+    let p = pipeline(&dir, &out, &first);
+    let ps = p.to_str().expect("utf8");
+    ok(&run(&["run", ps, "--no-progress"]));
+    let night1 = snapshot(&out);
+    let rows1 = report(&out)["counts"]["rows_written"].as_u64().unwrap_or(0);
+    assert_eq!(rows1, 3);
+
+    // Same inputs again: nothing is scored, nothing changes.
+    ok(&run(&["run", ps, "--no-progress"]));
+    assert_eq!(snapshot(&out), night1);
+    assert_eq!(report(&out)["chunks_already_committed"].as_u64(), Some(3));
+    assert!(report(&out)["counts"].get("episodes_scored").is_none());
+
+    // A new input file: only its shards are added; old shards are untouched.
+    let wild = sample("wildchat_1m.jsonl");
+    ok(&run(&["run", ps, "--no-progress", "--input", &first[0], "--input", &wild]));
+    let night2 = snapshot(&out);
+    for (name, bytes) in &night1 {
+        if name != "manifest.json" {
+            assert_eq!(night2.get(name), Some(bytes), "old shard {name} changed");
+        }
+    }
+    assert!(night2.len() > night1.len());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&night2["manifest.json"]).expect("manifest");
+    let listed = manifest["shards"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert_eq!(listed, night2.len() - 1);
+
+    // The same records under another file name are duplicates of committed rows.
+    let copy = dir.join("hints_copy.jsonl");
+    std::fs::copy(&first[0], &copy).expect("copy");
+    ok(&run(&["run", ps, "--no-progress", "--input", copy.to_str().expect("utf8")]));
+    let r = report(&out);
+    assert_eq!(r["counts"]["filtered:duplicate_across_runs"].as_u64(), Some(3));
+    assert!(r["counts"].get("rows_written").is_none());
+    ok(&run(&["validate", out.to_str().expect("utf8")]));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_changed_config_is_refused_on_an_existing_dataset() {
+    let dir = temp_dir("binding");
+    let out = dir.join("out");
+    let p = pipeline(&dir, &out, &[sample("hints.jsonl")]);
+    let ps = p.to_str().expect("utf8");
+    ok(&run(&["run", ps, "--no-progress"]));
+    let o = run(&["run", ps, "--no-progress", "--set", "score.top_k=5"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("different pipeline config"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
