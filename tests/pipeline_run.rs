@@ -43,7 +43,10 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn model_path() -> String {
-    format!("{}/models/SmolLM2-135M-Instruct.Q4_1.gguf", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 fn ok(o: &Output) {
@@ -84,7 +87,11 @@ fn report(out: &Path) -> serde_json::Value {
 }
 
 fn inputs() -> Vec<String> {
-    vec![sample("wildchat_1m.jsonl"), sample("hints.jsonl"), sample("unit_tests.jsonl")]
+    vec![
+        sample("wildchat_1m.jsonl"),
+        sample("hints.jsonl"),
+        sample("unit_tests.jsonl"),
+    ]
 }
 
 #[test]
@@ -117,7 +124,10 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
             if (kill_after == 0 && started) || (kill_after > 0 && done >= kill_after) {
                 break;
             }
-            assert!(Instant::now() < deadline, "run never reached {kill_after} chunks");
+            assert!(
+                Instant::now() < deadline,
+                "run never reached {kill_after} chunks"
+            );
             if child.try_wait().expect("wait").is_some() {
                 break;
             }
@@ -128,16 +138,29 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
             let second = run(&["run", p.to_str().expect("utf8"), "--no-progress"]);
             assert!(!second.status.success(), "concurrent run was not refused");
             let err = String::from_utf8_lossy(&second.stderr);
-            assert!(err.contains("another hindsight run"), "unexpected message: {err}");
+            assert!(
+                err.contains("another hindsight run"),
+                "unexpected message: {err}"
+            );
         }
         child.kill().expect("kill -9");
         child.wait().expect("reap");
         let partial = committed_chunks(&out);
-        assert!(partial < chunks, "the run finished before it could be killed");
+        assert!(
+            partial < chunks,
+            "the run finished before it could be killed"
+        );
         ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
         let resumed = report(&out);
-        assert_eq!(resumed["chunks_already_committed"].as_u64(), Some(partial as u64));
-        assert_eq!(snapshot(&out), reference, "resume after a kill at {kill_after} chunks differs");
+        assert_eq!(
+            resumed["chunks_already_committed"].as_u64(),
+            Some(partial as u64)
+        );
+        assert_eq!(
+            snapshot(&out),
+            reference,
+            "resume after a kill at {kill_after} chunks differs"
+        );
         ok(&run(&["validate", out.to_str().expect("utf8")]));
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -163,7 +186,15 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
 
     // A new input file: only its shards are added; old shards are untouched.
     let wild = sample("wildchat_1m.jsonl");
-    ok(&run(&["run", ps, "--no-progress", "--input", &first[0], "--input", &wild]));
+    ok(&run(&[
+        "run",
+        ps,
+        "--no-progress",
+        "--input",
+        &first[0],
+        "--input",
+        &wild,
+    ]));
     let night2 = snapshot(&out);
     for (name, bytes) in &night1 {
         if name != "manifest.json" {
@@ -179,9 +210,18 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
     // The same records under another file name are duplicates of committed rows.
     let copy = dir.join("hints_copy.jsonl");
     std::fs::copy(&first[0], &copy).expect("copy");
-    ok(&run(&["run", ps, "--no-progress", "--input", copy.to_str().expect("utf8")]));
+    ok(&run(&[
+        "run",
+        ps,
+        "--no-progress",
+        "--input",
+        copy.to_str().expect("utf8"),
+    ]));
     let r = report(&out);
-    assert_eq!(r["counts"]["filtered:duplicate_across_runs"].as_u64(), Some(3));
+    assert_eq!(
+        r["counts"]["filtered:duplicate_across_runs"].as_u64(),
+        Some(3)
+    );
     assert!(r["counts"].get("rows_written").is_none());
     ok(&run(&["validate", out.to_str().expect("utf8")]));
     let _ = std::fs::remove_dir_all(&dir);

@@ -166,9 +166,16 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let state = RunState::open(&out_dir, &binding)?;
     let orphans_removed = state.clean_orphans()? as u64;
     if orphans_removed > 0 {
-        tracing::warn!(files = orphans_removed, "removed leftovers of an interrupted run");
+        tracing::warn!(
+            files = orphans_removed,
+            "removed leftovers of an interrupted run"
+        );
     }
-    let committed: HashSet<String> = state.committed().iter().map(|c| c.chunk_id.clone()).collect();
+    let committed: HashSet<String> = state
+        .committed()
+        .iter()
+        .map(|c| c.chunk_id.clone())
+        .collect();
     let mut seen_ids = load_committed_sample_ids(&out_dir, &state)?;
 
     // Stage 1: reader thread.
@@ -198,7 +205,16 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
 
     // Stage 2: scoring on this thread (it owns the model and the compute threads).
-    let scored = score_chunks(cfg, &m, &meta, chunk_rx, write_tx, &committed, &mut seen_ids, opts);
+    let scored = score_chunks(
+        cfg,
+        &m,
+        &meta,
+        chunk_rx,
+        write_tx,
+        &committed,
+        &mut seen_ids,
+        opts,
+    );
     let writer_result = writer
         .join()
         .map_err(|_| PipelineError::Stage("writer thread panicked".into()))?;
@@ -237,7 +253,8 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
     };
-    let json = serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     state::write_atomic(&out_dir.join("run_report.json"), &json)?;
     Ok(report)
 }
@@ -357,7 +374,10 @@ fn score_chunks(
             out.chunks_skipped += 1;
             continue;
         }
-        if opts.max_chunks.is_some_and(|n| out.chunks_sent as usize >= n) {
+        if opts
+            .max_chunks
+            .is_some_and(|n| out.chunks_sent as usize >= n)
+        {
             out.stopped_early = true;
             break;
         }
@@ -510,7 +530,10 @@ fn write_sample_ids(dir: &Path, chunk_id: &str, rows: &[OutputRow]) -> Result<()
     Ok(())
 }
 
-fn load_committed_sample_ids(dir: &Path, state: &RunState) -> Result<HashSet<String>, PipelineError> {
+fn load_committed_sample_ids(
+    dir: &Path,
+    state: &RunState,
+) -> Result<HashSet<String>, PipelineError> {
     let mut set = HashSet::new();
     for c in state.committed() {
         let path = ids_path(dir, &c.chunk_id);

@@ -68,7 +68,9 @@ impl RunLock {
             .map_err(io("opening", &path))?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(StateError::Locked(dir.to_path_buf())),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked(dir.to_path_buf()))
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
         }
         let _ = file.set_len(0);
@@ -131,9 +133,17 @@ impl RunState {
         if bind_path.exists() {
             let existing: DatasetBinding = read_json(&bind_path)?;
             let checks = [
-                ("pipeline config", &existing.config_sha256, &binding.config_sha256),
+                (
+                    "pipeline config",
+                    &existing.config_sha256,
+                    &binding.config_sha256,
+                ),
                 ("model", &existing.weights_sha256, &binding.weights_sha256),
-                ("tokenizer", &existing.tokenizer_sha256, &binding.tokenizer_sha256),
+                (
+                    "tokenizer",
+                    &existing.tokenizer_sha256,
+                    &binding.tokenizer_sha256,
+                ),
             ];
             for (what, a, b) in checks {
                 if a != b {

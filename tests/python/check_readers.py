@@ -1,0 +1,69 @@
+"""Ecosystem readers load a hindsight dataset with the contract's types (issue: trainer-ready datasets).
+
+Usage: python tests/python/check_readers.py DATASET_DIR
+Checks pyarrow.parquet.read_table and datasets.load_dataset("parquet", ...), the Arrow types of
+the contract, per-token alignment, and that `prompt` / `privileged_context` have the shape TRL's
+SDFT/SDPO trainers take (a list of {"role", "content"} messages and a string).
+"""
+import json
+import os
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def main(d: str) -> None:
+    manifest = json.load(open(os.path.join(d, "manifest.json")))
+    k = manifest["dataset"]["top_k"]
+    files = [os.path.join(d, s["file"]) for s in manifest["shards"]]
+    table = pq.read_table(files)
+    expected_rows = sum(s["rows"] for s in manifest["shards"])
+    assert table.num_rows == expected_rows > 0, (table.num_rows, expected_rows)
+    s = table.schema
+    assert s.field("schema_version").type == pa.uint16()
+
+    def large_list_of(name, value_type):
+        t = s.field(name).type
+        assert pa.types.is_large_list(t), (name, t)
+        return t.value_type == value_type
+
+    assert large_list_of("completion_ids", pa.int32())
+    assert large_list_of("student_logprobs", pa.float32())
+    for name, vt in (("teacher_topk_ids", pa.int32()), ("teacher_topk_logprobs", pa.float32())):
+        inner = s.field(name).type.value_type
+        assert pa.types.is_fixed_size_list(inner) and inner.list_size == k and inner.value_type == vt, name
+    assert s.field("privileged_context").type == pa.large_string()
+    assert pa.types.is_dictionary(s.field("source_kind").type)
+    assert s.field("event_time").type == pa.timestamp("us", tz="UTC")
+    prompt_t = s.field("prompt").type
+    assert pa.types.is_list(prompt_t) and prompt_t.value_type.names == ["role", "content"]
+    meta = pq.ParquetFile(files[0]).metadata.metadata
+    assert meta[b"weights_sha256"].decode() == manifest["dataset"]["weights_sha256"]
+
+    rows = table.to_pylist()
+    for r in rows:
+        t = len(r["completion_ids"])
+        assert t == r["num_completion_tokens"]
+        for col in ("student_logprobs", "teacher_logprobs", "advantages", "teacher_tail_logmass"):
+            assert len(r[col]) == t, col
+        assert all(len(x) == k for x in r["teacher_topk_ids"])
+        for a, tl, sl in zip(r["advantages"], r["teacher_logprobs"], r["student_logprobs"]):
+            assert abs(a - (tl - sl)) < 1e-5
+
+    # TRL SDFT/SDPO trainers take conversational `prompt` plus a `privileged_context` string.
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert len(ds) == expected_rows
+    ex = ds[0]
+    assert isinstance(ex["prompt"], list) and set(ex["prompt"][0]) == {"role", "content"}
+    assert ex["prompt"][-1]["role"] == "user"
+    assert isinstance(ex["privileged_context"], str) and ex["privileged_context"]
+    assert isinstance(ex["completion"], str)
+    assert len(ex["teacher_topk_logprobs"][0]) == k
+    print(f"ok: pyarrow and datasets read {expected_rows} rows, K={k}, datasets {datasets.__version__}, pyarrow {pa.__version__}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
