@@ -148,6 +148,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.len() == 3 && args[1] == "--measure" {
         return measure(&args[2]);
     }
+    if args.len() == 4 && args[1] == "--generate" {
+        // Writes the synthetic input only (for the Python baseline, scripts/bench_ingest_python.py).
+        let n: usize = args[3].parse()?;
+        return Ok(generate(std::path::Path::new(&args[2]), n)?);
+    }
     let base: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20_000);
     let dir = tempfile::tempdir()?;
     for mult in [1usize, 10] {

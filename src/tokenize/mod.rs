@@ -50,7 +50,15 @@ pub struct Tokenizer {
     eot_id: u32,
     vocab_size: usize,
     fingerprint: String,
+    /// Memo of encoded text stretches. Canonical encoding splits a conversation at template
+    /// special tokens, so each message is its own stretch: a conversation's history, shared by the
+    /// student and teacher contexts and by every later turn, is encoded once instead of once per
+    /// context per turn. Encoding is a pure function, so the memo never changes results.
+    stretch_cache: std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>,
 }
+
+/// Entries kept in the stretch memo before it is cleared (bounds memory on endless streams).
+const STRETCH_CACHE_MAX: usize = 4096;
 
 impl Tokenizer {
     /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata and chat template.
@@ -159,6 +167,7 @@ impl Tokenizer {
             eot_id,
             vocab_size,
             fingerprint,
+            stretch_cache: Default::default(),
         }
     }
 
@@ -192,10 +201,26 @@ impl Tokenizer {
         for p in pieces {
             match p {
                 Piece::Special(id) => ids.push(id),
-                Piece::Text(t) => ids.extend(self.encode_text(&t)?),
+                Piece::Text(t) => ids.extend(self.encode_stretch(t)?),
             }
         }
         Ok(EncodedChat { rendered, ids })
+    }
+
+    fn encode_stretch(&self, text: String) -> Result<Vec<u32>> {
+        if let Ok(cache) = self.stretch_cache.lock() {
+            if let Some(ids) = cache.get(&text) {
+                return Ok(ids.clone());
+            }
+        }
+        let ids = self.encode_text(&text)?;
+        if let Ok(mut cache) = self.stretch_cache.lock() {
+            if cache.len() >= STRETCH_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(text, ids.clone());
+        }
+        Ok(ids)
     }
 
     /// Encodes a response on its own; appends the end-of-turn token when the turn ended normally.
