@@ -81,8 +81,10 @@ impl Trie {
         }
     }
 
-    /// Tokens of `seq` not yet in the tree (what inserting it would add).
-    fn new_tokens(&self, seq: &[u32]) -> usize {
+    /// The nodes `seq` runs through from the root, with how many of each node's tokens it
+    /// matches (only the last may be matched partially).
+    fn walk(&self, seq: &[u32]) -> Vec<(usize, usize)> {
+        let mut path = Vec::new();
         let mut parent = None;
         let mut pos = 0;
         while pos < seq.len() {
@@ -93,15 +95,20 @@ impl Trie {
             else {
                 break;
             };
-            let node = &self.nodes[c];
-            let m = common_prefix(&node.tokens, &seq[pos..]);
+            let m = common_prefix(&self.nodes[c].tokens, &seq[pos..]);
+            path.push((c, m));
             pos += m;
-            if m < node.tokens.len() {
+            if m < self.nodes[c].tokens.len() {
                 break;
             }
             parent = Some(c);
         }
-        seq.len() - pos
+        path
+    }
+
+    /// Tokens of `seq` not yet in the tree (what inserting it would add).
+    fn new_tokens(&self, seq: &[u32]) -> usize {
+        seq.len() - self.walk(seq).iter().map(|&(_, m)| m).sum::<usize>()
     }
 
     fn insert(&mut self, seq: &[u32]) {
@@ -164,22 +171,9 @@ impl Trie {
     /// Packed row of every position of `seq` (which must have been inserted).
     fn rows(&self, seq: &[u32], seg_of: &[usize], batch: &PackedBatch) -> Vec<usize> {
         let mut rows = Vec::with_capacity(seq.len());
-        let mut parent = None;
-        let mut pos = 0;
-        while pos < seq.len() {
-            let Some(&c) = self
-                .children_of(parent)
-                .iter()
-                .find(|&&c| self.nodes[c].tokens[0] == seq[pos])
-            else {
-                break;
-            };
-            let node = &self.nodes[c];
-            let start = batch.segments[seg_of[c]].start;
-            let take = node.tokens.len().min(seq.len() - pos);
-            rows.extend(start..start + take);
-            pos += take;
-            parent = Some(c);
+        for (node, matched) in self.walk(seq) {
+            let start = batch.segments[seg_of[node]].start;
+            rows.extend(start..start + matched);
         }
         rows
     }
