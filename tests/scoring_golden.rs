@@ -217,3 +217,71 @@ fn scores_match_reference_with_prefix_sharing() {
 fn scores_match_reference_without_prefix_sharing() {
     check_scores(false);
 }
+
+#[test]
+fn teacher_prompt_ids_from_our_templates_match_reference() {
+    use hindsight::episode::PrivilegedContext;
+    let tok = &common::model().tokenizer;
+    for case in common::read_jsonl("scoring_golden.jsonl") {
+        let name = case["name"].as_str().expect("name");
+        let tpl = hindsight::template::builtin(case["teacher_template"].as_str().expect("id"))
+            .expect("built-in template");
+        let privileged = PrivilegedContext {
+            text: case["privileged_context"]
+                .as_str()
+                .expect("text")
+                .to_string(),
+            solution: None,
+        };
+        let teacher = tpl
+            .apply(&messages(&case["prompt"]), &privileged)
+            .expect("apply");
+        let ids_ours = tok.encode_chat(&teacher, true).expect("encode").ids;
+        assert_eq!(ids_ours, ids(&case["teacher_prompt_ids"]), "{name}");
+    }
+}
+
+#[test]
+fn score_command_scores_a_jsonl_file_and_reports_bad_lines() {
+    let out = std::env::temp_dir().join(format!("hindsight-score-{}.jsonl", std::process::id()));
+    let input = format!(
+        "{}/sample-data/score_requests.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_hindsight"))
+        .args([
+            "score",
+            "--strict",
+            "-i",
+            &input,
+            "-o",
+            out.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("run");
+    // One deliberately bad line: scored rows are still written, and --strict exits 2.
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line=13"));
+    let text = std::fs::read_to_string(&out).expect("output");
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let gold = common::read_jsonl("scoring_golden.jsonl");
+    assert_eq!(rows.len(), gold.len());
+    for (r, g) in rows.iter().zip(&gold) {
+        assert_eq!(r["id"], g["name"]);
+        assert_eq!(ids(&r["teacher_prompt_ids"]), ids(&g["teacher_prompt_ids"]));
+        let got = floats(&r["teacher_logprobs"]);
+        for (a, b) in got.iter().zip(floats(&g["teacher_logprobs"])) {
+            assert!((a - b).abs() <= 1e-3);
+        }
+        assert!(r["relevance_control_kl"].as_f64().is_some());
+    }
+    let _ = std::fs::remove_file(&out);
+}
