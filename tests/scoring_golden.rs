@@ -245,7 +245,7 @@ fn teacher_prompt_ids_from_our_templates_match_reference() {
 fn score_command_scores_a_jsonl_file_and_reports_bad_lines() {
     let out = std::env::temp_dir().join(format!("hindsight-score-{}.jsonl", std::process::id()));
     let input = format!(
-        "{}/sample-data/score_requests.jsonl",
+        "{}/examples/score_requests.jsonl",
         env!("CARGO_MANIFEST_DIR")
     );
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_hindsight"))

@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Transformer;
 use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
-pub use plan::{pack_requests, RequestLayout};
+pub(crate) use plan::pack_requests;
+pub use plan::RequestLayout;
 
 /// Which relevance score a dataset's `relevance` column (and the filter) uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

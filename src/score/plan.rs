@@ -184,7 +184,8 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Tokens a request would add to an empty batch.
-pub fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
+#[cfg(test)]
+fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
     let mut t = Trie::default();
     for (s, _) in sequences(r, cfg) {
         if cfg.prefix_sharing {
@@ -196,61 +197,68 @@ pub fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
     t.tokens
 }
 
+impl RequestLayout {
+    /// Builds a layout from the scoring rows of each context, in `contexts` order.
+    fn from_contexts(request: usize, rows: Vec<Vec<usize>>) -> Self {
+        let mut it = rows.into_iter();
+        RequestLayout {
+            request,
+            student_rows: it.next().unwrap_or_default(),
+            teacher_rows: it.next().unwrap_or_default(),
+            control_rows: it.next(),
+        }
+    }
+}
+
 fn build_pack(requests: &[ScoreRequest], members: &[usize], cfg: &ScorerConfig) -> Pack {
     let mut pack = Pack::default();
-    if cfg.prefix_sharing {
+    let seqs: Vec<Vec<(Vec<u32>, usize)>> = members
+        .iter()
+        .map(|&i| sequences(&requests[i], cfg))
+        .collect();
+    // Row of every fed position, per member and context.
+    let positions: Vec<Vec<Vec<usize>>> = if cfg.prefix_sharing {
         let mut trie = Trie::default();
-        let seqs: Vec<Vec<(Vec<u32>, usize)>> = members
-            .iter()
-            .map(|&i| sequences(&requests[i], cfg))
-            .collect();
         for s in seqs.iter().flatten() {
             trie.insert(&s.0);
         }
         let seg_of = trie.emit(&mut pack.batch);
-        for (&i, seq) in members.iter().zip(&seqs) {
-            let t_len = requests[i].completion_ids.len();
-            let mut per_ctx = seq.iter().map(|(s, ctx_len)| {
-                let rows = trie.rows(s, &seg_of, &pack.batch);
-                rows[ctx_len - 1..ctx_len - 1 + t_len].to_vec()
-            });
-            let student_rows = per_ctx.next().unwrap_or_default();
-            let teacher_rows = per_ctx.next().unwrap_or_default();
-            let control_rows = per_ctx.next();
-            pack.layouts.push(RequestLayout {
-                request: i,
-                student_rows,
-                teacher_rows,
-                control_rows,
-            });
-        }
+        seqs.iter()
+            .map(|ctxs| {
+                ctxs.iter()
+                    .map(|(s, _)| trie.rows(s, &seg_of, &pack.batch))
+                    .collect()
+            })
+            .collect()
     } else {
-        for &i in members {
-            let t_len = requests[i].completion_ids.len();
-            let mut per_ctx = sequences(&requests[i], cfg)
-                .into_iter()
-                .map(|(s, ctx_len)| {
-                    let seg = pack.batch.push_segment(&s, 0, None);
-                    let start = pack.batch.segments[seg].start + ctx_len - 1;
-                    (start..start + t_len).collect::<Vec<_>>()
-                });
-            let student_rows = per_ctx.next().unwrap_or_default();
-            let teacher_rows = per_ctx.next().unwrap_or_default();
-            let control_rows = per_ctx.next();
-            pack.layouts.push(RequestLayout {
-                request: i,
-                student_rows,
-                teacher_rows,
-                control_rows,
-            });
-        }
+        seqs.iter()
+            .map(|ctxs| {
+                ctxs.iter()
+                    .map(|(s, _)| {
+                        let seg = pack.batch.push_segment(s, 0, None);
+                        let start = pack.batch.segments[seg].start;
+                        (start..start + s.len()).collect()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    for ((&i, ctxs), rows) in members.iter().zip(&seqs).zip(positions) {
+        let t_len = requests[i].completion_ids.len();
+        // The last context token's row predicts response token 0.
+        let scoring = ctxs
+            .iter()
+            .zip(rows)
+            .map(|((_, ctx_len), r)| r[ctx_len - 1..ctx_len - 1 + t_len].to_vec())
+            .collect();
+        pack.layouts.push(RequestLayout::from_contexts(i, scoring));
     }
     pack
 }
 
 /// Packs requests in input order into batches of about `cfg.token_budget` tokens (a request
 /// larger than the budget gets a batch of its own). Deterministic for a given input.
-pub fn pack_requests(requests: &[ScoreRequest], cfg: &ScorerConfig) -> Vec<Pack> {
+pub(crate) fn pack_requests(requests: &[ScoreRequest], cfg: &ScorerConfig) -> Vec<Pack> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut members: Vec<usize> = Vec::new();
     let mut trie = Trie::default();
