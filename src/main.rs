@@ -8,7 +8,7 @@ fn main() -> std::process::ExitCode {
     match hindsight::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", hindsight::cli::error_chain(&e));
             std::process::ExitCode::from(1)
         }
     }

@@ -101,7 +101,6 @@ struct Pending {
 
 /// Runs the command.
 pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
-    let m = a.model.load()?;
     let reader: Box<dyn BufRead> = if a.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -117,6 +116,8 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
         Box::new(f)
     };
     let mut out = BufWriter::new(writer);
+    // Inputs and outputs are opened first so a typo fails before the model loads.
+    let m = a.model.load()?;
     let cfg = ScorerConfig {
         top_k: a.top_k,
         token_budget: a.token_budget,
