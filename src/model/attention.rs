@@ -37,12 +37,31 @@ impl AttentionShape {
     }
 }
 
+/// Keys and values computed earlier for a sequence (generation's KV cache), laid out
+/// `[len][kv_heads * head_dim]`, that a segment attends to before its own tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct ExternalPrefix<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+}
+
 /// Computes attention for every segment of a packed batch.
 ///
 /// `qkv` is `[N, (H + 2 KV) * D]` with RoPE already applied; returns `[N, H * D]`.
 pub fn packed_causal_attention(
     qkv: &[f32],
     segments: &[Segment],
+    shape: &AttentionShape,
+    device: &Device,
+) -> Result<Vec<f32>> {
+    packed_causal_attention_with_prefix(qkv, segments, &[], shape, device)
+}
+
+/// [`packed_causal_attention`] where segment `i` first attends to `prefixes[i]` (if present).
+pub fn packed_causal_attention_with_prefix(
+    qkv: &[f32],
+    segments: &[Segment],
+    prefixes: &[Option<ExternalPrefix<'_>>],
     shape: &AttentionShape,
     device: &Device,
 ) -> Result<Vec<f32>> {
@@ -53,10 +72,15 @@ pub fn packed_causal_attention(
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; n * h * d];
 
-    for seg in segments {
+    let kv_width = kvh * d;
+    for (si, seg) in segments.iter().enumerate() {
         if seg.len == 0 {
             continue;
         }
+        let external = prefixes.get(si).copied().flatten();
+        let external_len = external
+            .map(|e| e.keys.len() / kv_width.max(1))
+            .unwrap_or(0);
         // Key ranges: ancestors first (outermost first), then the segment itself.
         let mut ranges = Vec::new();
         let mut parent = seg.parent;
@@ -66,7 +90,7 @@ pub fn packed_causal_attention(
             parent = p.parent;
         }
         ranges.reverse();
-        let prefix_len: usize = ranges.iter().map(|r| r.1).sum();
+        let prefix_len: usize = external_len + ranges.iter().map(|r| r.1).sum::<usize>();
         ranges.push((seg.start, seg.len));
         let total = prefix_len + seg.len;
 
@@ -74,6 +98,15 @@ pub fn packed_causal_attention(
         let mut v = vec![0f32; kvh * total * d];
         for head in 0..kvh {
             let mut j = 0;
+            if let Some(e) = external {
+                for r in 0..external_len {
+                    let src = r * kv_width + head * d;
+                    let dst = (head * total + j) * d;
+                    k[dst..dst + d].copy_from_slice(&e.keys[src..src + d]);
+                    v[dst..dst + d].copy_from_slice(&e.values[src..src + d]);
+                    j += 1;
+                }
+            }
             for &(start, len) in &ranges {
                 for r in start..start + len {
                     let src = r * row;

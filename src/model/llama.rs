@@ -10,7 +10,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{packed_causal_attention, AttentionShape};
+use super::attention::{packed_causal_attention_with_prefix, AttentionShape, ExternalPrefix};
 use super::config::TransformerConfig;
 use crate::error::Result;
 
@@ -185,6 +185,24 @@ impl Transformer {
     /// Runs every block over the packed batch and returns the final-normed hidden states,
     /// `[N, hidden]`, one row per packed token.
     pub fn forward_hidden(&self, batch: &PackedBatch) -> Result<Tensor> {
+        self.forward_inner(batch, &mut [])
+    }
+
+    /// Generation step: segment `i` of `batch` continues the sequence cached in `caches[i]`
+    /// (its positions must start at `caches[i].len()`, and it may have no parent). The new keys
+    /// and values are appended to the caches.
+    pub fn forward_cached(&self, batch: &PackedBatch, caches: &mut [KvCache]) -> Result<Tensor> {
+        if caches.len() != batch.segments.len() || batch.segments.iter().any(|s| s.parent.is_some())
+        {
+            return Err(crate::error::Error::Request {
+                id: None,
+                message: "forward_cached needs one cache per segment and no parent segments".into(),
+            });
+        }
+        self.forward_inner(batch, caches)
+    }
+
+    fn forward_inner(&self, batch: &PackedBatch, caches: &mut [KvCache]) -> Result<Tensor> {
         let cfg = &self.config;
         let n = batch.len();
         if n == 0 {
@@ -213,18 +231,33 @@ impl Transformer {
             head_dim: cfg.head_dim,
         };
         let eps = cfg.rms_norm_eps as f32;
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
             let qkv = block.qkv.forward(&h)?;
             let mut qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
             self.apply_rope(&mut qkv, &batch.positions, &shape);
-            let attn = packed_causal_attention(&qkv, &batch.segments, &shape, &self.device)?;
+            let prefixes: Vec<Option<ExternalPrefix<'_>>> =
+                caches.iter().map(|c| c.prefix(layer)).collect();
+            let attn = packed_causal_attention_with_prefix(
+                &qkv,
+                &batch.segments,
+                &prefixes,
+                &shape,
+                &self.device,
+            )?;
+            drop(prefixes);
+            for (cache, seg) in caches.iter_mut().zip(&batch.segments) {
+                cache.append(layer, &qkv, seg, &shape);
+            }
             let attn = Tensor::from_vec(attn, (n, cfg.num_heads * cfg.head_dim), &self.device)?;
             x = (x + block.o.forward(&attn)?)?;
             let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, eps)?;
             let gu = block.gate_up.forward(&h)?;
             let act = swiglu(&gu, cfg.intermediate_size)?;
             x = (x + block.down.forward(&act)?)?;
+        }
+        for (cache, seg) in caches.iter_mut().zip(&batch.segments) {
+            cache.len += seg.len;
         }
         Ok(candle_nn::ops::rms_norm(&x, &self.final_norm, eps)?)
     }
@@ -269,6 +302,51 @@ impl Transformer {
                     }
                 }
             });
+    }
+}
+
+/// Keys and values (after RoPE) of one sequence for every layer: generation feeds only the new
+/// token each step instead of the whole sequence.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer: keys and values, `[len][kv_heads * head_dim]`.
+    layers: Vec<(Vec<f32>, Vec<f32>)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// Tokens cached so far (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True before the prompt is fed.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn prefix(&self, layer: usize) -> Option<ExternalPrefix<'_>> {
+        self.layers.get(layer).and_then(|(k, v)| {
+            (!k.is_empty()).then_some(ExternalPrefix {
+                keys: k.as_slice(),
+                values: v.as_slice(),
+            })
+        })
+    }
+
+    fn append(&mut self, layer: usize, qkv: &[f32], seg: &Segment, shape: &AttentionShape) {
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, Default::default);
+        }
+        let row = shape.row_width();
+        let q_width = shape.num_heads * shape.head_dim;
+        let kv_width = shape.num_kv_heads * shape.head_dim;
+        let (k, v) = &mut self.layers[layer];
+        for r in seg.start..seg.start + seg.len {
+            let base = r * row + q_width;
+            k.extend_from_slice(&qkv[base..base + kv_width]);
+            v.extend_from_slice(&qkv[base + kv_width..base + 2 * kv_width]);
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod config;
 pub mod fastmath;
+pub mod generate;
 pub mod gguf;
 pub mod llama;
 pub mod safetensors;
