@@ -135,3 +135,29 @@ pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Ve
     stream.finish()?;
     Ok(requests)
 }
+
+/// Generation throughput: `batch` samples of one prompt decoded together for `new_tokens`
+/// steps (no early stop counted: tokens actually generated / wall time).
+pub fn generation(
+    model: &Transformer,
+    tok: &Tokenizer,
+    batch: usize,
+    new_tokens: usize,
+) -> Result<f64> {
+    use crate::model::generate::{generate, GenerationConfig};
+    let prompt = synthetic_ids(tok, 64)?;
+    let cfg = GenerationConfig {
+        max_new_tokens: new_tokens,
+        temperature: 1.0,
+        n: batch,
+        seed: 1,
+        ..GenerationConfig::default()
+    };
+    // An id the model never samples stands in for end-of-turn so every sample runs to length.
+    let never = u32::MAX;
+    let t = Instant::now();
+    let samples = generate(model, &[prompt], never, &cfg)?;
+    let secs = t.elapsed().as_secs_f64();
+    let tokens: usize = samples.iter().map(|s| s.completion_ids.len()).sum();
+    Ok(tokens as f64 / secs)
+}

@@ -240,3 +240,62 @@ fn a_changed_config_is_refused_on_an_existing_dataset() {
     assert!(err.contains("different pipeline config"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demonstrations_are_rolled_out_on_policy_and_reproducibly() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let dir = temp_dir("rollout");
+    let pipeline = format!(
+        "{}/pipelines/demonstrations.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut snapshots = Vec::new();
+    for run_no in 0..2 {
+        let out = dir.join(format!("out{run_no}"));
+        ok(&run(&[
+            "run",
+            &pipeline,
+            "--no-progress",
+            "--input",
+            &sample("demonstrations.jsonl"),
+            "--output",
+            out.to_str().expect("utf8"),
+            "--set",
+            "rollout.max_new_tokens=8",
+        ]));
+        ok(&run(&["validate", out.to_str().expect("utf8")]));
+        let counts = &report(&out)["counts"];
+        assert_eq!(
+            counts["rollouts"].as_u64(),
+            Some(6),
+            "3 prompts x n=2: {counts}"
+        );
+        assert_eq!(counts["rows_written"].as_u64(), Some(6));
+        snapshots.push(snapshot(&out));
+    }
+    assert_eq!(
+        snapshots[0], snapshots[1],
+        "same seed must sample the same tokens"
+    );
+    let out = dir.join("out0");
+    for (name, _) in snapshots[0].iter().filter(|(n, _)| n.starts_with("part-")) {
+        let file = std::fs::File::open(out.join(name)).expect("shard");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let rows = hindsight::sink::batch_to_rows(&batch).expect("rows");
+            for r in rows {
+                assert!(r.is_on_policy);
+                assert!(r.num_completion_tokens <= 8);
+                assert!(r.finish_reason == "stop" || r.finish_reason == "length");
+                if r.finish_reason == "length" {
+                    assert_eq!(r.num_completion_tokens, 8);
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -49,6 +49,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         forward.push(f);
     }
+    let mut generation = Vec::new();
+    for batch in [1usize, 8] {
+        let tps = bench::generation(&m.transformer, &m.tokenizer, batch, 32)?;
+        println!("generate batch {batch:>2}: {tps:>7.1} generated tokens/s (64-token prompt, 32 new tokens, KV cache)");
+        generation.push(serde_json::json!({ "batch": batch, "tokens_per_s": tps }));
+    }
     let requests = bench::episode_requests(&m.tokenizer, &a.episodes)?;
     let resp: usize = requests.iter().map(|r| r.completion_ids.len()).sum();
     println!(
@@ -88,7 +94,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "forward": forward, "scoring": scoring })
+            serde_json::json!({ "forward": forward, "generation": generation, "scoring": scoring })
         );
     }
     Ok(ExitCode::SUCCESS)

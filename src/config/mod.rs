@@ -41,6 +41,9 @@ pub struct PipelineConfig {
     pub model: ModelConfig,
     #[serde(default)]
     pub score: ScoreConfig,
+    /// Sampling for episodes whose response must come from the student (demonstrations).
+    #[serde(default)]
+    pub rollout: crate::model::generate::GenerationConfig,
     pub output: OutputConfig,
 }
 

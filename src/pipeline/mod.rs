@@ -386,16 +386,35 @@ fn score_chunks(
         for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
             let mut prepared = Vec::new();
             let mut kept: Vec<&Episode> = Vec::new();
+            // Episodes without a logged response are rolled out from the student first.
+            let mut expanded: Vec<(Episode, Option<Vec<u32>>)> = Vec::with_capacity(batch.len());
             for ep in batch {
-                if ep.completion.is_none() {
-                    bump(&mut counts, "filtered:needs_rollout", 1);
+                if ep.completion.is_some() {
+                    expanded.push((ep.clone(), None));
                     continue;
                 }
+                match rollout(m, ep, &cfg.rollout) {
+                    Ok(samples) => {
+                        bump(&mut counts, "rollouts", samples.len() as u64);
+                        expanded.extend(samples.into_iter().map(|(e, ids)| (e, Some(ids))));
+                    }
+                    Err(e) => {
+                        tracing::warn!(uri = %ep.provenance.source_uri, record = ep.provenance.source_record, "rollout failed: {e}");
+                        bump(&mut counts, "filtered:rollout_error", 1);
+                    }
+                }
+            }
+            for (ep, sampled) in &expanded {
                 let tpl = templates
                     .entry(ep.teacher_template.clone())
                     .or_insert_with(|| crate::template::resolve(&ep.teacher_template, &custom).ok())
                     .clone();
-                match prepare_episode(&m.tokenizer, ep, tpl.as_ref()) {
+                let outcome = match sampled {
+                    // Rollouts keep the sampled ids exactly; only logged responses are encoded.
+                    Some(ids) => prepare_sampled(m, ep, tpl.as_ref(), ids.clone()),
+                    None => prepare_episode(&m.tokenizer, ep, tpl.as_ref()),
+                };
+                match outcome {
                     Ok(p) => {
                         let r = &p.request;
                         let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())
@@ -466,6 +485,73 @@ fn score_chunks(
     }
     if let Some(pb) = progress {
         pb.finish_and_clear();
+    }
+    Ok(out)
+}
+
+/// Prepares a rolled-out episode from its sampled ids (never re-encoded from text).
+fn prepare_sampled(
+    m: &LoadedModel,
+    ep: &Episode,
+    template: Option<&TeacherTemplate>,
+    ids: Vec<u32>,
+) -> crate::error::Result<crate::score::prepare::Prepared> {
+    let control = match template {
+        Some(t) => Some(
+            t.apply_control(&ep.prompt)
+                .map_err(|e| crate::error::Error::Template(e.to_string()))?,
+        ),
+        None => None,
+    };
+    crate::score::prepare::prepare(
+        &m.tokenizer,
+        &ep.prompt,
+        &ep.teacher_prompt,
+        control.as_deref(),
+        ids,
+    )
+}
+
+/// Samples `cfg.n` student responses for an episode without one. The seed is derived from the
+/// run seed and the episode's provenance, so a resumed run samples the same tokens whatever else
+/// is in its batch. Returns each sample as an episode (response text decoded for reading) with
+/// its exact sampled ids.
+fn rollout(
+    m: &LoadedModel,
+    ep: &Episode,
+    cfg: &crate::model::generate::GenerationConfig,
+) -> crate::error::Result<Vec<(Episode, Vec<u32>)>> {
+    let prompt = m.tokenizer.encode_chat(&ep.prompt, true)?.ids;
+    let p = &ep.provenance;
+    let key = format!(
+        "{}\0{}\0{}\0{}",
+        cfg.seed, p.source_uri, p.source_record, p.turn_index
+    );
+    let seed = u64::from_str_radix(&sha256_hex(key.as_bytes())[..16], 16).unwrap_or(cfg.seed);
+    let run_cfg = crate::model::generate::GenerationConfig {
+        seed,
+        ..cfg.clone()
+    };
+    let eot = m.tokenizer.eot_id();
+    let samples = crate::model::generate::generate(&m.transformer, &[prompt], eot, &run_cfg)?;
+    let mut out = Vec::with_capacity(samples.len());
+    for s in samples {
+        let stopped = s.finish_reason == crate::model::generate::StopReason::Stop;
+        let body = if stopped {
+            &s.completion_ids[..s.completion_ids.len().saturating_sub(1)]
+        } else {
+            &s.completion_ids[..]
+        };
+        let text = m.tokenizer.decode(body)?;
+        let mut e = ep.clone();
+        e.is_on_policy = true;
+        e.ends_turn = stopped;
+        if !stopped {
+            e.flags.push("stopped_by_length".into());
+        }
+        e.flags.push(format!("rollout_sample_{}", s.sample_index));
+        e.completion = Some(text);
+        out.push((e, s.completion_ids));
     }
     Ok(out)
 }
