@@ -326,3 +326,43 @@ fn format_override_and_glob() {
     assert_eq!(g.stats.files, 2);
     assert_eq!(g.stats.records_read, 9);
 }
+
+#[test]
+fn sdpo_context_selects_feedback_solution_or_both_and_never_self() {
+    use common::run_with;
+    use hindsight::episode::{IngestOptions, SdpoContext};
+    let teacher_of = |mode: SdpoContext| {
+        let mut opts = IngestOptions {
+            inputs: vec![sample("unit_tests.jsonl")],
+            ..IngestOptions::default()
+        };
+        opts.episode.sdpo_context = mode;
+        let r = run_with(opts);
+        // ut-1 failed (AssertionError feedback); ut-2 passed in the same group.
+        let failed = r
+            .episodes
+            .iter()
+            .find(|e| e.provenance.conversation_id.as_deref() == Some("ut-1"))
+            .expect("ut-1 episode")
+            .clone();
+        // A sample is never its own demonstration.
+        for e in &r.episodes {
+            if let Some(sol) = &e.privileged.solution {
+                assert_ne!(Some(sol), e.completion.as_ref());
+            }
+        }
+        failed
+    };
+    let both = teacher_of(SdpoContext::Both);
+    let text = &both.teacher_prompt.last().expect("msg").content;
+    assert!(text.contains("Correct solution:"), "{text}");
+    assert!(text.contains("feedback from your unsuccessful earlier attempt"));
+    let fb = teacher_of(SdpoContext::FeedbackOnly);
+    let text = &fb.teacher_prompt.last().expect("msg").content;
+    assert!(!text.contains("Correct solution:"));
+    assert!(text.contains("feedback from your unsuccessful earlier attempt"));
+    let sol = teacher_of(SdpoContext::SolutionOnly);
+    let text = &sol.teacher_prompt.last().expect("msg").content;
+    assert!(text.contains("Correct solution:"));
+    assert!(!text.contains("feedback from your unsuccessful earlier attempt"));
+}

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use regex::Regex;
 
-use super::config::{EpisodeConfig, LeadingAssistantPolicy, RolePolicy};
+use super::config::{EpisodeConfig, LeadingAssistantPolicy, RolePolicy, SdpoContext};
 use super::pii::PiiScrubber;
 use super::prefilter::is_ack_only;
 use super::{Episode, Message, Method, PrivilegedContext, Provenance, SourceFormat, SourceKind};
@@ -280,10 +280,18 @@ impl EpisodeBuilder {
             })
             .collect();
         let on_policy = self.cfg.logged_responses_on_policy;
+        let mode = self.cfg.sdpo_context;
         group
             .into_iter()
             .zip(peers)
-            .map(|((meta, u), peer)| {
+            .map(|((meta, mut u), peer)| {
+                let peer = match mode {
+                    SdpoContext::FeedbackOnly => None,
+                    _ => peer,
+                };
+                if mode == SdpoContext::SolutionOnly {
+                    u.feedback.clear();
+                }
                 let prov = self.prov(&meta, u.id, u.prompt.len(), u.time_us);
                 let mut flags = Vec::new();
                 if u.passed {

@@ -28,6 +28,19 @@ pub enum LeadingAssistantPolicy {
     Quarantine,
 }
 
+/// Which privileged signals the SDPO re-prompt of a unit-test attempt carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SdpoContext {
+    /// Feedback and, when a peer passed, its solution.
+    #[default]
+    Both,
+    /// Only the environment feedback.
+    FeedbackOnly,
+    /// Only a passing peer's solution (attempts without one get an empty feedback block).
+    SolutionOnly,
+}
+
 /// Template id per input kind (built-in or defined under `custom_templates`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -130,6 +143,9 @@ pub struct EpisodeConfig {
     pub privileged_max_chars: usize,
     /// Remove `<think>…</think>` blocks from demonstrations and peer solutions.
     pub strip_think: bool,
+    /// What the SDPO teacher of a unit-test attempt sees: the test feedback, a passing peer's
+    /// solution, or both (a sample is never its own peer).
+    pub sdpo_context: SdpoContext,
     /// Most consecutive unit-test records of one group buffered to find a passing peer.
     pub max_group_records: usize,
     /// Prefilters.
@@ -146,6 +162,7 @@ impl Default for EpisodeConfig {
             logged_responses_on_policy: false,
             privileged_max_chars: 2000,
             strip_think: false,
+            sdpo_context: SdpoContext::default(),
             max_group_records: 256,
             prefilter: Prefilter::default(),
         }

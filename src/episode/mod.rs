@@ -16,7 +16,9 @@ pub mod stream;
 use serde::{Deserialize, Serialize};
 
 pub use build::{EpisodeBuilder, RecordFilter, Rejection};
-pub use config::{EpisodeConfig, LeadingAssistantPolicy, Prefilter, RolePolicy, TemplateChoice};
+pub use config::{
+    EpisodeConfig, LeadingAssistantPolicy, Prefilter, RolePolicy, SdpoContext, TemplateChoice,
+};
 pub use prefilter::{ApproxTokenCounter, EpisodeFilter, Prefilters, TokenCounter};
 pub use stats::IngestStats;
 pub use stream::{ingest, EpisodeStream, IngestOptions};
