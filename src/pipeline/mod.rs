@@ -205,16 +205,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
 
     // Stage 2: scoring on this thread (it owns the model and the compute threads).
-    let scored = score_chunks(
-        cfg,
-        &m,
-        &meta,
-        chunk_rx,
-        write_tx,
-        &committed,
-        &mut seen_ids,
-        opts,
-    );
+    let scored = score_chunks(cfg, &m, chunk_rx, write_tx, &committed, &mut seen_ids, opts);
     let writer_result = writer
         .join()
         .map_err(|_| PipelineError::Stage("writer thread panicked".into()))?;
@@ -331,11 +322,9 @@ fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
     *counts.entry(key.to_string()).or_insert(0) += n;
 }
 
-#[allow(clippy::too_many_arguments)]
 fn score_chunks(
     cfg: &PipelineConfig,
     m: &LoadedModel,
-    meta: &DatasetMeta,
     rx: Receiver<ReaderMsg>,
     tx: SyncSender<ScoredChunk>,
     committed: &HashSet<String>,
@@ -363,7 +352,6 @@ fn score_chunks(
         examples: Vec::new(),
         stopped_early: false,
     };
-    let _ = meta;
     for msg in rx {
         let chunk = match msg {
             ReaderMsg::Chunk(c) => c,
