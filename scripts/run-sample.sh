@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: provisions the model, builds hindsight, runs
-# pipelines/chat_logs.toml over sample-data/, validates the dataset and prints where it is.
+# pipelines/chat_logs.toml over sample-data/, validates the dataset, runs the relevance
+# self-check, writes the HTML report and prints where both are.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
@@ -8,4 +9,8 @@ cargo build --quiet
 out="$(./target/debug/hindsight run pipelines/chat_logs.toml "$@")"
 ./target/debug/hindsight validate "$out"
 ./target/debug/hindsight stats "$out"
+# The relevance self-check (real vs swapped follow-ups) goes next to the dataset; the report shows it.
+./target/debug/hindsight eval-relevance pipelines/chat_logs.toml --out "$out/relevance_eval.json"
+report="$(./target/debug/hindsight report "$out")"
 echo "dataset: $out"
+echo "report:  $report"

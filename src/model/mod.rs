@@ -138,6 +138,15 @@ pub fn load(path: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedMod
     })
 }
 
+/// Loads only the tokenizer of a model (GGUF header or HF directory): views of a dataset need
+/// token texts, not weights.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if path.is_dir() {
+        return Tokenizer::from_hf_dir(path);
+    }
+    Tokenizer::from_gguf(&gguf::GgufFile::open(path)?)
+}
+
 /// Streams a file through sha256.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let io = |source| Error::Io {

@@ -25,7 +25,7 @@ use crate::score::{Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::template::TeacherTemplate;
 use crate::util::sha256_hex;
-use state::{ChunkState, DatasetBinding, RunLock, RunState};
+use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState};
 
 /// Errors that stop a run (bad records never do: they are quarantined or filtered).
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +128,7 @@ struct ScoredChunk {
     index: u64,
     rows: Vec<OutputRow>,
     counts: BTreeMap<String, u64>,
+    kl: KlTotals,
 }
 
 /// Token counter for the length prefilter, backed by the model's real tokenizer.
@@ -371,6 +372,7 @@ fn score_chunks(
         }
         let mut counts = BTreeMap::new();
         let mut rows = Vec::new();
+        let mut kl = KlTotals::default();
         for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
             let mut prepared = Vec::new();
             let mut kept: Vec<&Episode> = Vec::new();
@@ -450,6 +452,9 @@ fn score_chunks(
                 }
                 bump(&mut counts, "rows_written", 1);
                 bump(&mut counts, "response_tokens", row.response_tokens() as u64);
+                kl.tokens += s.kl_full_vocab.len() as u64;
+                kl.exact += s.kl_full_vocab.iter().map(|&x| f64::from(x)).sum::<f64>();
+                kl.topk_tail += s.kl_topk_tail.iter().map(|&x| f64::from(x)).sum::<f64>();
                 rows.push(row);
             }
             if let Some(pb) = &progress {
@@ -465,6 +470,7 @@ fn score_chunks(
             index: chunk.index,
             rows,
             counts,
+            kl,
         };
         if tx.send(scored).is_err() {
             return Err(PipelineError::Stage("writer stopped early".into()));
@@ -584,6 +590,7 @@ fn write_chunks(
             chunk_index: chunk.index,
             shards,
             counts: chunk.counts,
+            kl: chunk.kl,
         })?;
         build_manifest(&meta, &state, None).write(&dir)?;
     }
@@ -626,7 +633,9 @@ fn load_committed_sample_ids(
 fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestStats>) -> Manifest {
     let mut shards = Vec::new();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut kl = KlTotals::default();
     for c in state.committed() {
+        kl.add(&c.kl);
         shards.extend(c.shards.iter().cloned());
         for (k, v) in &c.counts {
             bump(&mut totals, k, *v);
@@ -636,6 +645,7 @@ fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestSt
         "chunks": state.committed().len(),
         "episodes": totals,
         "ingest_last_run": ingest,
+        "kl": kl,
     });
     Manifest::new(meta.clone(), shards, stats)
 }

@@ -96,6 +96,30 @@ pub struct ChunkState {
     pub shards: Vec<ShardInfo>,
     /// Per-chunk counters (episodes scored, filtered by reason, rows written, tokens).
     pub counts: BTreeMap<String, u64>,
+    /// KL sums over the written rows' response tokens: what top-k + tail captures of the exact
+    /// KL (the report's top-k coverage needs the exact value, which the shards cannot give).
+    #[serde(default)]
+    pub kl: KlTotals,
+}
+
+/// Sums of per-token KL(teacher || student) over response tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct KlTotals {
+    /// Response tokens summed over.
+    pub tokens: u64,
+    /// Σ exact KL over the full vocabulary.
+    pub exact: f64,
+    /// Σ KL over the teacher's top-k plus one tail bucket (what the stored columns give).
+    pub topk_tail: f64,
+}
+
+impl KlTotals {
+    /// Adds another chunk's sums.
+    pub fn add(&mut self, other: &KlTotals) {
+        self.tokens += other.tokens;
+        self.exact += other.exact;
+        self.topk_tail += other.topk_tail;
+    }
 }
 
 /// The `_state` directory.
