@@ -129,8 +129,18 @@ fn report_renders_in_headless_chromium_with_funnel_numbers_and_one_element_per_t
     ]));
     let page = std::fs::read_to_string(&html).expect("report written");
     // Self-contained: nothing is loaded from elsewhere (log text may mention URLs; that is data).
-    for needle in ["<script src", "<link", "src=\"http", "href=\"http", "url(http", "@import"] {
-        assert!(!page.contains(needle), "the page loads something from outside: {needle}");
+    for needle in [
+        "<script src",
+        "<link",
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+    ] {
+        assert!(
+            !page.contains(needle),
+            "the page loads something from outside: {needle}"
+        );
     }
 
     let work = dir.parent().expect("parent").join("chromium");

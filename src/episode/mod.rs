@@ -32,6 +32,15 @@ pub struct Message {
     pub content: String,
 }
 
+/// The content of the last user message (what a response answers), or "" when there is none.
+pub fn last_user(messages: &[Message]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map_or("", |m| m.content.as_str())
+}
+
 /// Which kind of input an episode came from; decides the method and default template.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

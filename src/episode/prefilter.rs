@@ -209,13 +209,7 @@ impl Prefilters {
     /// [`EpisodeFilter`]; dedup runs last so only kept episodes enter the dedup set.
     pub fn check(&mut self, ep: &mut Episode) -> Result<(), EpisodeFilter> {
         let cfg = &self.cfg;
-        let last_user = ep
-            .prompt
-            .iter()
-            .rev()
-            .find(|m| m.role == "user")
-            .map(|m| m.content.as_str())
-            .unwrap_or("");
+        let last_user = super::last_user(&ep.prompt);
         if cfg.drop_empty_turns {
             let empty_completion = ep
                 .completion

@@ -82,13 +82,7 @@ pub fn token_table(tokens: &[TokenView]) -> String {
 
 /// Header lines describing a row.
 pub fn row_header(row: &OutputRow) -> String {
-    let last_user = row
-        .prompt
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| m.content.as_str())
-        .unwrap_or("");
+    let last_user = crate::episode::last_user(&row.prompt);
     let clip = |s: &str, n: usize| {
         let mut c: String = s.chars().take(n).collect();
         if s.chars().count() > n {

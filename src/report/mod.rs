@@ -224,29 +224,12 @@ pub fn build(
     let funnel = funnel(&manifest, run_report.as_ref(), &quarantine, opts);
 
     let mut scan = Scan::new(opts.samples_per_group, manifest.dataset.top_k);
-    for shard in &manifest.shards {
-        let path = dir.join(&shard.file);
-        let file = File::open(&path).map_err(|source| ReportError::Io {
-            action: "opening",
-            path: path.clone(),
-            source,
-        })?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(256).build())
-            .map_err(|source| ReportError::Parquet {
-                path: path.clone(),
-                source,
-            })?;
-        for batch in reader {
-            let batch = batch.map_err(|e| ReportError::Parquet {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            for row in batch_to_rows(&batch)? {
-                scan.add(row);
-            }
+    for_each_batch(dir, &manifest, |rows| {
+        for row in rows {
+            scan.add(row);
         }
-    }
+        true
+    })?;
     let coverage = manifest
         .stats
         .get("kl")
@@ -275,13 +258,7 @@ pub fn build(
             teacher_template: row.teacher_template.clone(),
             relevance: row.relevance,
             relevance_kl: row.relevance_kl,
-            last_user: row
-                .prompt
-                .iter()
-                .rev()
-                .find(|m| m.role == "user")
-                .map(|m| m.content.clone())
-                .unwrap_or_default(),
+            last_user: crate::episode::last_user(&row.prompt).to_string(),
             privileged_context: row.privileged_context.clone(),
         })
         .collect();
@@ -311,8 +288,26 @@ pub fn build(
 /// Finds one row by `sample_id`, reading shards until it appears.
 pub fn find_row(dir: &Path, sample_id: &str) -> ReportResult<OutputRow> {
     let manifest = Manifest::read(dir)?;
+    let mut found = None;
+    for_each_batch(dir, &manifest, |rows| {
+        found = rows.into_iter().find(|r| r.sample_id == sample_id);
+        found.is_none()
+    })?;
+    found.ok_or_else(|| ReportError::NoSuchSample(sample_id.to_string()))
+}
+
+/// Decodes the manifest's shards batch by batch (bounded memory) until `f` returns false.
+fn for_each_batch(
+    dir: &Path,
+    manifest: &Manifest,
+    mut f: impl FnMut(Vec<OutputRow>) -> bool,
+) -> ReportResult<()> {
     for shard in &manifest.shards {
         let path = dir.join(&shard.file);
+        let parquet_err = |source| ReportError::Parquet {
+            path: path.clone(),
+            source,
+        };
         let file = File::open(&path).map_err(|source| ReportError::Io {
             action: "opening",
             path: path.clone(),
@@ -320,24 +315,15 @@ pub fn find_row(dir: &Path, sample_id: &str) -> ReportResult<OutputRow> {
         })?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(256).build())
-            .map_err(|source| ReportError::Parquet {
-                path: path.clone(),
-                source,
-            })?;
+            .map_err(parquet_err)?;
         for batch in reader {
-            let batch = batch.map_err(|e| ReportError::Parquet {
-                path: path.clone(),
-                source: e.into(),
-            })?;
-            if let Some(row) = batch_to_rows(&batch)?
-                .into_iter()
-                .find(|r| r.sample_id == sample_id)
-            {
-                return Ok(row);
+            let batch = batch.map_err(|e| parquet_err(e.into()))?;
+            if !f(batch_to_rows(&batch)?) {
+                return Ok(());
             }
         }
     }
-    Err(ReportError::NoSuchSample(sample_id.to_string()))
+    Ok(())
 }
 
 fn read_json_opt(path: &Path) -> ReportResult<Option<serde_json::Value>> {
