@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod finalize;
 pub mod run;
 pub mod score;
 pub mod stats;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::model::device::DeviceSpec;
 use crate::model::{self, ComputeMode, LoadedModel};
 
 /// Turns LLM interaction logs into self-distillation datasets.
@@ -52,6 +54,17 @@ pub struct ModelArgs {
     /// f32 (exact, default) or quantized (GGUF blocks; approximate).
     #[arg(long, default_value = "f32", value_parser = parse_compute)]
     pub compute: ComputeMode,
+    /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+}
+
+/// The `--device` flag, else `$HINDSIGHT_DEVICE`, else the CPU.
+pub fn resolve_device(flag: Option<DeviceSpec>) -> anyhow::Result<DeviceSpec> {
+    match flag {
+        Some(d) => Ok(d),
+        None => DeviceSpec::from_env().map_err(|e| anyhow::anyhow!("HINDSIGHT_DEVICE: {e}")),
+    }
 }
 
 fn parse_compute(s: &str) -> Result<ComputeMode, String> {
@@ -59,11 +72,12 @@ fn parse_compute(s: &str) -> Result<ComputeMode, String> {
 }
 
 impl ModelArgs {
-    /// Loads the selected model on the CPU.
+    /// Loads the selected model on the selected device.
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let path = model::resolve_model_path(self.model.as_deref())?;
-        tracing::info!(model = %path.display(), compute = self.compute.as_str(), "loading model");
-        Ok(model::load(&path, self.compute, &candle_core::Device::Cpu)?)
+        let device = resolve_device(self.device)?;
+        tracing::info!(model = %path.display(), compute = self.compute.as_str(), %device, "loading model");
+        Ok(model::load(&path, self.compute, &device.open()?)?)
     }
 }
 
@@ -80,6 +94,8 @@ pub enum Command {
     ExportHf(export::ExportArgs),
     /// Check a dataset directory against the output contract (exit 0: valid, 1: violations, 2: unusable DIR).
     Validate(validate::ValidateArgs),
+    /// After all `run --task-index I --num-tasks N` tasks: merge their chunks (dedup across tasks), write the manifest.
+    Finalize(finalize::FinalizeArgs),
     /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
     Stats(stats::StatsArgs),
 }
@@ -104,6 +120,20 @@ pub fn init_logging(global: &GlobalArgs) {
     };
 }
 
+/// For a dataset named by an object-store URL: downloads its top-level objects (manifest,
+/// shards, reports) into a temporary directory that lives as long as the returned mirror.
+pub fn fetch_remote_dataset(
+    dir: &std::path::Path,
+) -> Result<Option<crate::store::Mirror>, crate::store::StoreError> {
+    let text = dir.to_string_lossy();
+    if !crate::store::is_remote(&text) {
+        return Ok(None);
+    }
+    let m = crate::store::Mirror::open(&text)?;
+    m.pull_dataset()?;
+    Ok(Some(m))
+}
+
 /// Writes a command's report to stdout; a closed pipe (`| head`) is not an error.
 pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -123,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Finalize(a) => finalize::run(a),
     }
 }
 
