@@ -297,7 +297,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let seconds = started.elapsed().as_secs_f64();
     let scored_eps = scoring.counts.get("episodes_scored").copied().unwrap_or(0);
     let report = RunReport {
-        output_dir: out_dir.clone(),
+        output_dir: PathBuf::from(mirror.label()),
         config_sha256,
         ingest,
         chunks_seen: scoring.chunks_seen,
@@ -455,7 +455,7 @@ fn score_chunks(
         owned: Vec::new(),
         inputs_sha256: String::new(),
     };
-    let mut all_ids = sha2::Sha256::new();
+    let mut all_ids = <sha2::Sha256 as sha2::Digest>::new();
     for msg in rx {
         let chunk = match msg {
             ReaderMsg::Chunk(c) => c,

@@ -464,3 +464,30 @@ fn read_rows(path: &Path) -> Result<Vec<OutputRow>, PipelineError> {
     }
     Ok(rows)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_partition_the_chunks_and_bad_flags_are_refused() {
+        let n = 3;
+        let slices: Vec<TaskSlice> = (0..n).map(|i| TaskSlice::new(i, n).expect("slice")).collect();
+        for ordinal in 0..20u64 {
+            let owners = slices.iter().filter(|s| s.owns(ordinal)).count();
+            assert_eq!(owners, 1, "chunk {ordinal} must have exactly one owner");
+        }
+        assert!(TaskSlice::new(3, 3).unwrap_err().contains("out of range"));
+        assert!(TaskSlice::new(0, 0).is_err());
+        let s = TaskSlice::new(1, 4).expect("slice");
+        assert_eq!(s.marker_rel(), "_state/tasks/4/1.json");
+        assert_eq!(s.lock_name(), ".lock-task-1");
+        let tag = TaskTag {
+            index: 1,
+            num_tasks: 4,
+            ordinal: 9,
+        };
+        assert!(s.owns_tag(&tag) && s.owns(9));
+        assert!(!TaskSlice::new(1, 3).expect("slice").owns_tag(&tag));
+    }
+}

@@ -12,7 +12,7 @@
 pub mod mirror;
 
 use std::collections::HashMap;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -162,7 +162,7 @@ impl Remote {
     pub fn key(&self, rel: &str) -> ObjectPath {
         let mut p = self.prefix.clone();
         for part in rel.split('/').filter(|s| !s.is_empty()) {
-            p = p.child(part);
+            p = p.join(part);
         }
         p
     }
@@ -266,7 +266,6 @@ impl Remote {
             let mut w = WriteMultipart::new_with_chunk_size(upload, MULTIPART_CHUNK);
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                use std::io::Read;
                 let n = match file.read(&mut buf) {
                     Ok(n) => n,
                     Err(e) => {
