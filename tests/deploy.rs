@@ -27,7 +27,10 @@ fn manifests() -> Vec<(String, Value)> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    assert!(files.len() >= 4, "expected the k8s manifests, found {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected the k8s manifests, found {files:?}"
+    );
     let mut out = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read yaml");
@@ -97,7 +100,10 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
         let api = s(v, "apiVersion");
         let kind = s(v, "kind");
         let name = s(v, "metadata.name");
-        assert!(!name.is_empty() && name.len() <= 63, "{file}: bad name {name}");
+        assert!(
+            !name.is_empty() && name.len() <= 63,
+            "{file}: bad name {name}"
+        );
         assert!(
             name.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
@@ -140,7 +146,10 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
         }
         let spec = pod_spec(kind, v);
         let restart = s(spec, "restartPolicy");
-        assert!(restart == "Never" || restart == "OnFailure", "{file}: {restart}");
+        assert!(
+            restart == "Never" || restart == "OnFailure",
+            "{file}: {restart}"
+        );
         let volumes: BTreeSet<&str> = spec["volumes"]
             .as_array()
             .map(|a| a.iter().map(|x| s(x, "name")).collect())
@@ -153,9 +162,15 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
         let containers = spec["containers"].as_array().expect("containers");
         assert!(!containers.is_empty(), "{file}");
         for c in containers {
-            assert!(!s(c, "name").is_empty() && !s(c, "image").is_empty(), "{file}");
+            assert!(
+                !s(c, "name").is_empty() && !s(c, "image").is_empty(),
+                "{file}"
+            );
             for m in c["volumeMounts"].as_array().into_iter().flatten() {
-                assert!(volumes.contains(s(m, "name")), "{file}: mount of unknown volume");
+                assert!(
+                    volumes.contains(s(m, "name")),
+                    "{file}: mount of unknown volume"
+                );
                 assert!(s(m, "mountPath").starts_with('/'), "{file}");
             }
             for e in c["envFrom"].as_array().into_iter().flatten() {
@@ -182,7 +197,10 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
                     Some("run") => {
                         assert_eq!(args[1], "/etc/hindsight/pipeline.toml", "{file}");
                         if kind == "Job" {
-                            assert_eq!(after("--task-index").as_deref(), Some("$(JOB_COMPLETION_INDEX)"));
+                            assert_eq!(
+                                after("--task-index").as_deref(),
+                                Some("$(JOB_COMPLETION_INDEX)")
+                            );
                             indexed_tasks = after("--num-tasks");
                         }
                     }
@@ -213,11 +231,17 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
                     "{file}: --num-tasks must equal completions"
                 );
                 let c = &containers[0];
-                assert_eq!(c["resources"]["limits"]["nvidia.com/gpu"].as_u64(), Some(1), "{file}");
+                assert_eq!(
+                    c["resources"]["limits"]["nvidia.com/gpu"].as_u64(),
+                    Some(1),
+                    "{file}"
+                );
                 assert!(spec["nodeSelector"].is_object(), "{file}: nodeSelector");
                 assert!(spec["tolerations"].is_array(), "{file}: tolerations");
                 let args = hindsight_commands(c).concat();
-                assert!(args.windows(2).any(|w| w[0] == "--device" && w[1].starts_with("cuda")));
+                assert!(args
+                    .windows(2)
+                    .any(|w| w[0] == "--device" && w[1].starts_with("cuda")));
             }
             ("Job", None) => {
                 kinds.insert("finalize");
@@ -285,18 +309,30 @@ fn dockerfiles_build_with_the_documented_commands() {
         ),
     ] {
         let steps = run_steps(file);
-        assert!(steps.contains(&"./scripts/fetch-model.sh".to_string()), "{file}: {steps:?}");
+        assert!(
+            steps.contains(&"./scripts/fetch-model.sh".to_string()),
+            "{file}: {steps:?}"
+        );
         assert!(steps.contains(&build.to_string()), "{file}: {steps:?}");
         // Every project build step is a command the docs tell a developer to run.
         for step in steps
             .iter()
             .filter(|s| s.starts_with("cargo ") || s.starts_with("./scripts/"))
         {
-            assert!(guide.contains(step.as_str()), "deploy/README.md lacks `{step}`");
-            assert!(snippet.contains(step.as_str()), "README snippet lacks `{step}`");
+            assert!(
+                guide.contains(step.as_str()),
+                "deploy/README.md lacks `{step}`"
+            );
+            assert!(
+                snippet.contains(step.as_str()),
+                "README snippet lacks `{step}`"
+            );
         }
         let text = read(file);
-        assert!(text.contains(&format!("/models/{gguf}")), "{file}: model path");
+        assert!(
+            text.contains(&format!("/models/{gguf}")),
+            "{file}: model path"
+        );
         assert!(
             text.contains(&format!("HINDSIGHT_MODEL=/models/{gguf}")),
             "{file}: HINDSIGHT_MODEL"
@@ -304,9 +340,15 @@ fn dockerfiles_build_with_the_documented_commands() {
         let froms = text.lines().filter(|l| l.starts_with("FROM ")).count();
         assert!(froms >= 2, "{file}: not multi-stage");
         // The image build and the docs name the same Dockerfile.
-        assert!(guide.contains(&format!("-f {file}")), "deploy/README.md: docker build -f {file}");
+        assert!(
+            guide.contains(&format!("-f {file}")),
+            "deploy/README.md: docker build -f {file}"
+        );
     }
     // The cuda feature the CUDA image builds exists.
     let cargo = read("Cargo.toml");
-    assert!(cargo.contains("cuda = [\"candle-core/cuda\""), "no cuda feature");
+    assert!(
+        cargo.contains("cuda = [\"candle-core/cuda\""),
+        "no cuda feature"
+    );
 }

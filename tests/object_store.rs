@@ -50,7 +50,10 @@ impl Moto {
         // Wait until it answers HTTP (start-up takes a few seconds on a busy machine).
         let deadline = Instant::now() + Duration::from_secs(120);
         while http(&moto.endpoint, "GET", "/").is_none() {
-            assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         moto
@@ -135,7 +138,10 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     }
     let input = Remote::parse("s3://logs/raw/2024-06-01").expect("input prefix");
     input
-        .put_bytes("hints.jsonl", std::fs::read(sample("hints.jsonl")).expect("sample"))
+        .put_bytes(
+            "hints.jsonl",
+            std::fs::read(sample("hints.jsonl")).expect("sample"),
+        )
         .expect("upload hints");
     input
         .put_bytes(
@@ -150,13 +156,18 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     // A multipart upload with several parts (8 MiB parts) arrives intact.
     let dir = std::env::temp_dir().join(format!("hindsight-s3-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp");
-    let big: Vec<u8> = (0..12u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let big: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
     std::fs::write(dir.join("big.bin"), &big).expect("big");
     let scratch = Remote::parse("s3://logs/scratch").expect("scratch");
     scratch
         .put_file_multipart("big.bin", &dir.join("big.bin"))
         .expect("multipart upload");
-    assert_eq!(scratch.head("big.bin").expect("head"), Some(big.len() as u64));
+    assert_eq!(
+        scratch.head("big.bin").expect("head"),
+        Some(big.len() as u64)
+    );
     let mut back = tempfile::tempfile().expect("tmp");
     scratch.download_to("big.bin", &mut back).expect("download");
     let mut got = Vec::new();
@@ -195,7 +206,10 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
         .collect();
     assert!(names.contains(&"manifest.json".to_string()), "{names:?}");
     assert!(names.contains(&"run_report.json".to_string()), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with("_state/chunks/")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("_state/chunks/")),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
     let fetch = |rel: &str| -> serde_json::Value {
         let mut f = tempfile::tempfile().expect("tmp");
@@ -205,14 +219,21 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     };
     let manifest = fetch("manifest.json");
     let report = fetch("run_report.json");
-    assert_eq!(report["ingest"]["files"].as_u64(), Some(2), "hidden object skipped");
+    assert_eq!(
+        report["ingest"]["files"].as_u64(),
+        Some(2),
+        "hidden object skipped"
+    );
     let rows = manifest["totals"]["rows"].as_u64().expect("rows");
     assert!(rows > 0);
     assert_eq!(Some(rows), report["counts"]["rows_written"].as_u64());
     let shards = manifest["shards"].as_array().expect("shards");
     for s in shards {
         let f = s["file"].as_str().expect("file");
-        assert!(names.contains(&f.to_string()), "{f} listed but not uploaded");
+        assert!(
+            names.contains(&f.to_string()),
+            "{f} listed but not uploaded"
+        );
     }
 
     // Validate and summarise straight from S3.
@@ -253,12 +274,25 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     out.put_bytes("part-stray-00000.parquet", b"PAR1junk".to_vec())
         .expect("stray");
     let bad = run(&moto, &["validate", out_url]);
-    assert_eq!(bad.status.code(), Some(1), "{}", String::from_utf8_lossy(&bad.stdout));
+    assert_eq!(
+        bad.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 
     // A missing input prefix is a clear error, not an empty dataset.
     let missing = run(
         &moto,
-        &["run", ps, "--input", "s3://logs/raw/nope/", "--output", "s3://logs/d2", "--no-progress"],
+        &[
+            "run",
+            ps,
+            "--input",
+            "s3://logs/raw/nope/",
+            "--output",
+            "s3://logs/d2",
+            "--no-progress",
+        ],
     );
     assert!(!missing.status.success());
     assert!(

@@ -141,7 +141,10 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
 
     // Task 1 is missing: finalize refuses and names it; the directory stays unfinalized.
     let refused = run(&["finalize", sharded_s]);
-    assert!(!refused.status.success(), "finalize accepted a missing task");
+    assert!(
+        !refused.status.success(),
+        "finalize accepted a missing task"
+    );
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("1 of 3 tasks have not finished") && err.contains("task index(es) 1"),
@@ -171,7 +174,12 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     // Same rows (by sample_id) with the same content, including which copy of a duplicate won.
     let a = rows(&single);
     let b = rows(&sharded);
-    assert_eq!(a.len() as u64, single_report["counts"]["rows_written"].as_u64().unwrap_or(0));
+    assert_eq!(
+        a.len() as u64,
+        single_report["counts"]["rows_written"]
+            .as_u64()
+            .unwrap_or(0)
+    );
     assert_eq!(
         a.keys().collect::<Vec<_>>(),
         b.keys().collect::<Vec<_>>(),
@@ -180,15 +188,23 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     for (id, row) in &a {
         assert_eq!(Some(row), b.get(id), "row {id} differs");
     }
-    assert!(a.values().all(|r| !r.source_uri.ends_with("hints_copy.jsonl")));
+    assert!(a
+        .values()
+        .all(|r| !r.source_uri.ends_with("hints_copy.jsonl")));
 
     // Same totals and per-reason counts in the manifests.
     let ma = json(&single.join("manifest.json"));
     let mb = json(&sharded.join("manifest.json"));
     assert_eq!(ma["totals"]["rows"], mb["totals"]["rows"]);
-    assert_eq!(ma["totals"]["response_tokens"], mb["totals"]["response_tokens"]);
+    assert_eq!(
+        ma["totals"]["response_tokens"],
+        mb["totals"]["response_tokens"]
+    );
     assert_eq!(ma["stats"]["episodes"], mb["stats"]["episodes"]);
-    assert_eq!(ma["stats"]["ingest_last_run"], mb["stats"]["ingest_last_run"]);
+    assert_eq!(
+        ma["stats"]["ingest_last_run"],
+        mb["stats"]["ingest_last_run"]
+    );
     let fin = json(&sharded.join("run_report.json"));
     assert_eq!(fin["num_tasks"].as_u64(), Some(3));
     assert_eq!(fin["duplicates_removed"].as_u64(), Some(dup_single));
@@ -196,7 +212,10 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     // Finalize again: nothing changes.
     let before = std::fs::read(sharded.join("manifest.json")).expect("manifest");
     ok(&run(&["finalize", sharded_s]));
-    assert_eq!(std::fs::read(sharded.join("manifest.json")).expect("m"), before);
+    assert_eq!(
+        std::fs::read(sharded.join("manifest.json")).expect("m"),
+        before
+    );
     // A later plain run over the same inputs is a no-op.
     ok(&run(&["run", ps, "--output", sharded_s, "--no-progress"]));
     assert_eq!(rows(&sharded), b);
@@ -210,7 +229,16 @@ fn bad_task_flags_and_a_cuda_device_without_the_feature_are_clear_errors() {
     let ps = p.to_str().expect("utf8");
     let out = dir.join("out");
     let os = out.to_str().expect("utf8");
-    let o = run(&["run", ps, "--output", os, "--task-index", "3", "--num-tasks", "3"]);
+    let o = run(&[
+        "run",
+        ps,
+        "--output",
+        os,
+        "--task-index",
+        "3",
+        "--num-tasks",
+        "3",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("out of range"));
     let o = run(&["run", ps, "--output", os, "--task-index", "0"]);

@@ -71,11 +71,12 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
     for arg in inputs {
         let before = out.len();
         if crate::store::is_remote(arg) {
-            let urls = crate::store::expand_remote(arg, |name| kind_from_name(Path::new(name)).is_some())
-                .map_err(|e| match e {
-                    crate::store::StoreError::NoInput(a) => IngestError::NoInput(a),
-                    other => IngestError::Store(other),
-                })?;
+            let urls =
+                crate::store::expand_remote(arg, |name| kind_from_name(Path::new(name)).is_some())
+                    .map_err(|e| match e {
+                        crate::store::StoreError::NoInput(a) => IngestError::NoInput(a),
+                        other => IngestError::Store(other),
+                    })?;
             out.extend(urls.into_iter().map(|u| InputFile::new(PathBuf::from(u))));
             continue;
         }

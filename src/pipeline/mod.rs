@@ -24,9 +24,9 @@ use crate::model::{self, LoadedModel};
 use crate::score::prepare::prepare_episode;
 use crate::score::{Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
+use crate::store::Mirror;
 use crate::template::TeacherTemplate;
 use crate::util::sha256_hex;
-use crate::store::Mirror;
 use state::{ChunkState, DatasetBinding, RunLock, RunState, TaskTag};
 pub use tasks::{finalize, FinalizeReport, TaskMarker, TaskSlice};
 

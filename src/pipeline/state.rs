@@ -155,7 +155,11 @@ impl RunState {
         Self::open_with(dir, binding, false)
     }
 
-    fn open_with(dir: &Path, binding: &DatasetBinding, exclusive: bool) -> Result<Self, StateError> {
+    fn open_with(
+        dir: &Path,
+        binding: &DatasetBinding,
+        exclusive: bool,
+    ) -> Result<Self, StateError> {
         let state_dir = dir.join("_state");
         let chunks_dir = state_dir.join("chunks");
         std::fs::create_dir_all(&chunks_dir).map_err(io("creating", &chunks_dir))?;

@@ -66,7 +66,10 @@ impl TaskSlice {
 
     /// Where the task writes its quarantine (every task reads all input, so all are equal).
     pub fn quarantine_rel(&self) -> String {
-        format!("_state/tasks/{}/quarantine-{}.jsonl", self.count, self.index)
+        format!(
+            "_state/tasks/{}/quarantine-{}.jsonl",
+            self.count, self.index
+        )
     }
 
     /// The completion marker.
@@ -245,7 +248,9 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     let first = &markers[0];
     let stale: Vec<u32> = markers
         .iter()
-        .filter(|m| m.inputs_sha256 != first.inputs_sha256 || m.config_sha256 != first.config_sha256)
+        .filter(|m| {
+            m.inputs_sha256 != first.inputs_sha256 || m.config_sha256 != first.config_sha256
+        })
         .map(|m| m.task_index)
         .collect();
     if !stale.is_empty() {
@@ -262,17 +267,18 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     }
 
     let bind_path = dir.join("_state/dataset.json");
-    let binding: DatasetBinding = serde_json::from_slice(
-        &std::fs::read(&bind_path).map_err(|source| state::StateError::Io {
-            action: "reading",
+    let binding: DatasetBinding =
+        serde_json::from_slice(&std::fs::read(&bind_path).map_err(|source| {
+            state::StateError::Io {
+                action: "reading",
+                path: bind_path.clone(),
+                source,
+            }
+        })?)
+        .map_err(|e| state::StateError::Corrupt {
             path: bind_path.clone(),
-            source,
-        })?,
-    )
-    .map_err(|e| state::StateError::Corrupt {
-        path: bind_path.clone(),
-        message: e.to_string(),
-    })?;
+            message: e.to_string(),
+        })?;
     let mut st = RunState::open(&dir, &binding)?;
 
     // Chunk order of this run, from the markers (authoritative for the current input).
@@ -360,7 +366,11 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         merged.shards = writer.finish()?;
         sub(&mut merged.counts, "rows_written", dropped);
         sub(&mut merged.counts, "response_tokens", dropped_tokens);
-        bump(&mut merged.counts, "filtered:duplicate_across_runs", dropped);
+        bump(
+            &mut merged.counts,
+            "filtered:duplicate_across_runs",
+            dropped,
+        );
         // New shards, then the state that lists them (the commit point), then the ids; the old
         // shards are unlisted from then on and deleted last (or by the next cleanup).
         for s in &merged.shards {
@@ -472,7 +482,9 @@ mod tests {
     #[test]
     fn slices_partition_the_chunks_and_bad_flags_are_refused() {
         let n = 3;
-        let slices: Vec<TaskSlice> = (0..n).map(|i| TaskSlice::new(i, n).expect("slice")).collect();
+        let slices: Vec<TaskSlice> = (0..n)
+            .map(|i| TaskSlice::new(i, n).expect("slice"))
+            .collect();
         for ordinal in 0..20u64 {
             let owners = slices.iter().filter(|s| s.owns(ordinal)).count();
             assert_eq!(owners, 1, "chunk {ordinal} must have exactly one owner");

@@ -106,8 +106,9 @@ impl Location {
             if !is_remote(s) {
                 return Err(StoreError::BadUrl {
                     url: s.into(),
-                    message: "unsupported scheme (use s3://, gs://, az://, abfs://, file:// or a path)"
-                        .into(),
+                    message:
+                        "unsupported scheme (use s3://, gs://, az://, abfs://, file:// or a path)"
+                            .into(),
                 });
             }
             return Remote::parse(s).map(Location::Remote);
@@ -281,7 +282,9 @@ impl Remote {
                 }
                 w.write(&buf[..n]);
             }
-            w.finish().await.map_err(request("completing upload of", &url))?;
+            w.finish()
+                .await
+                .map_err(request("completing upload of", &url))?;
             Ok(())
         })
     }
@@ -405,11 +408,7 @@ pub fn input_size(uri: &str) -> u64 {
     if !is_remote(uri) {
         return std::fs::metadata(uri).map(|m| m.len()).unwrap_or(0);
     }
-    if let Some(n) = sizes()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(uri)
-    {
+    if let Some(n) = sizes().lock().unwrap_or_else(|p| p.into_inner()).get(uri) {
         return *n;
     }
     match Remote::parse(uri).and_then(|r| r.head("")) {
@@ -461,7 +460,10 @@ mod tests {
         assert_eq!(r.url, "s3://bucket/data/nightly");
         let k = r.key("_state/chunks/a.json");
         assert_eq!(k.as_ref(), "data/nightly/_state/chunks/a.json");
-        assert_eq!(r.url_of(&k), "s3://bucket/data/nightly/_state/chunks/a.json");
+        assert_eq!(
+            r.url_of(&k),
+            "s3://bucket/data/nightly/_state/chunks/a.json"
+        );
         assert_eq!(r.relative(&k).as_deref(), Some("_state/chunks/a.json"));
         let e = Remote::parse("s3:///nobucket").unwrap_err().to_string();
         assert!(e.contains("bucket"), "{e}");
