@@ -207,7 +207,18 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     );
     let fin = json(&sharded.join("run_report.json"));
     assert_eq!(fin["num_tasks"].as_u64(), Some(3));
-    assert_eq!(fin["duplicates_removed"].as_u64(), Some(dup_single));
+    // Some duplicates fall in chunks of the same task (that task drops them); the rest are
+    // across tasks and only finalize can drop them. Together they are the single run's.
+    let across = fin["duplicates_removed"].as_u64().unwrap_or(0);
+    assert!(
+        across >= 1,
+        "no duplicate across tasks was exercised: {fin}"
+    );
+    assert_eq!(
+        fin["counts"]["filtered:duplicate_across_runs"].as_u64(),
+        Some(dup_single),
+        "{fin}"
+    );
 
     // Finalize again: nothing changes.
     let before = std::fs::read(sharded.join("manifest.json")).expect("manifest");
