@@ -4,7 +4,7 @@
 #   2. builds hindsight, writes a dataset with pipelines/hints.toml and checks that pyarrow and
 #      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
 #   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
-#   4. runs the Rust tests (real model, real files).
+#   4. runs the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
@@ -23,7 +23,10 @@ venv=.venv-test
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0
+"$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
+  'moto[server]==5.2.5'
+# tests/object_store.rs starts this S3-compatible server itself.
+export HINDSIGHT_MOTO_SERVER="$PWD/$venv/bin/moto_server"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 ./target/debug/hindsight run pipelines/hints.toml --output "$tmp/hints" --no-progress >/dev/null

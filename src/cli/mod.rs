@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod eval_relevance;
 pub mod export;
+pub mod finalize;
 pub mod inspect;
 pub mod report;
 pub mod run;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::model::device::DeviceSpec;
 use crate::model::{self, ComputeMode, LoadedModel};
 
 /// Turns LLM interaction logs into self-distillation datasets.
@@ -55,6 +57,17 @@ pub struct ModelArgs {
     /// f32 (exact, default) or quantized (GGUF blocks; approximate).
     #[arg(long, default_value = "f32", value_parser = parse_compute)]
     pub compute: ComputeMode,
+    /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
+    #[arg(long)]
+    pub device: Option<DeviceSpec>,
+}
+
+/// The `--device` flag, else `$HINDSIGHT_DEVICE`, else the CPU.
+pub fn resolve_device(flag: Option<DeviceSpec>) -> anyhow::Result<DeviceSpec> {
+    match flag {
+        Some(d) => Ok(d),
+        None => DeviceSpec::from_env().map_err(|e| anyhow::anyhow!("HINDSIGHT_DEVICE: {e}")),
+    }
 }
 
 fn parse_compute(s: &str) -> Result<ComputeMode, String> {
@@ -62,11 +75,12 @@ fn parse_compute(s: &str) -> Result<ComputeMode, String> {
 }
 
 impl ModelArgs {
-    /// Loads the selected model on the CPU.
+    /// Loads the selected model on the selected device.
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let path = model::resolve_model_path(self.model.as_deref())?;
-        tracing::info!(model = %path.display(), compute = self.compute.as_str(), "loading model");
-        Ok(model::load(&path, self.compute, &candle_core::Device::Cpu)?)
+        let device = resolve_device(self.device)?;
+        tracing::info!(model = %path.display(), compute = self.compute.as_str(), %device, "loading model");
+        Ok(model::load(&path, self.compute, &device.open()?)?)
     }
 }
 
@@ -83,6 +97,8 @@ pub enum Command {
     ExportHf(export::ExportArgs),
     /// Check a dataset directory against the output contract (exit 0: valid, 1: violations, 2: unusable DIR).
     Validate(validate::ValidateArgs),
+    /// After all `run --task-index I --num-tasks N` tasks: merge their chunks (dedup across tasks), write the manifest.
+    Finalize(finalize::FinalizeArgs),
     /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
     Stats(stats::StatsArgs),
     /// Write a self-contained HTML report: funnel, distributions, top-k coverage, token heatmaps.
@@ -113,6 +129,20 @@ pub fn init_logging(global: &GlobalArgs) {
     };
 }
 
+/// For a dataset named by an object-store URL: downloads its top-level objects (manifest,
+/// shards, reports) into a temporary directory that lives as long as the returned mirror.
+pub fn fetch_remote_dataset(
+    dir: &std::path::Path,
+) -> Result<Option<crate::store::Mirror>, crate::store::StoreError> {
+    let text = dir.to_string_lossy();
+    if !crate::store::is_remote(&text) {
+        return Ok(None);
+    }
+    let m = crate::store::Mirror::open(&text)?;
+    m.pull_dataset()?;
+    Ok(Some(m))
+}
+
 /// Writes a command's report to stdout; a closed pipe (`| head`) is not an error.
 pub fn print_stdout(text: &str) -> anyhow::Result<()> {
     use std::io::Write;
@@ -135,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::EvalRelevance(a) => eval_relevance::run(a),
+        Command::Finalize(a) => finalize::run(a),
     }
 }
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::config::PipelineConfig;
-use crate::pipeline::{self, RunOptions};
+use crate::pipeline::{self, RunOptions, TaskSlice};
 
 /// Arguments of `hindsight run`.
 #[derive(Debug, Args)]
@@ -19,9 +19,19 @@ pub struct RunArgs {
     /// Force an input format (wildchat, sharegpt, openai, demonstration, unit_test, hint).
     #[arg(long)]
     pub format: Option<String>,
-    /// Output directory; replaces output.dir.
+    /// Output directory or object-store URL (s3://, gs://, az://, file://); replaces output.dir.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// This task's index (0-based) in a sharded run; needs --num-tasks.
+    #[arg(long, requires = "num_tasks")]
+    pub task_index: Option<u32>,
+    /// Number of tasks of a sharded run; each scores the chunks whose ordinal mod N is its
+    /// index. Run `hindsight finalize` after all of them.
+    #[arg(long, requires = "task_index")]
+    pub num_tasks: Option<u32>,
+    /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
+    #[arg(long)]
+    pub device: Option<crate::model::device::DeviceSpec>,
     /// Override any pipeline key, e.g. --set score.top_k=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -46,14 +56,26 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if !a.inputs.is_empty() {
         cfg.input.paths = a.inputs.clone();
     }
+    let task = match (a.task_index, a.num_tasks) {
+        (Some(i), Some(n)) => Some(TaskSlice::new(i, n).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
     let report = pipeline::run(
         &cfg,
         &RunOptions {
             progress: !a.no_progress,
             max_chunks: a.max_chunks,
+            task,
+            device: super::resolve_device(a.device)?,
         },
     )?;
     eprintln!("{}", report.summary());
-    println!("{}", report.output_dir.display());
+    if let Some(t) = task {
+        eprintln!(
+            "task {} of {}: {} chunks left to the other tasks; run `hindsight finalize` after all tasks",
+            t.index, t.count, report.chunks_other_tasks
+        );
+    }
+    println!("{}", cfg.output.dir.display());
     Ok(ExitCode::SUCCESS)
 }

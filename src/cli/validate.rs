@@ -12,7 +12,7 @@ use crate::sink::validate;
 /// Arguments of `hindsight validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Dataset directory (shards + manifest.json).
+    /// Dataset directory (shards + manifest.json), or its object-store URL (s3://, gs://, az://).
     pub dir: PathBuf,
     /// Print the report as JSON instead of text.
     #[arg(long)]
@@ -21,11 +21,23 @@ pub struct ValidateArgs {
 
 /// Runs the validation and prints every violation.
 pub fn run(a: ValidateArgs) -> anyhow::Result<ExitCode> {
-    if !a.dir.is_dir() {
+    // A dataset at an object-store URL is downloaded to a temporary directory first.
+    let remote = match super::fetch_remote_dataset(&a.dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let dir = match &remote {
+        Some(m) => m.local().to_path_buf(),
+        None => a.dir.clone(),
+    };
+    if !dir.is_dir() {
         eprintln!("error: {} is not a dataset directory", a.dir.display());
         return Ok(ExitCode::from(2));
     }
-    let report = match validate(&a.dir) {
+    let report = match validate(&dir) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");

@@ -39,6 +39,9 @@ pub enum IngestError {
     /// The ingest configuration is inconsistent.
     #[error("config error: {0}")]
     Config(String),
+    /// An object-store input could not be listed or configured.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// A format name given as an override is unknown.
     #[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
     UnknownFormat(String),

@@ -70,6 +70,25 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
     let mut out = Vec::new();
     for arg in inputs {
         let before = out.len();
+        if crate::store::is_remote(arg) {
+            let urls =
+                crate::store::expand_remote(arg, |name| kind_from_name(Path::new(name)).is_some())
+                    .map_err(|e| match e {
+                        crate::store::StoreError::NoInput(a) => IngestError::NoInput(a),
+                        other => IngestError::Store(other),
+                    })?;
+            out.extend(urls.into_iter().map(|u| InputFile::new(PathBuf::from(u))));
+            continue;
+        }
+        // `file://` URLs are local paths.
+        let local = match arg.strip_prefix("file://") {
+            Some(_) => match crate::store::Location::parse(arg).map_err(IngestError::Store)? {
+                crate::store::Location::Local(p) => p.display().to_string(),
+                crate::store::Location::Remote(_) => arg.clone(),
+            },
+            None => arg.clone(),
+        };
+        let arg = &local;
         let path = Path::new(arg);
         if path.is_dir() {
             walk_dir(path, &mut out)?;
@@ -155,9 +174,15 @@ pub fn sniff_kind(head: &[u8]) -> Option<FileKind> {
     }
 }
 
-/// Opens a file and wraps it in the right decompressor (by magic bytes).
+/// Opens a file (or an object-store URL, downloaded to an anonymous temporary file) and wraps it
+/// in the right decompressor (by magic bytes).
 pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
-    let file = File::open(path)?;
+    let name = path.to_string_lossy();
+    let file = if crate::store::is_remote(&name) {
+        crate::store::spool_object(&name)?
+    } else {
+        File::open(path)?
+    };
     let mut raw = BufReader::with_capacity(256 << 10, file);
     let compression = sniff_compression(raw.fill_buf()?);
     let mut reader: Box<dyn BufRead + Send> = match compression {

@@ -134,8 +134,7 @@ impl RecordSource {
     pub fn total_bytes(&self) -> u64 {
         self.all_files
             .iter()
-            .filter_map(|f| std::fs::metadata(&f.path).ok())
-            .map(|m| m.len())
+            .map(|f| crate::store::input_size(&f.path.to_string_lossy()))
             .sum()
     }
 

@@ -38,7 +38,7 @@ pub fn open(uri: String, mut opened: Opened, opts: &ReaderOptions) -> FileRecord
         ))))
     };
     let file = match opened.compression {
-        Compression::None => File::open(&opened.path),
+        Compression::None if !crate::store::is_remote(&uri) => File::open(&opened.path),
         _ => spool_to_tempfile(&mut opened.reader),
     };
     let file = match file {

@@ -8,6 +8,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod device;
 pub mod fastmath;
 pub mod generate;
 pub mod gguf;

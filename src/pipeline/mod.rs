@@ -9,13 +9,14 @@
 //! a fixed order after every commit, so it never lists a partial or duplicate shard.
 
 pub mod state;
+pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
@@ -23,9 +24,11 @@ use crate::model::{self, LoadedModel};
 use crate::score::prepare::prepare_episode;
 use crate::score::{Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
+use crate::store::Mirror;
 use crate::template::TeacherTemplate;
 use crate::util::sha256_hex;
-use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState};
+use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState, TaskTag};
+pub use tasks::{finalize, FinalizeReport, TaskMarker, TaskSlice};
 
 /// Errors that stop a run (bad records never do: they are quarantined or filtered).
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,10 @@ pub enum PipelineError {
     State(#[from] state::StateError),
     #[error(transparent)]
     Sink(#[from] crate::sink::SinkError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Tasks(String),
     #[error("pipeline stage failed: {0}")]
     Stage(String),
 }
@@ -51,10 +58,14 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after committing this many chunks (for tests of resume; `None` = run to the end).
     pub max_chunks: Option<usize>,
+    /// Process only this task's slice of the chunks (`--task-index I --num-tasks N`).
+    pub task: Option<TaskSlice>,
+    /// Where the model runs.
+    pub device: crate::model::device::DeviceSpec,
 }
 
 /// One low-relevance row that was dropped, for the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DroppedExample {
     pub sample_id: String,
     pub source_uri: String,
@@ -64,7 +75,7 @@ pub struct DroppedExample {
 }
 
 /// What a run did; written to `run_report.json` and summarised on stderr.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub output_dir: PathBuf,
     pub config_sha256: String,
@@ -72,6 +83,8 @@ pub struct RunReport {
     pub chunks_seen: u64,
     pub chunks_already_committed: u64,
     pub chunks_committed: u64,
+    /// Chunks left to the other sharded tasks (0 in a single-task run).
+    pub chunks_other_tasks: u64,
     pub orphans_removed: u64,
     /// Per-reason counts for episodes of chunks processed in this run.
     pub counts: BTreeMap<String, u64>,
@@ -112,6 +125,8 @@ struct Chunk {
     id: String,
     source_uri: String,
     index: u64,
+    /// Position among all chunks of the input, in reading order (sharded tasks split on it).
+    ordinal: u64,
     episodes: Vec<Episode>,
 }
 
@@ -126,6 +141,7 @@ struct ScoredChunk {
     id: String,
     source_uri: String,
     index: u64,
+    ordinal: u64,
     rows: Vec<OutputRow>,
     counts: BTreeMap<String, u64>,
     kl: KlTotals,
@@ -144,11 +160,17 @@ impl episode::TokenCounter for ModelTokenCounter {
 /// same directory at the same time is refused.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
-    let out_dir = cfg.output.dir.clone();
-    let _lock = RunLock::acquire(&out_dir)?;
+    let mirror = std::sync::Arc::new(Mirror::open(&cfg.output.dir.to_string_lossy())?);
+    let out_dir = mirror.local().to_path_buf();
+    let task = opts.task;
+    let _lock = match task {
+        Some(t) => RunLock::acquire_named(&out_dir, &t.lock_name())?,
+        None => RunLock::acquire(&out_dir)?,
+    };
+    mirror.pull_tree("_state")?;
     let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
-    tracing::info!(model = %model_path.display(), "loading model");
-    let m = model::load(&model_path, cfg.model.compute, &candle_core::Device::Cpu)?;
+    tracing::info!(model = %model_path.display(), device = %opts.device, "loading model");
+    let m = model::load(&model_path, cfg.model.compute, &opts.device.open()?)?;
     let identity = serde_json::to_value(cfg.dataset_identity())
         .map_err(|e| PipelineError::Stage(format!("serialising config: {e}")))?;
     let meta = DatasetMeta::new(
@@ -164,8 +186,24 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         weights_sha256: m.info.weights_sha256.clone(),
         tokenizer_sha256: m.info.tokenizer_sha256.clone(),
     };
-    let state = RunState::open(&out_dir, &binding)?;
-    let orphans_removed = state.clean_orphans()? as u64;
+    let state = match task {
+        Some(_) => RunState::open_shared(&out_dir, &binding)?,
+        None => RunState::open(&out_dir, &binding)?,
+    };
+    mirror.push("_state/dataset.json")?;
+    let orphans_removed = match task {
+        // Other tasks may be writing shards right now; finalize cleans up instead.
+        Some(_) => 0,
+        None => {
+            tasks::refuse_unfinalized(&state, &mirror.label())?;
+            let listed = state
+                .committed()
+                .iter()
+                .flat_map(|c| c.shards.iter().map(|s| s.file.clone()))
+                .collect();
+            (state.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64
+        }
+    };
     if orphans_removed > 0 {
         tracing::warn!(
             files = orphans_removed,
@@ -177,7 +215,22 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .iter()
         .map(|c| c.chunk_id.clone())
         .collect();
-    let mut seen_ids = load_committed_sample_ids(&out_dir, &state)?;
+    // A task dedups against merged chunks and its own, never against other tasks' unmerged
+    // chunks (which of two copies wins depends on input order; finalize decides).
+    let mut seen_ids = load_committed_sample_ids(&out_dir, &state, |c| match (c.task, task) {
+        (None, _) => true,
+        (Some(tag), Some(t)) => t.owns_tag(&tag),
+        (Some(_), None) => false,
+    })?;
+
+    if let Some(t) = task {
+        let tasks_dir = out_dir.join(format!("_state/tasks/{}", t.count));
+        std::fs::create_dir_all(&tasks_dir).map_err(|source| state::StateError::Io {
+            action: "creating",
+            path: tasks_dir.clone(),
+            source,
+        })?;
+    }
 
     // Stage 1: reader thread.
     let (chunk_tx, chunk_rx) = sync_channel::<ReaderMsg>(2);
@@ -186,7 +239,10 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         format: cfg.format()?,
         episode: cfg.episode.clone(),
         reader: Default::default(),
-        quarantine_path: Some(out_dir.join("quarantine.jsonl")),
+        quarantine_path: Some(match task {
+            Some(t) => out_dir.join(t.quarantine_rel()),
+            None => out_dir.join("quarantine.jsonl"),
+        }),
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
     let chunk_records = cfg.input.chunk_records as u64;
@@ -200,9 +256,20 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let writer_dir = out_dir.clone();
     let writer_meta = meta.clone();
     let writer_cfg = cfg.output.clone();
+    let writer_mirror = mirror.clone();
     let writer = std::thread::Builder::new()
         .name("hindsight-writer".into())
-        .spawn(move || write_chunks(writer_dir, writer_meta, writer_cfg, state, write_rx))
+        .spawn(move || {
+            write_chunks(
+                writer_dir,
+                writer_meta,
+                writer_cfg,
+                state,
+                write_rx,
+                &writer_mirror,
+                task,
+            )
+        })
         .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
 
     // Stage 2: scoring on this thread (it owns the model and the compute threads).
@@ -225,18 +292,19 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         Err(e) => return Err(e.into()),
     };
 
-    if !scoring.stopped_early {
+    if !scoring.stopped_early && task.is_none() {
         build_manifest(&meta, &state, Some(&ingest)).write(&out_dir)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     let scored_eps = scoring.counts.get("episodes_scored").copied().unwrap_or(0);
     let report = RunReport {
-        output_dir: out_dir.clone(),
+        output_dir: PathBuf::from(mirror.label()),
         config_sha256,
         ingest,
         chunks_seen: scoring.chunks_seen,
         chunks_already_committed: scoring.chunks_skipped,
         chunks_committed: scoring.chunks_sent,
+        chunks_other_tasks: scoring.chunks_other_tasks,
         orphans_removed,
         counts: scoring.counts,
         shards_written,
@@ -245,9 +313,33 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
     };
+    if let Some(t) = task {
+        // The completion marker goes last: finalize trusts every chunk it lists.
+        if !report.stopped_early {
+            mirror.push(&t.quarantine_rel())?;
+            let marker = TaskMarker {
+                task_index: t.index,
+                num_tasks: t.count,
+                inputs_sha256: scoring.inputs_sha256.clone(),
+                config_sha256: report.config_sha256.clone(),
+                dataset: meta.clone(),
+                chunks: scoring.owned.clone(),
+                report: report.clone(),
+            };
+            tasks::write_marker(&mirror, &marker)?;
+        }
+        return Ok(report);
+    }
     let json =
         serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     state::write_atomic(&out_dir.join("run_report.json"), &json)?;
+    if !report.stopped_early {
+        if out_dir.join("quarantine.jsonl").exists() {
+            mirror.push("quarantine.jsonl")?;
+        }
+        mirror.push("run_report.json")?;
+        mirror.push(crate::sink::MANIFEST_FILE)?;
+    }
     Ok(report)
 }
 
@@ -271,6 +363,7 @@ fn read_chunks(
     stream.set_token_counter(Box::new(counter));
     let mut sizes: HashMap<String, u64> = HashMap::new();
     let mut seq: HashMap<String, u64> = HashMap::new();
+    let mut ordinal = 0u64;
     let mut current: Option<(String, u64, Chunk)> = None;
     let send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
     for ep in stream.by_ref() {
@@ -285,15 +378,17 @@ fn read_chunks(
             }
             let size = *sizes
                 .entry(uri.clone())
-                .or_insert_with(|| std::fs::metadata(&uri).map(|m| m.len()).unwrap_or(0));
+                .or_insert_with(|| crate::store::input_size(&uri));
             let n = seq.entry(uri.clone()).or_insert(0);
             let chunk = Chunk {
                 id: chunk_id(&uri, size, *n),
                 source_uri: uri.clone(),
                 index: *n,
+                ordinal,
                 episodes: Vec::new(),
             };
             *n += 1;
+            ordinal += 1;
             current = Some((uri, bucket, chunk));
         }
         if let Some((_, _, c)) = current.as_mut() {
@@ -317,6 +412,11 @@ struct ScoringOutcome {
     chunks_sent: u64,
     examples: Vec<DroppedExample>,
     stopped_early: bool,
+    chunks_other_tasks: u64,
+    /// Chunks this task owns (all chunks in a single-task run), as (chunk id, ordinal).
+    owned: Vec<(String, u64)>,
+    /// sha256 over every chunk id of the input in order: tasks of one sharded run agree on it.
+    inputs_sha256: String,
 }
 
 fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
@@ -352,13 +452,23 @@ fn score_chunks(
         chunks_sent: 0,
         examples: Vec::new(),
         stopped_early: false,
+        chunks_other_tasks: 0,
+        owned: Vec::new(),
+        inputs_sha256: String::new(),
     };
+    let mut all_ids = <sha2::Sha256 as sha2::Digest>::new();
     for msg in rx {
         let chunk = match msg {
             ReaderMsg::Chunk(c) => c,
             ReaderMsg::Done => break,
         };
         out.chunks_seen += 1;
+        sha2::Digest::update(&mut all_ids, format!("{}\n", chunk.id).as_bytes());
+        if opts.task.is_some_and(|t| !t.owns(chunk.ordinal)) {
+            out.chunks_other_tasks += 1;
+            continue;
+        }
+        out.owned.push((chunk.id.clone(), chunk.ordinal));
         if committed.contains(&chunk.id) {
             out.chunks_skipped += 1;
             continue;
@@ -468,6 +578,7 @@ fn score_chunks(
             id: chunk.id,
             source_uri: chunk.source_uri,
             index: chunk.index,
+            ordinal: chunk.ordinal,
             rows,
             counts,
             kl,
@@ -480,6 +591,7 @@ fn score_chunks(
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    out.inputs_sha256 = hex::encode(sha2::Digest::finalize(all_ids));
     Ok(out)
 }
 
@@ -571,6 +683,8 @@ fn write_chunks(
     out_cfg: crate::config::OutputConfig,
     mut state: RunState,
     rx: Receiver<ScoredChunk>,
+    mirror: &Mirror,
+    task: Option<TaskSlice>,
 ) -> Result<(RunState, u64), PipelineError> {
     let mut shards_written = 0u64;
     for chunk in rx {
@@ -584,15 +698,30 @@ fn write_chunks(
         writer.write_rows(chunk.rows)?;
         let shards = writer.finish()?;
         shards_written += shards.len() as u64;
+        let chunk_id = chunk.id.clone();
         state.commit(ChunkState {
             chunk_id: chunk.id,
             source_uri: chunk.source_uri,
             chunk_index: chunk.index,
-            shards,
             counts: chunk.counts,
             kl: chunk.kl,
+            task: task.map(|t| TaskTag {
+                index: t.index,
+                num_tasks: t.count,
+                ordinal: chunk.ordinal,
+            }),
+            shards: shards.clone(),
         })?;
-        build_manifest(&meta, &state, None).write(&dir)?;
+        // Remote datasets: shards, then ids, then the chunk state (the remote commit point).
+        for s in &shards {
+            mirror.push_shard(&s.file)?;
+        }
+        mirror.push(&format!("_state/chunks/{chunk_id}.ids"))?;
+        mirror.push(&format!("_state/chunks/{chunk_id}.json"))?;
+        if task.is_none() {
+            build_manifest(&meta, &state, None).write(&dir)?;
+            mirror.push(crate::sink::MANIFEST_FILE)?;
+        }
     }
     Ok((state, shards_written))
 }
@@ -614,9 +743,10 @@ fn write_sample_ids(dir: &Path, chunk_id: &str, rows: &[OutputRow]) -> Result<()
 fn load_committed_sample_ids(
     dir: &Path,
     state: &RunState,
+    include: impl Fn(&ChunkState) -> bool,
 ) -> Result<HashSet<String>, PipelineError> {
     let mut set = HashSet::new();
-    for c in state.committed() {
+    for c in state.committed().into_iter().filter(|c| include(c)) {
         let path = ids_path(dir, &c.chunk_id);
         let text = std::fs::read_to_string(&path).map_err(|source| state::StateError::Io {
             action: "reading",

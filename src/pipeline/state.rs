@@ -58,8 +58,14 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock or fails at once with [`StateError::Locked`].
     pub fn acquire(dir: &Path) -> Result<Self, StateError> {
+        Self::acquire_named(dir, ".lock")
+    }
+
+    /// Takes the lock file `dir/name` (sharded tasks lock `.lock-task-<I>` so they can share a
+    /// directory with each other but not with a second copy of themselves).
+    pub fn acquire_named(dir: &Path, name: &str) -> Result<Self, StateError> {
         std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let path = dir.join(".lock");
+        let path = dir.join(name);
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -100,6 +106,9 @@ pub struct ChunkState {
     /// KL (the report's top-k coverage needs the exact value, which the shards cannot give).
     #[serde(default)]
     pub kl: KlTotals,
+    /// Set while the chunk was written by a sharded task and not yet merged by `finalize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskTag>,
 }
 
 /// Sums of per-token KL(teacher || student) over response tokens.
@@ -122,6 +131,16 @@ impl KlTotals {
     }
 }
 
+/// Which sharded task wrote a chunk, and the chunk's place in the input order (finalize keeps
+/// the earliest copy of a duplicate row, as a single-task run would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskTag {
+    pub index: u32,
+    pub num_tasks: u32,
+    /// 0-based position of the chunk among all chunks of the input, in reading order.
+    pub ordinal: u64,
+}
+
 /// The `_state` directory.
 pub struct RunState {
     dir: PathBuf,
@@ -130,7 +149,8 @@ pub struct RunState {
 
 /// Writes `bytes` to `path` atomically (temp file, fsync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
+    // The pid keeps concurrent tasks sharing a directory from renaming each other's temp file.
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
     {
         let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(bytes).map_err(io("writing", &tmp))?;
@@ -150,6 +170,20 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
 impl RunState {
     /// Opens (or creates) the state of `dir` and checks it is bound to the same config and model.
     pub fn open(dir: &Path, binding: &DatasetBinding) -> Result<Self, StateError> {
+        Self::open_with(dir, binding, true)
+    }
+
+    /// [`RunState::open`] for a directory other processes (sharded tasks) write at the same
+    /// time: their in-flight temp files are left alone.
+    pub fn open_shared(dir: &Path, binding: &DatasetBinding) -> Result<Self, StateError> {
+        Self::open_with(dir, binding, false)
+    }
+
+    fn open_with(
+        dir: &Path,
+        binding: &DatasetBinding,
+        exclusive: bool,
+    ) -> Result<Self, StateError> {
         let state_dir = dir.join("_state");
         let chunks_dir = state_dir.join("chunks");
         std::fs::create_dir_all(&chunks_dir).map_err(io("creating", &chunks_dir))?;
@@ -193,7 +227,7 @@ impl RunState {
             if path.extension().is_some_and(|x| x == "json") {
                 let c: ChunkState = read_json(&path)?;
                 chunks.insert(c.chunk_id.clone(), c);
-            } else if path.extension().is_some_and(|x| x == "tmp") {
+            } else if exclusive && path.extension().is_some_and(|x| x == "tmp") {
                 let _ = std::fs::remove_file(&path);
             }
         }

@@ -1,0 +1,28 @@
+//! `hindsight finalize DIR`: the step after a sharded run. Refuses (exit 1, naming the missing
+//! task indices) until every task has written its completion marker; then merges the tasks'
+//! chunks, drops rows duplicated across tasks as a single-task run would, and writes the
+//! manifest and run report.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::pipeline;
+
+/// Arguments of `hindsight finalize`.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// Dataset directory or object-store URL the tasks wrote to.
+    pub dir: String,
+    /// Number of tasks of the run (default: the one task count with markers in DIR).
+    #[arg(long)]
+    pub num_tasks: Option<u32>,
+}
+
+/// Merges the tasks and prints a summary.
+pub fn run(a: FinalizeArgs) -> anyhow::Result<ExitCode> {
+    let report = pipeline::finalize(&a.dir, a.num_tasks)?;
+    eprintln!("{}", report.summary());
+    println!("{}", report.output);
+    Ok(ExitCode::SUCCESS)
+}
