@@ -294,7 +294,7 @@ fn run_steps(dockerfile: &str) -> Vec<String> {
 #[test]
 fn dockerfiles_build_with_the_documented_commands() {
     let guide = read("deploy/README.md");
-    let snippet = read("docs/README_SNIPPET_8.md");
+    let readme = read("README.md");
     let fetch = read("scripts/fetch-model.sh");
     let gguf = fetch
         .lines()
@@ -323,10 +323,7 @@ fn dockerfiles_build_with_the_documented_commands() {
                 guide.contains(step.as_str()),
                 "deploy/README.md lacks `{step}`"
             );
-            assert!(
-                snippet.contains(step.as_str()),
-                "README snippet lacks `{step}`"
-            );
+            assert!(readme.contains(step.as_str()), "README.md lacks `{step}`");
         }
         let text = read(file);
         assert!(
