@@ -14,6 +14,7 @@ pub mod model;
 pub mod pipeline;
 pub mod score;
 pub mod sink;
+pub mod sql;
 pub mod template;
 pub mod tokenize;
 pub mod util;

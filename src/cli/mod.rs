@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod export;
+pub mod query;
 pub mod run;
 pub mod score;
 pub mod stats;
@@ -82,6 +83,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
     Stats(stats::StatsArgs),
+    /// SQL over a dataset (tables `dataset` and `quarantine`); prints a table or writes CSV/JSONL/Parquet (exit 2: bad SQL or DIR).
+    Query(query::QueryArgs),
 }
 
 /// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -123,6 +126,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Stats(a) => stats::run(a),
+        Command::Query(a) => query::run(a),
     }
 }
 

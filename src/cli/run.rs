@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// Output directory; replaces output.dir.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// SQL predicate over the input records' columns, evaluated before episodes are built, e.g.
+    /// --where "language = 'English' AND NOT toxic" (same as --set input.where=...; exit 2 if invalid).
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_sql: Option<String>,
     /// Override any pipeline key, e.g. --set score.top_k=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -45,6 +49,19 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let mut cfg = PipelineConfig::load(&a.pipeline, &sets)?;
     if !a.inputs.is_empty() {
         cfg.input.paths = a.inputs.clone();
+    }
+    if let Some(w) = &a.where_sql {
+        cfg.input.r#where = Some(w.clone());
+    }
+    // A bad predicate is a usage error (status 2), reported before the model loads or the
+    // output directory is touched.
+    if let Some(sql) = cfg.input.r#where.as_deref() {
+        if let Ok(files) = crate::ingest::expand_inputs(&cfg.input.paths) {
+            if let Err(e) = crate::sql::WherePredicate::compile(sql, &files, &Default::default()) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
     }
     let report = pipeline::run(
         &cfg,

@@ -33,6 +33,10 @@ pub struct IngestStats {
     pub flags: BTreeMap<String, u64>,
     /// PII replacements, per kind.
     pub pii_scrubbed: BTreeMap<String, u64>,
+    /// What the input predicate (`input.where`) did, when there is one; the records it rejected
+    /// are `records_filtered["where"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub where_filter: Option<crate::sql::WhereStats>,
 }
 
 fn sum(m: &BTreeMap<String, u64>) -> u64 {

@@ -39,6 +39,9 @@ pub enum IngestError {
     /// The ingest configuration is inconsistent.
     #[error("config error: {0}")]
     Config(String),
+    /// The input predicate (`input.where`) is invalid for these inputs.
+    #[error(transparent)]
+    Where(#[from] crate::sql::SqlError),
     /// A format name given as an override is unknown.
     #[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
     UnknownFormat(String),

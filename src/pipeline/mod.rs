@@ -186,6 +186,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         episode: cfg.episode.clone(),
         reader: Default::default(),
         quarantine_path: Some(out_dir.join("quarantine.jsonl")),
+        where_sql: cfg.input.r#where.clone(),
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
     let chunk_records = cfg.input.chunk_records as u64;
