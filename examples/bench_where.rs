@@ -93,7 +93,9 @@ fn vocabulary(rng: &mut Rng) -> Vec<String> {
     (0..4000)
         .map(|_| {
             let n = 1 + rng.below(4);
-            (0..n).map(|_| syl[rng.below(syl.len() as u64) as usize]).collect()
+            (0..n)
+                .map(|_| syl[rng.below(syl.len() as u64) as usize])
+                .collect()
         })
         .collect()
 }
@@ -169,7 +171,8 @@ fn generate(path: &Path, target: u64) -> u64 {
         let mut country = StringBuilder::new();
         let mut ip = StringBuilder::new();
         for _ in 0..BATCH {
-            let t = start + ((end - start) as u128 * rows.min(est_rows) as u128 / est_rows as u128) as i64;
+            let t = start
+                + ((end - start) as u128 * rows.min(est_rows) as u128 / est_rows as u128) as i64;
             hash.append_value(format!("{:032x}", rng.next() as u128 * rng.next() as u128));
             model.append_value(pick(&mut rng, &models));
             ts.append_value(t);
@@ -198,7 +201,9 @@ fn generate(path: &Path, target: u64) -> u64 {
             lang.append_value(pick(&mut rng, &langs));
             toxic.append_value(rng.below(100) < 5);
             redacted.append_value(rng.below(100) < 2);
-            country.append_value(["United States", "China", "Russia", "France"][rng.below(4) as usize]);
+            country.append_value(
+                ["United States", "China", "Russia", "France"][rng.below(4) as usize],
+            );
             ip.append_value(format!("{:016x}", rng.next()));
             rows += 1;
         }
@@ -297,9 +302,15 @@ fn datafusion_scan(path: &Path, partitions: usize) -> (u64, f64, String) {
 }
 
 fn rust_filter(batch: &RecordBatch, cutoff: i64) -> BooleanArray {
-    let lang = batch.column_by_name("language").expect("language").as_string::<i32>();
+    let lang = batch
+        .column_by_name("language")
+        .expect("language")
+        .as_string::<i32>();
     let toxic = batch.column_by_name("toxic").expect("toxic").as_boolean();
-    let model = batch.column_by_name("model").expect("model").as_string::<i32>();
+    let model = batch
+        .column_by_name("model")
+        .expect("model")
+        .as_string::<i32>();
     let ts = batch
         .column_by_name("timestamp")
         .expect("timestamp")
@@ -366,11 +377,12 @@ fn main() {
 
     // (b) Read everything, filter the Arrow arrays in Rust.
     let t = Instant::now();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).expect("open"))
-        .expect("parquet")
-        .with_batch_size(BATCH)
-        .build()
-        .expect("reader");
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).expect("open"))
+            .expect("parquet")
+            .with_batch_size(BATCH)
+            .build()
+            .expect("reader");
     let mut matched = 0u64;
     for b in reader {
         let b = b.expect("batch");

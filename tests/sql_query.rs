@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
 
 /// README examples (docs/README_SNIPPET_9.md); they must run on a real dataset.
-const RELEVANCE_BY_SOURCE: &str = "SELECT source_format, count(*) AS rows, avg(relevance) AS mean_relevance, \
+const RELEVANCE_BY_SOURCE: &str =
+    "SELECT source_format, count(*) AS rows, avg(relevance) AS mean_relevance, \
      min(relevance) AS min_relevance FROM dataset GROUP BY source_format ORDER BY source_format";
 const TOKENS_PER_DAY: &str = "SELECT date_trunc('day', event_time) AS day, count(*) AS rows, \
      sum(num_completion_tokens) AS response_tokens, sum(cardinality(prompt_ids)) AS prompt_tokens \
@@ -143,10 +144,16 @@ fn readme_examples_run_and_print_tables() {
     for sql in [RELEVANCE_BY_SOURCE, TOKENS_PER_DAY, LEAST_RELEVANT] {
         let text = ok(&query(&[sql]));
         assert!(text.contains("+--"), "table borders: {text}");
-        assert!(text.trim_end().ends_with("rows") || text.trim_end().ends_with("row"), "{text}");
+        assert!(
+            text.trim_end().ends_with("rows") || text.trim_end().ends_with("row"),
+            "{text}"
+        );
     }
     let text = ok(&query(&[RELEVANCE_BY_SOURCE]));
-    assert!(text.contains("wildchat") && text.contains("mean_relevance"), "{text}");
+    assert!(
+        text.contains("wildchat") && text.contains("mean_relevance"),
+        "{text}"
+    );
     // Long cells are cut, rows capped.
     let text = ok(&query(&[
         "SELECT privileged_context, prompt FROM dataset",
@@ -177,9 +184,15 @@ fn outputs_are_written_in_each_format() {
         csv.to_str().expect("utf8"),
     ]));
     let text = std::fs::read_to_string(&csv).expect("csv");
-    assert!(text.starts_with("sample_id,relevance,source_kind\n"), "{text}");
+    assert!(
+        text.starts_with("sample_id,relevance,source_kind\n"),
+        "{text}"
+    );
     assert_eq!(text.lines().count() as u64, rows + 1);
-    assert!(text.contains(",chat_log"), "dictionary column written as text: {text}");
+    assert!(
+        text.contains(",chat_log"),
+        "dictionary column written as text: {text}"
+    );
 
     let jsonl = dir.join("rows.jsonl");
     ok(&query(&[
@@ -193,11 +206,17 @@ fn outputs_are_written_in_each_format() {
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
     assert_eq!(lines.len() as u64, rows);
-    assert!(lines[0]["completion_ids"].as_array().is_some_and(|a| !a.is_empty()));
+    assert!(lines[0]["completion_ids"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
     assert!(lines[0]["prompt"][0]["role"].is_string());
 
     let pq = dir.join("all.parquet");
-    ok(&query(&["SELECT * FROM dataset", "--out", pq.to_str().expect("utf8")]));
+    ok(&query(&[
+        "SELECT * FROM dataset",
+        "--out",
+        pq.to_str().expect("utf8"),
+    ]));
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
         std::fs::File::open(&pq).expect("open"),
     )
@@ -245,7 +264,11 @@ fn bad_sql_exits_2_and_writes_nothing() {
     let o = hindsight(&["query", dir.to_str().expect("utf8"), "SELECT 1"]);
     assert_eq!(o.status.code(), Some(2));
     // Unknown output extension.
-    let o = query(&["SELECT 1", "--out", dir.join("x.xlsx").to_str().expect("utf8")]);
+    let o = query(&[
+        "SELECT 1",
+        "--out",
+        dir.join("x.xlsx").to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(std::fs::read_dir(&dir).expect("ls").next().is_none());
 }

@@ -51,7 +51,12 @@ fn row(i: usize) -> Row {
             "English"
         },
         toxic: i % 5 == 0,
-        model: ["gpt-3.5-turbo", "gpt-4-0314", "gpt-4-1106-preview", "gpt-3.5-turbo-0613"][i % 4],
+        model: [
+            "gpt-3.5-turbo",
+            "gpt-4-0314",
+            "gpt-4-1106-preview",
+            "gpt-3.5-turbo-0613",
+        ][i % 4],
         day: 20 * i as i64,
     }
 }
@@ -181,12 +186,19 @@ fn parquet_where_prunes_row_groups_and_keeps_provenance() {
     let all = run_with(opts(&path, None));
     let filtered = run_with(opts(&path, Some(PREDICATE)));
     let want = expected();
-    assert_eq!(want.len(), 3, "the fixture should select a few rows: {want:?}");
+    assert_eq!(
+        want.len(),
+        3,
+        "the fixture should select a few rows: {want:?}"
+    );
     assert_eq!(records(&filtered), want);
     assert_subset_of_unfiltered(&all, &filtered, &want);
 
     let s = &filtered.stats;
-    assert_eq!(s.records_read, ROWS as u64, "pruned rows still count as read");
+    assert_eq!(
+        s.records_read, ROWS as u64,
+        "pruned rows still count as read"
+    );
     assert_eq!(all.stats.records_read, ROWS as u64);
     assert_eq!(s.records_filtered.get("where"), Some(&(ROWS as u64 - 3)));
     assert_eq!(s.records_with_episodes, 3);
@@ -201,25 +213,31 @@ fn parquet_where_prunes_row_groups_and_keeps_provenance() {
 
     // Each condition alone, against the same independent computation.
     for (pred, keep) in [
-        ("timestamp >= '2024-01-01'", (10..ROWS as i64).collect::<BTreeSet<_>>()),
+        (
+            "timestamp >= '2024-01-01'",
+            (10..ROWS as i64).collect::<BTreeSet<_>>(),
+        ),
         (
             "language = 'French'",
             (0..20).filter(|i| i % 3 == 0).collect(),
         ),
-        ("NOT toxic AND language <> 'French'", (0..ROWS as i64)
-            .filter(|&i| i % 5 != 0 && (i >= 20 || i % 3 != 0))
-            .collect()),
+        (
+            "NOT toxic AND language <> 'French'",
+            (0..ROWS as i64)
+                .filter(|&i| i % 5 != 0 && (i >= 20 || i % 3 != 0))
+                .collect(),
+        ),
     ] {
         let r = run_with(opts(&path, Some(pred)));
         // Toxic rows are also dropped by the default prefilter; compare before it.
-        let built: BTreeSet<i64> = keep
-            .iter()
-            .copied()
-            .filter(|&i| i % 5 != 0)
-            .collect();
+        let built: BTreeSet<i64> = keep.iter().copied().filter(|&i| i % 5 != 0).collect();
         assert_eq!(records(&r), built, "{pred}");
         let rejected = ROWS as u64 - keep.len() as u64;
-        assert_eq!(r.stats.records_filtered.get("where").copied().unwrap_or(0), rejected, "{pred}");
+        assert_eq!(
+            r.stats.records_filtered.get("where").copied().unwrap_or(0),
+            rejected,
+            "{pred}"
+        );
     }
 }
 
@@ -237,10 +255,16 @@ fn jsonl_where_selects_the_same_records_and_missing_fields_are_null() {
     let filtered = run_with(opts(&path, Some(PREDICATE)));
     assert_eq!(records(&filtered), expected());
     assert_subset_of_unfiltered(&all, &filtered, &expected());
-    assert!(records(&all).contains(&(ROWS as i64)), "row 24 makes an episode unfiltered");
+    assert!(
+        records(&all).contains(&(ROWS as i64)),
+        "row 24 makes an episode unfiltered"
+    );
     let s = &filtered.stats;
     assert_eq!(s.records_read, ROWS as u64 + 1);
-    assert_eq!(s.records_filtered.get("where"), Some(&(ROWS as u64 + 1 - 3)));
+    assert_eq!(
+        s.records_filtered.get("where"),
+        Some(&(ROWS as u64 + 1 - 3))
+    );
     let w = s.where_filter.as_ref().expect("where stats");
     assert_eq!(w.records_evaluated, ROWS as u64 + 1);
     assert_eq!(w.parquet_row_groups, 0);
@@ -268,10 +292,16 @@ fn a_record_the_predicate_cannot_be_evaluated_on_is_quarantined() {
         .map(|e| (e.record_index, e.reason.as_str()))
         .collect();
     assert_eq!(q, vec![(ROWS as i64, "where_error")]);
-    assert!(r.quarantine[0].detail.contains("--where"), "{}", r.quarantine[0].detail);
+    assert!(
+        r.quarantine[0].detail.contains("--where"),
+        "{}",
+        r.quarantine[0].detail
+    );
     assert_eq!(r.stats.records_quarantined.get("where_error"), Some(&1));
     // English, non-toxic rows (turn = 2 everywhere) make episodes.
-    let english_ok = (0..ROWS).filter(|&i| row(i).language == "English" && i % 5 != 0).count();
+    let english_ok = (0..ROWS)
+        .filter(|&i| row(i).language == "English" && i % 5 != 0)
+        .count();
     assert_eq!(r.episodes.len(), english_ok);
 }
 
@@ -345,7 +375,9 @@ fn run_where_counts_filtered_records_and_binds_the_dataset() {
     assert_eq!(ingest["records_filtered"]["where"], 21);
     assert_eq!(ingest["where_filter"]["parquet_row_groups_pruned"], 3);
     assert_eq!(ingest["where_filter"]["parquet_rows_pruned"], 12);
-    assert!(hindsight(&["validate", out.to_str().expect("utf8")]).status.success());
+    assert!(hindsight(&["validate", out.to_str().expect("utf8")])
+        .status
+        .success());
 
     // The rows in the dataset come from the selected records only (read back with SQL).
     let q = hindsight(&[
@@ -357,7 +389,11 @@ fn run_where_counts_filtered_records_and_binds_the_dataset() {
     ]);
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     let text = String::from_utf8_lossy(&q.stdout);
-    let got: BTreeSet<i64> = text.lines().skip(1).map(|l| l.parse().expect("int")).collect();
+    let got: BTreeSet<i64> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.parse().expect("int"))
+        .collect();
     assert!(!got.is_empty() && got.is_subset(&expected()), "{got:?}");
 
     // The predicate is part of the dataset identity: another one is refused on this directory.

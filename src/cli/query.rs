@@ -44,12 +44,10 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
         (Some(f), _) => f,
         (None, Some(p)) => match OutputFormat::from_path(p) {
             Some(f) => f,
-            None => {
-                return usage(format!(
-                    "cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet",
-                    p.display()
-                ))
-            }
+            None => return usage(format!(
+                "cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet",
+                p.display()
+            )),
         },
         (None, None) => OutputFormat::Table,
     };
@@ -79,7 +77,9 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
         (Some(path), f) => write_file(&mut q, f, path).map(|rows| {
             eprintln!("wrote {rows} rows to {}", path.display());
         }),
-        (None, f) => write_stream(&mut q, f, std::io::BufWriter::new(std::io::stdout())).map(|_| ()),
+        (None, f) => {
+            write_stream(&mut q, f, std::io::BufWriter::new(std::io::stdout())).map(|_| ())
+        }
     };
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -168,7 +168,12 @@ impl PipelineConfig {
             ));
         }
         self.format()?;
-        if self.input.r#where.as_deref().is_some_and(|w| w.trim().is_empty()) {
+        if self
+            .input
+            .r#where
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
             return Err(ConfigError::Invalid("input.where is empty".into()));
         }
         if self.score.top_k == 0 {

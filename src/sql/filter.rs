@@ -144,8 +144,15 @@ impl std::fmt::Debug for WherePredicate {
 
 /// The columns one input file offers to the predicate.
 enum FileColumns {
-    Parquet { uri: String, schema: SchemaRef },
-    Json { uri: String, first: Option<Value>, keys: Vec<(String, JsonType)> },
+    Parquet {
+        uri: String,
+        schema: SchemaRef,
+    },
+    Json {
+        uri: String,
+        first: Option<Value>,
+        keys: Vec<(String, JsonType)>,
+    },
 }
 
 impl WherePredicate {
@@ -160,7 +167,8 @@ impl WherePredicate {
         if sql.trim().is_empty() {
             return Err(err("the predicate is empty".into()));
         }
-        let described: Vec<FileColumns> = files.iter().filter_map(|f| describe(f, reader)).collect();
+        let described: Vec<FileColumns> =
+            files.iter().filter_map(|f| describe(f, reader)).collect();
         // Union of the inputs' columns, first type seen wins (only used to resolve names).
         let mut fields: Vec<Field> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
@@ -302,7 +310,13 @@ impl WherePredicate {
         out
     }
 
-    fn eval_group(&self, records: &[&RawRecord], sig: &[JsonType], idx: &[usize], out: &mut [Verdict]) {
+    fn eval_group(
+        &self,
+        records: &[&RawRecord],
+        sig: &[JsonType],
+        idx: &[usize],
+        out: &mut [Verdict],
+    ) {
         let phys = match self.json_plan(sig) {
             Ok(p) => p,
             Err(m) => {
@@ -461,4 +475,25 @@ fn describe(file: &InputFile, reader: &ReaderOptions) -> Option<FileColumns> {
 /// message a user can act on.
 fn clean(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn json_values_are_typed_per_value() {
+        let t = |v: Value| JsonType::of(Some(&v));
+        assert_eq!(t(json!(true)), JsonType::Bool);
+        assert_eq!(t(json!(3)), JsonType::Int);
+        assert_eq!(t(json!(3.5)), JsonType::Float);
+        assert_eq!(t(json!("English")), JsonType::Str);
+        assert_eq!(t(json!("2024-01-05T10:00:00Z")), JsonType::Time);
+        assert_eq!(t(json!("2024-01-05")), JsonType::Time);
+        assert_eq!(t(json!("2024-13-05")), JsonType::Str);
+        assert_eq!(t(json!(null)), JsonType::Null);
+        assert_eq!(t(json!([1])), JsonType::Null);
+        assert_eq!(JsonType::of(None), JsonType::Null);
+    }
 }

@@ -53,14 +53,9 @@ pub fn open(
     stats: Arc<Mutex<WhereStats>>,
 ) -> Box<dyn Iterator<Item = SourceItem> + Send> {
     let fail = |uri: &str, reason: QuarantineReason, detail: String| {
-        Box::new(std::iter::once(SourceItem::Quarantined(QuarantineEntry::new(
-            uri,
-            -1,
-            None,
-            reason,
-            detail,
-            b"",
-        )))) as Box<dyn Iterator<Item = SourceItem> + Send>
+        Box::new(std::iter::once(SourceItem::Quarantined(
+            QuarantineEntry::new(uri, -1, None, reason, detail, b""),
+        ))) as Box<dyn Iterator<Item = SourceItem> + Send>
     };
     let file = match opened.compression {
         Compression::None => File::open(&opened.path),
@@ -70,7 +65,8 @@ pub fn open(
         Ok(f) => f,
         Err(e) => return fail(&uri, QuarantineReason::UnreadableFile, e.to_string()),
     };
-    let row_field = Arc::new(Field::new(ROW_COLUMN, DataType::Int64, false).with_extension_type(RowNumber));
+    let row_field =
+        Arc::new(Field::new(ROW_COLUMN, DataType::Int64, false).with_extension_type(RowNumber));
     let builder = ArrowReaderOptions::new()
         .with_page_index(true)
         .with_virtual_columns(vec![row_field])
@@ -210,11 +206,15 @@ impl GroupStats<'_> {
 
 impl PruningStatistics for GroupStats<'_> {
     fn min_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.converter(column)?.row_group_mins(self.groups.iter()).ok()
+        self.converter(column)?
+            .row_group_mins(self.groups.iter())
+            .ok()
     }
 
     fn max_values(&self, column: &Column) -> Option<ArrayRef> {
-        self.converter(column)?.row_group_maxes(self.groups.iter()).ok()
+        self.converter(column)?
+            .row_group_maxes(self.groups.iter())
+            .ok()
     }
 
     fn num_containers(&self) -> usize {

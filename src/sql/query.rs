@@ -75,8 +75,7 @@ impl DatasetQuery {
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
         let schema = contract_schema(manifest.dataset.top_k);
-        let table: Arc<dyn datafusion::datasource::TableProvider> = if manifest.shards.is_empty()
-        {
+        let table: Arc<dyn datafusion::datasource::TableProvider> = if manifest.shards.is_empty() {
             Arc::new(
                 MemTable::try_new(schema, vec![vec![]])
                     .map_err(|e| SqlError::Query(e.to_string()))?,
@@ -124,10 +123,11 @@ impl DatasetQuery {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
-        let stream: datafusion::error::Result<SendableRecordBatchStream> = self.rt.block_on(async {
-            let df = self.ctx.sql_with_options(sql, options).await?;
-            df.execute_stream().await
-        });
+        let stream: datafusion::error::Result<SendableRecordBatchStream> =
+            self.rt.block_on(async {
+                let df = self.ctx.sql_with_options(sql, options).await?;
+                df.execute_stream().await
+            });
         let stream = stream.map_err(|e| SqlError::Query(clean(&e.to_string())))?;
         Ok(QueryStream {
             schema: stream.schema(),
@@ -186,9 +186,8 @@ fn read_quarantine(path: &Path) -> SqlResult<Vec<RecordBatch>> {
         if line.trim().is_empty() {
             continue;
         }
-        let entry: QuarantineEntry = serde_json::from_str(&line).map_err(|e| {
-            SqlError::Dataset(format!("{} line {}: {e}", path.display(), i + 1))
-        })?;
+        let entry: QuarantineEntry = serde_json::from_str(&line)
+            .map_err(|e| SqlError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))?;
         entries.push(entry);
         if entries.len() == QUARANTINE_BATCH {
             batches.push(quarantine_batch(&entries)?);

@@ -99,7 +99,10 @@ pub fn render_table(q: &mut QueryStream<'_>, limits: TableLimits) -> SqlResult<S
             "{total} rows ({shown} shown; --max-rows or --out for all)\n"
         ));
     } else {
-        text.push_str(&format!("{total} row{}\n", if total == 1 { "" } else { "s" }));
+        text.push_str(&format!(
+            "{total} row{}\n",
+            if total == 1 { "" } else { "s" }
+        ));
     }
     Ok(text)
 }
@@ -203,8 +206,12 @@ pub fn write_stream<W: Write + Send>(
     while let Some(batch) = q.next_batch()? {
         rows += batch.num_rows() as u64;
         match &mut sink {
-            Sink::Csv(w) => w.write(&plain(&batch, &plain_s)?).map_err(|e| wr(e.to_string()))?,
-            Sink::Jsonl(w) => w.write(&plain(&batch, &plain_s)?).map_err(|e| wr(e.to_string()))?,
+            Sink::Csv(w) => w
+                .write(&plain(&batch, &plain_s)?)
+                .map_err(|e| wr(e.to_string()))?,
+            Sink::Jsonl(w) => w
+                .write(&plain(&batch, &plain_s)?)
+                .map_err(|e| wr(e.to_string()))?,
             Sink::Parquet(w) => w.write(&batch).map_err(|e| wr(e.to_string()))?,
         }
     }
@@ -238,9 +245,7 @@ pub fn write_file(q: &mut QueryStream<'_>, format: OutputFormat, path: &Path) ->
     let result: SqlResult<u64> = (|| {
         let mut w = BufWriter::new(file);
         let rows = write_stream(q, format, &mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| out_err(e.error().to_string()))?;
+        let file = w.into_inner().map_err(|e| out_err(e.error().to_string()))?;
         file.sync_all().map_err(|e| out_err(e.to_string()))?;
         std::fs::rename(&tmp, path).map_err(|e| out_err(e.to_string()))?;
         Ok(rows)
@@ -257,4 +262,26 @@ fn temp_path(path: &Path) -> PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "query-output".into());
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_are_cut_on_chars_and_line_breaks_shown() {
+        assert_eq!(cut("short", 10), "short");
+        assert_eq!(cut("a\nb", 10), "a⏎b");
+        assert_eq!(cut("ééééééé", 4), "ééé…");
+    }
+
+    #[test]
+    fn formats_come_from_extensions() {
+        let f = |p: &str| OutputFormat::from_path(Path::new(p));
+        assert_eq!(f("x.csv"), Some(OutputFormat::Csv));
+        assert_eq!(f("x.JSONL"), Some(OutputFormat::Jsonl));
+        assert_eq!(f("x.parquet"), Some(OutputFormat::Parquet));
+        assert_eq!(f("x.xlsx"), None);
+        assert_eq!(f("x"), None);
+    }
 }
