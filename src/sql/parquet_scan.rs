@@ -24,14 +24,14 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, ScalarValue};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_optimizer::pruning::PruningPredicate;
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder, RowFilter,
 };
 use parquet::arrow::{ProjectionMask, RowNumber};
-use parquet::file::metadata::RowGroupMetaData;
+use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
 use parquet::schema::types::SchemaDescriptor;
 
 use super::filter::{evaluate, WherePredicate, WhereStats};
@@ -68,7 +68,7 @@ pub fn open(
     let row_field =
         Arc::new(Field::new(ROW_COLUMN, DataType::Int64, false).with_extension_type(RowNumber));
     let builder = ArrowReaderOptions::new()
-        .with_page_index(true)
+        .with_page_index_policy(PageIndexPolicy::Optional)
         .with_virtual_columns(vec![row_field])
         .and_then(|o| ParquetRecordBatchReaderBuilder::try_new_with_options(file, o));
     let builder = match builder {
@@ -174,7 +174,10 @@ fn prune(
     groups: &[RowGroupMetaData],
 ) -> Vec<bool> {
     let all = vec![true; groups.len()];
-    let Ok(pp) = PruningPredicate::try_new(phys.clone(), schema.clone()) else {
+    let Ok(pp) = PruningPredicateBuilder::new()
+        .with_file_schema(schema.clone())
+        .try_build(phys.clone())
+    else {
         return all;
     };
     if pp.always_true() {
