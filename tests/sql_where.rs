@@ -45,12 +45,12 @@ fn row(i: usize) -> Row {
     Row {
         language: if i >= 20 {
             "Chinese"
-        } else if i % 3 == 0 {
+        } else if i.is_multiple_of(3) {
             "French"
         } else {
             "English"
         },
-        toxic: i % 5 == 0,
+        toxic: i.is_multiple_of(5),
         model: [
             "gpt-3.5-turbo",
             "gpt-4-0314",

@@ -44,10 +44,12 @@ pub fn run(a: QueryArgs) -> anyhow::Result<ExitCode> {
         (Some(f), _) => f,
         (None, Some(p)) => match OutputFormat::from_path(p) {
             Some(f) => f,
-            None => return usage(format!(
+            None => {
+                return usage(format!(
                 "cannot tell the format of {} from its extension; pass --format csv|jsonl|parquet",
                 p.display()
-            )),
+            ))
+            }
         },
         (None, None) => OutputFormat::Table,
     };

@@ -169,7 +169,7 @@ fn plain(batch: &RecordBatch, schema: &SchemaRef) -> SqlResult<RecordBatch> {
 }
 
 enum Sink<W: Write + Send> {
-    Csv(datafusion::arrow::csv::Writer<W>),
+    Csv(Box<datafusion::arrow::csv::Writer<W>>),
     Jsonl(datafusion::arrow::json::LineDelimitedWriter<W>),
     Parquet(Box<ArrowWriter<W>>),
 }
@@ -185,7 +185,7 @@ pub fn write_stream<W: Write + Send>(
     let wr = |e: String| SqlError::Query(format!("writing the result: {e}"));
     let plain_s = plain_schema(&schema);
     let mut sink = match format {
-        OutputFormat::Csv => Sink::Csv(datafusion::arrow::csv::Writer::new(out)),
+        OutputFormat::Csv => Sink::Csv(Box::new(datafusion::arrow::csv::Writer::new(out))),
         OutputFormat::Jsonl => Sink::Jsonl(datafusion::arrow::json::LineDelimitedWriter::new(out)),
         OutputFormat::Parquet => {
             let props = WriterProperties::builder()
@@ -217,7 +217,7 @@ pub fn write_stream<W: Write + Send>(
     }
     match sink {
         Sink::Csv(w) => {
-            let mut inner = w.into_inner();
+            let mut inner = (*w).into_inner();
             inner.flush().map_err(|e| wr(e.to_string()))?;
         }
         Sink::Jsonl(mut w) => {
