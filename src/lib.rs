@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod report;
 pub mod score;
 pub mod sink;
+pub mod sql;
 pub mod store;
 pub mod template;
 pub mod tokenize;

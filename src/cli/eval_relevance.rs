@@ -74,6 +74,7 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
         episode: cfg.episode.clone(),
         reader: Default::default(),
         quarantine_path: None,
+        where_sql: cfg.input.r#where.clone(),
     })?;
     let episodes: Vec<_> = stream.by_ref().collect();
     let stats = stream.finish()?;

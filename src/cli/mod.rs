@@ -6,6 +6,7 @@ pub mod eval_relevance;
 pub mod export;
 pub mod finalize;
 pub mod inspect;
+pub mod query;
 pub mod report;
 pub mod run;
 pub mod score;
@@ -107,6 +108,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// ROC AUC of each relevance method: real follow-ups vs follow-ups from other conversations.
     EvalRelevance(eval_relevance::EvalRelevanceArgs),
+    /// SQL over a dataset (tables `dataset` and `quarantine`); prints a table or writes CSV/JSONL/Parquet (exit 2: bad SQL or DIR).
+    Query(query::QueryArgs),
 }
 
 /// Sets up `tracing` on stderr: human-readable by default, JSON lines with `--log-format json`.
@@ -166,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::EvalRelevance(a) => eval_relevance::run(a),
         Command::Finalize(a) => finalize::run(a),
+        Command::Query(a) => query::run(a),
     }
 }
 

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
     #[arg(long)]
     pub device: Option<crate::model::device::DeviceSpec>,
+    /// SQL predicate over the input records' columns, evaluated before episodes are built, e.g.
+    /// --where "language = 'English' AND NOT toxic" (same as --set input.where=...; exit 2 if invalid).
+    #[arg(long = "where", value_name = "SQL")]
+    pub where_sql: Option<String>,
     /// Override any pipeline key, e.g. --set score.top_k=10 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
@@ -60,6 +64,19 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         (Some(i), Some(n)) => Some(TaskSlice::new(i, n).map_err(anyhow::Error::msg)?),
         _ => None,
     };
+    if let Some(w) = &a.where_sql {
+        cfg.input.r#where = Some(w.clone());
+    }
+    // A bad predicate is a usage error (status 2), reported before the model loads or the
+    // output directory is touched.
+    if let Some(sql) = cfg.input.r#where.as_deref() {
+        if let Ok(files) = crate::ingest::expand_inputs(&cfg.input.paths) {
+            if let Err(e) = crate::sql::WherePredicate::compile(sql, &files, &Default::default()) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     let report = pipeline::run(
         &cfg,
         &RunOptions {

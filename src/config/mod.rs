@@ -60,6 +60,11 @@ pub struct InputConfig {
     /// Records per resumable work chunk.
     #[serde(default = "default_chunk_records")]
     pub chunk_records: usize,
+    /// SQL predicate over the input records' top-level columns (`run --where`), evaluated by
+    /// DataFusion before episodes are built; records it does not select are filtered `where`.
+    /// It changes which rows a dataset holds, so it is part of the dataset identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#where: Option<String>,
 }
 
 fn auto() -> String {
@@ -163,6 +168,14 @@ impl PipelineConfig {
             ));
         }
         self.format()?;
+        if self
+            .input
+            .r#where
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid("input.where is empty".into()));
+        }
         if self.score.top_k == 0 {
             return Err(ConfigError::Invalid("score.top_k must be > 0".into()));
         }
@@ -201,7 +214,7 @@ impl PipelineConfig {
     }
 
     /// The settings that determine what a dataset's rows are: everything except where inputs are
-    /// read from and where the output goes. A dataset directory is bound to this identity, so
+    /// read from and where the output goes (the input predicate `input.where` is included). A dataset directory is bound to this identity, so
     /// nightly increments may add inputs but never change how rows are made.
     pub fn dataset_identity(&self) -> PipelineConfig {
         let mut c = self.clone();

@@ -37,6 +37,10 @@ pub struct IngestStats {
     /// (`uri#record`), so a report can show examples of what was dropped and why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub filtered_examples: BTreeMap<String, Vec<String>>,
+    /// What the input predicate (`input.where`) did, when there is one; the records it rejected
+    /// are `records_filtered["where"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub where_filter: Option<crate::sql::WhereStats>,
 }
 
 /// How many example locations are kept per filter reason.

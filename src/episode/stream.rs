@@ -19,7 +19,8 @@ use super::{Episode, SourceFormat};
 use crate::ingest::formats::{self, Parsed, UnitTestRecord};
 use crate::ingest::quarantine::{QuarantineEntry, QuarantineReason, QuarantineWriter};
 use crate::ingest::IngestError;
-use crate::ingest::{RawRecord, ReaderOptions, RecordSource};
+use crate::ingest::{expand_inputs, RawRecord, ReaderOptions};
+use crate::sql::{FilteredSource, SourceItem, WherePredicate};
 
 /// What to ingest and how.
 #[derive(Debug, Clone, Default)]
@@ -35,12 +36,31 @@ pub struct IngestOptions {
     /// Where to write `quarantine.jsonl`; `None` keeps entries in memory
     /// ([`EpisodeStream::quarantined`]), which suits tests and small runs.
     pub quarantine_path: Option<PathBuf>,
+    /// SQL predicate over the records' top-level columns (`input.where`); records it does not
+    /// select are counted as filtered `where` (see `crate::sql::filter`).
+    pub where_sql: Option<String>,
 }
 
 /// Opens every input and returns the episode stream. Fails only on user errors (an input that
 /// matches nothing, a bad template or config, an unwritable quarantine path).
 pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
-    let source = RecordSource::open(&opts.inputs, opts.reader.clone())?;
+    let files = expand_inputs(&opts.inputs)?;
+    // The predicate is checked against every input before anything is read.
+    let predicate = match opts.where_sql.as_deref() {
+        Some(sql) => Some(std::sync::Arc::new(WherePredicate::compile(
+            sql,
+            &files,
+            &opts.reader,
+        )?)),
+        None => None,
+    };
+    let input_bytes = files
+        .iter()
+        .filter_map(|f| std::fs::metadata(&f.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let file_count = files.len() as u64;
+    let source = FilteredSource::new(files, opts.reader.clone(), predicate);
     let builder = EpisodeBuilder::new(opts.episode.clone())?;
     let filters = Prefilters::new(opts.episode.prefilter.clone())?;
     let writer = match &opts.quarantine_path {
@@ -48,11 +68,11 @@ pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
         None => None,
     };
     let stats = IngestStats {
-        files: source.files().len() as u64,
+        files: file_count,
         ..IngestStats::default()
     };
     Ok(EpisodeStream {
-        input_bytes: source.total_bytes(),
+        input_bytes,
         source,
         override_format: opts.format,
         builder,
@@ -73,7 +93,7 @@ pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
 
 /// A stream of episodes; iterate it, then call [`EpisodeStream::finish`] for the statistics.
 pub struct EpisodeStream {
-    source: RecordSource,
+    source: FilteredSource,
     input_bytes: u64,
     override_format: Option<SourceFormat>,
     builder: EpisodeBuilder,
@@ -96,6 +116,7 @@ impl EpisodeStream {
     pub fn stats(&self) -> IngestStats {
         let mut s = self.stats.clone();
         s.pii_scrubbed = self.builder.pii_counts.clone();
+        s.where_filter = self.source.where_stats();
         s
     }
 
@@ -260,11 +281,21 @@ impl Iterator for EpisodeStream {
                     self.flush_group();
                     self.done = true;
                 }
+                Some(SourceItem::Filtered { records, .. }) => {
+                    // Rejected by the input predicate: read, and filtered `where`.
+                    self.stats.records_read += records;
+                    *self
+                        .stats
+                        .records_filtered
+                        .entry("where".to_string())
+                        .or_insert(0) += records;
+                }
                 Some(item) => {
                     self.stats.records_read += 1;
                     match item {
-                        Ok(rec) => self.record(rec),
-                        Err(q) => {
+                        SourceItem::Filtered { .. } => {}
+                        SourceItem::Record(rec) => self.record(rec),
+                        SourceItem::Quarantined(q) => {
                             if self.current_uri.as_deref() != Some(q.source_uri.as_str()) {
                                 self.flush_group();
                                 self.current_uri = Some(q.source_uri.clone());

@@ -42,6 +42,9 @@ pub enum IngestError {
     /// An object-store input could not be listed or configured.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// The input predicate (`input.where`) is invalid for these inputs.
+    #[error(transparent)]
+    Where(#[from] crate::sql::SqlError),
     /// A format name given as an override is unknown.
     #[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
     UnknownFormat(String),

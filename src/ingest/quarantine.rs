@@ -42,6 +42,9 @@ pub enum QuarantineReason {
     ReadError,
     /// A Parquet batch could not be decoded; the rest of the file is skipped.
     ParquetError,
+    /// The input predicate (`input.where`) cannot be evaluated on this record's values (e.g. a
+    /// boolean test on a string field).
+    WhereError,
 }
 
 impl QuarantineReason {
@@ -60,6 +63,7 @@ impl QuarantineReason {
             QuarantineReason::UnreadableFile => "unreadable_file",
             QuarantineReason::ReadError => "read_error",
             QuarantineReason::ParquetError => "parquet_error",
+            QuarantineReason::WhereError => "where_error",
         }
     }
 }

@@ -243,6 +243,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
             Some(t) => out_dir.join(t.quarantine_rel()),
             None => out_dir.join("quarantine.jsonl"),
         }),
+        where_sql: cfg.input.r#where.clone(),
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
     let chunk_records = cfg.input.chunk_records as u64;
