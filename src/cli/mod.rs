@@ -72,7 +72,8 @@ pub fn resolve_device(flag: Option<DeviceSpec>) -> anyhow::Result<DeviceSpec> {
 }
 
 fn parse_compute(s: &str) -> Result<ComputeMode, String> {
-    ComputeMode::parse(s).ok_or_else(|| format!("unknown compute mode '{s}' (f32, quantized)"))
+    ComputeMode::parse(s)
+        .ok_or_else(|| format!("unknown compute mode '{s}' (f32, bf16, f16, quantized)"))
 }
 
 impl ModelArgs {

@@ -8,7 +8,7 @@
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::llama::Segment;
+use super::decoder::Segment;
 use crate::error::Result;
 
 /// Upper bound on the number of f32 scores held for one query block (all heads together).
@@ -17,12 +17,19 @@ const MAX_BLOCK_SCORES: usize = 4 << 20;
 /// 512-token segment computes 62% of the full score matrix), larger ones amortise op overhead.
 const MAX_BLOCK_ROWS: usize = 128;
 
-/// Head layout of the fused `[q | k | v]` rows the attention reads.
+/// Head layout of the fused `[q | k | v]` rows the attention reads, and the layer's scoring
+/// rule (scale, sliding window, soft-cap).
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
+    /// Multiplier on `q·k` (usually `head_dim^-0.5`).
+    pub scale: f32,
+    /// A query at position `p` sees keys at positions `p - window + 1 ..= p` only.
+    pub sliding_window: Option<usize>,
+    /// Scores become `cap * tanh(score / cap)` before masking (Gemma 2).
+    pub softcap: Option<f32>,
 }
 
 impl AttentionShape {
@@ -69,7 +76,7 @@ pub fn packed_causal_attention_with_prefix(
     let g = shape.groups();
     let row = shape.row_width();
     let n = qkv.len() / row;
-    let scale = 1.0 / (d as f32).sqrt();
+    let scale = shape.scale;
     let mut out = vec![0f32; n * h * d];
 
     let kv_width = kvh * d;
@@ -144,13 +151,23 @@ pub fn packed_causal_attention_with_prefix(
             let vb = v.narrow(1, 0, keys)?;
             let scores = q.matmul(&kb.t()?)?;
             let mut probs = scores.flatten_all()?.to_vec1::<f32>()?;
-            // Causal softmax in place: query i (absolute prefix_len + b0 + i) sees keys 0..=that.
+            // Causal softmax in place: query i (absolute prefix_len + b0 + i) sees keys 0..=that,
+            // and within a sliding window only the last `window` of them.
+            let (window, softcap) = (shape.sliding_window, shape.softcap);
             probs.par_chunks_mut(keys).enumerate().for_each(|(ri, r)| {
                 let i = ri % m;
                 let valid = prefix_len + b0 + i + 1;
+                let first = window.map_or(0, |w| valid.saturating_sub(w));
                 let (live, masked) = r.split_at_mut(valid);
-                super::fastmath::softmax_in_place(live);
                 masked.fill(0.0);
+                let (outside, live) = live.split_at_mut(first);
+                outside.fill(0.0);
+                if let Some(cap) = softcap {
+                    for x in live.iter_mut() {
+                        *x = cap * (*x / cap).tanh();
+                    }
+                }
+                super::fastmath::softmax_in_place(live);
             });
             let probs = Tensor::from_vec(probs, (kvh, g * m, keys), device)?;
             let o = probs.matmul(&vb)?.flatten_all()?.to_vec1::<f32>()?;

@@ -1,37 +1,240 @@
-//! Architecture hyper-parameters shared by every decoder we run (llama and qwen2 families).
+//! The hyper-parameters of every decoder we run, with the family variations named.
+//!
+//! One decoder runs every family (`decoder.rs`); the families differ only in the small, named
+//! variations below (norm placement, q/k norms, activation, soft-capping, sliding windows, RoPE
+//! variants). The loaders (`hf_config.rs` for `config.json`, `gguf.rs` for GGUF metadata) fill
+//! this struct and refuse any key that would change the math and is not represented here: a
+//! teacher signal computed with a silently ignored setting is worse than no signal.
 
 use serde::{Deserialize, Serialize};
 
-/// Which family a checkpoint belongs to; the families differ only in biases and defaults.
+/// Which family a checkpoint belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
-    /// Llama / SmolLM / Mistral-style decoders: no attention biases.
+    /// Llama 2/3.x, SmolLM: pre-norm, SwiGLU, optional biases, RoPE scaling.
     Llama,
-    /// Qwen2 / Qwen2.5: biases on the q, k and v projections.
+    /// Mistral: Llama plus a sliding attention window on every layer.
+    Mistral,
+    /// Qwen2 / Qwen2.5: biases on the q, k and v projections, optional sliding layers.
     Qwen2,
+    /// Qwen3: RMSNorm on each query and key head before RoPE.
+    Qwen3,
+    /// Gemma 2: (1+w) norms before and after each sub-layer, scaled embeddings, GeGLU,
+    /// soft-capped attention and final logits, alternating local/global layers.
+    Gemma2,
+    /// Gemma 3 (text): Gemma 2 with q/k norms instead of attention soft-capping and separate
+    /// RoPE bases for local and global layers.
+    Gemma3,
+    /// Phi-3 / Phi-4: fused q/k/v and gate/up projections, optional partial rotary dims.
+    Phi3,
+    /// OLMo 2: norms after each sub-layer (none before) and RMSNorm over the whole q and k.
+    Olmo2,
 }
 
 impl Architecture {
-    /// Parses the `general.architecture` / `model_type` string of a checkpoint.
+    /// Parses the `general.architecture` (GGUF) / `model_type` (config.json) string.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
-            "llama" | "mistral" | "smollm" | "smollm2" => Some(Self::Llama),
+            "llama" | "smollm" | "smollm2" => Some(Self::Llama),
+            "mistral" => Some(Self::Mistral),
             "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            "gemma2" => Some(Self::Gemma2),
+            "gemma3" | "gemma3_text" => Some(Self::Gemma3),
+            "phi3" => Some(Self::Phi3),
+            "olmo2" => Some(Self::Olmo2),
             _ => None,
         }
     }
+
+    /// The names accepted by [`Architecture::parse`], for error messages.
+    pub const SUPPORTED: &'static str =
+        "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2";
 
     /// The canonical name recorded in outputs.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Llama => "llama",
+            Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
+            Self::Olmo2 => "olmo2",
+        }
+    }
+
+    /// Where the RMSNorms sit in a block.
+    pub fn block_norms(self) -> BlockNorms {
+        match self {
+            Self::Gemma2 | Self::Gemma3 => BlockNorms::PreAndPost,
+            Self::Olmo2 => BlockNorms::Post,
+            _ => BlockNorms::Pre,
         }
     }
 }
 
-/// Hyper-parameters of a decoder-only transformer with RMSNorm, RoPE, GQA and a SwiGLU MLP.
+/// Placement of the RMSNorms in a decoder block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockNorms {
+    /// `x + f(norm(x))` (Llama, Qwen, Mistral, Phi).
+    Pre,
+    /// `x + norm_post(f(norm_pre(x)))` (Gemma 2/3).
+    PreAndPost,
+    /// `x + norm(f(x))` (OLMo 2).
+    Post,
+}
+
+/// The MLP's gating non-linearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Activation {
+    /// SwiGLU: `silu(gate) * up`.
+    Silu,
+    /// GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`, Gemma).
+    GeluTanh,
+}
+
+/// RMSNorm applied to queries and keys before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QkNorm {
+    /// One `[head_dim]` norm applied to every head (Qwen3, Gemma 3).
+    PerHead,
+    /// One norm over all query heads together and one over all key heads (OLMo 2).
+    Whole,
+}
+
+/// How the RoPE inverse frequencies are derived from the base ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor` (`rope_type: linear`).
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent interpolation (`rope_type: llama3`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+    /// YaRN (`rope_type: yarn`), with its attention factor on cos/sin.
+    Yarn {
+        factor: f64,
+        original_max_position_embeddings: f64,
+        beta_fast: f64,
+        beta_slow: f64,
+        attention_factor: f64,
+        truncate: bool,
+    },
+    /// Per-frequency divisors stored in a GGUF `rope_freqs` tensor (llama.cpp's form of Llama 3).
+    FreqFactors(Vec<f32>),
+}
+
+/// One rotary embedding: the base, how many dimensions of a head rotate, and the scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rope {
+    pub theta: f64,
+    /// Leading dimensions of each head that rotate (`head_dim * partial_rotary_factor`).
+    pub rotary_dim: usize,
+    pub scaling: RopeScaling,
+}
+
+impl Rope {
+    /// Inverse frequencies, one per rotated pair, computed as the Hugging Face reference does.
+    pub fn inv_freq(&self) -> Vec<f32> {
+        let dim = self.rotary_dim as f64;
+        let base: Vec<f64> = (0..self.rotary_dim / 2)
+            .map(|i| 1.0 / self.theta.powf((2 * i) as f64 / dim))
+            .collect();
+        let out: Vec<f64> = match &self.scaling {
+            RopeScaling::None => base,
+            RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::FreqFactors(factors) => base
+                .iter()
+                .zip(factors.iter().chain(std::iter::repeat(&1.0)))
+                .map(|(f, d)| f / *d as f64)
+                .collect(),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
+                let low_wavelen = old / low_freq_factor;
+                let high_wavelen = old / high_freq_factor;
+                base.iter()
+                    .map(|&f| {
+                        let wavelen = 2.0 * std::f64::consts::PI / f;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (old / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    })
+                    .collect()
+            }
+            RopeScaling::Yarn {
+                factor,
+                original_max_position_embeddings: orig,
+                beta_fast,
+                beta_slow,
+                truncate,
+                ..
+            } => {
+                let correction_dim = |rotations: f64| {
+                    dim * (orig / (rotations * 2.0 * std::f64::consts::PI)).ln()
+                        / (2.0 * self.theta.ln())
+                };
+                let (mut low, mut high) = (correction_dim(*beta_fast), correction_dim(*beta_slow));
+                if *truncate {
+                    low = low.floor();
+                    high = high.ceil();
+                }
+                let low = low.max(0.0);
+                let mut high = high.min(dim - 1.0);
+                if low == high {
+                    high += 0.001;
+                }
+                base.iter()
+                    .enumerate()
+                    .map(|(i, &f)| {
+                        let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                        let extrapolation = 1.0 - ramp;
+                        (f / factor) * (1.0 - extrapolation) + f * extrapolation
+                    })
+                    .collect()
+            }
+        };
+        out.into_iter().map(|f| f as f32).collect()
+    }
+
+    /// Factor applied to cos and sin (YaRN's attention scaling; 1 otherwise).
+    pub fn attention_factor(&self) -> f32 {
+        match &self.scaling {
+            RopeScaling::Yarn {
+                attention_factor, ..
+            } => *attention_factor as f32,
+            _ => 1.0,
+        }
+    }
+}
+
+/// Per-layer attention settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerAttention {
+    /// A query attends to at most this many most recent keys, itself included.
+    pub sliding_window: Option<usize>,
+    /// Index into [`TransformerConfig::ropes`].
+    pub rope: usize,
+}
+
+/// Everything that determines a decoder's forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TransformerConfig {
     pub architecture: Architecture,
@@ -42,11 +245,31 @@ pub struct TransformerConfig {
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub vocab_size: usize,
-    pub rope_theta: f64,
     pub rms_norm_eps: f64,
     pub max_position_embeddings: usize,
+    /// Biases on the q, k and v projections.
     pub attention_bias: bool,
+    /// Bias on the attention output projection.
+    pub attention_out_bias: bool,
+    /// Biases on the MLP projections.
+    pub mlp_bias: bool,
     pub tie_word_embeddings: bool,
+    pub activation: Activation,
+    pub qk_norm: Option<QkNorm>,
+    /// Added to every RMSNorm weight at load time (Gemma's `x * (1 + w)` checkpoints: 1).
+    pub norm_weight_offset: f32,
+    /// Multiplier on the token embeddings (Gemma: `sqrt(hidden_size)`).
+    pub embed_scale: Option<f32>,
+    /// Multiplier on `q·k` (`head_dim^-0.5`, Gemma: `query_pre_attn_scalar^-0.5`).
+    pub attn_scale: f64,
+    /// `cap * tanh(score / cap)` on attention scores (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// `cap * tanh(logit / cap)` on the LM head's output (Gemma 2).
+    pub final_softcap: Option<f64>,
+    /// The rotary embeddings the layers use (Gemma 3: local and global).
+    pub ropes: Vec<Rope>,
+    /// One entry per layer.
+    pub layers: Vec<LayerAttention>,
 }
 
 impl TransformerConfig {
@@ -64,5 +287,106 @@ impl TransformerConfig {
     /// FLOPs of the LM head for one scored row.
     pub fn head_flops_per_row(&self) -> u64 {
         2 * (self.hidden_size * self.vocab_size) as u64
+    }
+
+    /// Checks the shapes agree with each other, so a malformed config fails at load time with
+    /// a message instead of panicking (or mis-indexing) inside the forward pass.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("vocab_size", self.vocab_size),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return Err(format!(
+                "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.layers.len() != self.num_layers {
+            return Err(format!(
+                "{} per-layer attention entries (layer_types) for {} layers",
+                self.layers.len(),
+                self.num_layers
+            ));
+        }
+        for rope in &self.ropes {
+            if rope.rotary_dim == 0 || rope.rotary_dim % 2 != 0 || rope.rotary_dim > self.head_dim {
+                return Err(format!(
+                    "rotary dimension {} does not fit head_dim {}",
+                    rope.rotary_dim, self.head_dim
+                ));
+            }
+            if !(rope.theta.is_finite() && rope.theta > 1.0) {
+                return Err(format!("rope_theta {} is not a usable base", rope.theta));
+            }
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if l.rope >= self.ropes.len() {
+                return Err(format!("layer {i} names a missing rotary embedding"));
+            }
+            if l.sliding_window == Some(0) {
+                return Err("sliding_window must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rope(scaling: RopeScaling) -> Rope {
+        Rope {
+            theta: 500_000.0,
+            rotary_dim: 128,
+            scaling,
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        let plain = rope(RopeScaling::None).inv_freq();
+        let scaled = rope(RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        })
+        .inv_freq();
+        assert_eq!(plain.len(), 64);
+        assert_eq!(plain[0], scaled[0]);
+        assert!((plain[63] / 8.0 - scaled[63]).abs() < 1e-12);
+        // Somewhere in between the smooth interpolation lies strictly between the two.
+        assert!(plain
+            .iter()
+            .zip(&scaled)
+            .any(|(p, s)| *s < *p && *s > *p / 8.0));
+    }
+
+    #[test]
+    fn yarn_attention_factor_is_carried() {
+        let r = rope(RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position_embeddings: 32.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attention_factor: 1.1386,
+            truncate: true,
+        });
+        assert!((r.attention_factor() - 1.1386).abs() < 1e-6);
+        let f = r.inv_freq();
+        let plain = rope(RopeScaling::None).inv_freq();
+        assert!((f[63] - plain[63] / 4.0).abs() < 1e-12);
     }
 }

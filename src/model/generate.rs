@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use serde::{Deserialize, Serialize};
 
-use super::llama::{KvCache, PackedBatch, Transformer};
+use super::decoder::{KvCache, PackedBatch, Transformer};
 use crate::error::{Error, Result};
 
 /// Sampling settings.

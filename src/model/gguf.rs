@@ -1,5 +1,5 @@
-//! Loading llama- and qwen2-family checkpoints from GGUF files (weights, hyper-parameters and the
-//! tokenizer metadata all live in the one file).
+//! Loading checkpoints from GGUF files (weights, hyper-parameters and the tokenizer metadata all
+//! live in the one file), with llama.cpp's names and conventions for every supported family.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,8 +10,10 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use super::config::{Architecture, TransformerConfig};
-use super::llama::{Block, Linear, RopeStyle, Transformer};
+use super::config::{
+    Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling, TransformerConfig,
+};
+use super::decoder::{Block, Linear, RopeStyle, Transformer};
 use super::ComputeMode;
 use crate::error::{Error, Result};
 
@@ -71,12 +73,15 @@ impl GgufFile {
             .map_err(|e| Error::model(&self.path, format!("metadata '{key}': {e}")))
     }
 
-    fn get_f64_or(&self, key: &str, default: f64) -> f64 {
+    fn get_f64(&self, key: &str) -> Option<f64> {
         self.content
             .metadata
             .get(key)
             .and_then(|v| v.to_f32().map(f64::from).or_else(|_| v.to_f64()).ok())
-            .unwrap_or(default)
+    }
+
+    fn get_f64_or(&self, key: &str, default: f64) -> f64 {
+        self.get_f64(key).unwrap_or(default)
     }
 
     fn has_tensor(&self, name: &str) -> bool {
@@ -97,27 +102,62 @@ impl GgufFile {
             .to_dtype(DType::F32)?)
     }
 
-    /// Reads the architecture hyper-parameters.
-    pub fn config(&self) -> Result<TransformerConfig> {
+    /// The `general.architecture` string and the family it names.
+    fn architecture(&self) -> Result<(String, Architecture)> {
         let arch_name = self
             .get_str("general.architecture")
             .ok_or_else(|| Error::model(&self.path, "missing general.architecture"))?
             .to_string();
-        let architecture = Architecture::parse(&arch_name).ok_or_else(|| {
+        let architecture = match arch_name.as_str() {
+            "gemma3_text" | "mistral" => None,
+            n => Architecture::parse(n),
+        }
+        .ok_or_else(|| {
             Error::model(
                 &self.path,
-                format!("unsupported architecture '{arch_name}' (supported: llama, qwen2)"),
+                format!(
+                    "unsupported architecture '{arch_name}' (supported GGUF architectures: \
+                     llama, qwen2, qwen3, gemma2, gemma3, phi3, olmo2)"
+                ),
             )
         })?;
+        Ok((arch_name, architecture))
+    }
+
+    /// Reads the architecture hyper-parameters, refusing metadata that changes the math and is
+    /// not implemented (every `{arch}.*` key is accounted for).
+    pub fn config(&self) -> Result<TransformerConfig> {
+        let (arch_name, architecture) = self.architecture()?;
+        let refuse = |msg: String| Error::model(&self.path, msg);
         let p = |k: &str| format!("{arch_name}.{k}");
+        let prefix = format!("{arch_name}.");
+        for (key, value) in self.metadata() {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            if !KNOWN_ARCH_KEYS.contains(&rest) && !value_is_off(value) {
+                return Err(refuse(format!(
+                    "unsupported GGUF key '{key}': hindsight refuses settings it does not \
+                     implement rather than score with them ignored"
+                )));
+            }
+        }
         let hidden_size = self.get_usize(&p("embedding_length"))?;
         let num_heads = self.get_usize(&p("attention.head_count"))?;
+        let num_layers = self.get_usize(&p("block_count"))?;
         let num_kv_heads = self
             .get_usize(&p("attention.head_count_kv"))
             .unwrap_or(num_heads);
         let head_dim = self
             .get_usize(&p("attention.key_length"))
             .unwrap_or(hidden_size / num_heads.max(1));
+        if let Ok(v) = self.get_usize(&p("attention.value_length")) {
+            if v != head_dim {
+                return Err(refuse(format!(
+                    "{arch_name}.attention.value_length={v} differs from the key length {head_dim}"
+                )));
+            }
+        }
         let vocab_size = match self.get_usize(&p("vocab_size")) {
             Ok(v) => v,
             Err(_) => self
@@ -126,32 +166,239 @@ impl GgufFile {
                 .map_err(|e| Error::model(&self.path, e.to_string()))?
                 .len(),
         };
-        Ok(TransformerConfig {
+        let rotary_dim = self
+            .get_usize(&p("rope.dimension_count"))
+            .unwrap_or(head_dim);
+        if rotary_dim != head_dim && architecture != Architecture::Phi3 {
+            return Err(refuse(format!(
+                "{arch_name}.rope.dimension_count={rotary_dim} (partial rotary) is not \
+                 implemented for {arch_name}"
+            )));
+        }
+        let theta = self.get_f64_or(&p("rope.freq_base"), 10_000.0);
+        let scaling_type = self
+            .get_str(&p("rope.scaling.type"))
+            .unwrap_or("none")
+            .to_string();
+        let factor = self.get_f64(&p("rope.scaling.factor"));
+        let scaling = match (scaling_type.as_str(), factor) {
+            ("none", _) => RopeScaling::None,
+            (_, Some(f)) if f == 1.0 || f == 0.0 => RopeScaling::None,
+            ("linear", Some(f)) => RopeScaling::Linear { factor: f },
+            (other, _) => {
+                return Err(refuse(format!(
+                    "{arch_name}.rope.scaling.type='{other}' is not implemented for GGUF \
+                     (none, linear, or a rope_freqs tensor); load the Hugging Face directory instead"
+                )))
+            }
+        };
+        if let Some(f) = self.get_f64(&p("rope.scaling.attn_factor")) {
+            if f != 1.0 {
+                return Err(refuse(format!(
+                    "{arch_name}.rope.scaling.attn_factor={f} is not implemented"
+                )));
+            }
+        }
+        for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+            if self.has_tensor(t) {
+                return Err(refuse(format!(
+                    "tensor '{t}' (LongRoPE) is not implemented; refusing rather than \
+                     scoring with wrong positions"
+                )));
+            }
+        }
+        let window = self.get_usize(&p("attention.sliding_window")).ok();
+        let gemma = matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3);
+        // llama.cpp's rule for Gemma's query scale (the HF `query_pre_attn_scalar` is not
+        // stored): hidden/heads for the 27B models (46 / 62 layers), else head_dim.
+        let big_gemma = (architecture == Architecture::Gemma2 && num_layers == 46)
+            || (architecture == Architecture::Gemma3 && num_layers == 62);
+        let attn_scale = if big_gemma {
+            ((hidden_size / num_heads.max(1)) as f64).powf(-0.5)
+        } else {
+            (head_dim as f64).powf(-0.5)
+        };
+        let base_rope = Rope {
+            theta,
+            rotary_dim,
+            scaling,
+        };
+        let (ropes, layers) = match architecture {
+            Architecture::Gemma2 | Architecture::Gemma3 => {
+                let w = window.ok_or_else(|| {
+                    refuse(format!("{arch_name}.attention.sliding_window is missing"))
+                })?;
+                let default_pattern = if architecture == Architecture::Gemma2 {
+                    2
+                } else {
+                    6
+                };
+                let sliding = self.sliding_pattern(
+                    &p("attention.sliding_window_pattern"),
+                    num_layers,
+                    default_pattern,
+                )?;
+                let mut ropes = vec![base_rope];
+                if architecture == Architecture::Gemma3 {
+                    ropes.push(Rope {
+                        theta: 10_000.0,
+                        rotary_dim,
+                        scaling: RopeScaling::None,
+                    });
+                }
+                let layers = (0..num_layers)
+                    .map(|i| {
+                        let sliding = sliding[i];
+                        LayerAttention {
+                            sliding_window: sliding.then_some(w),
+                            rope: usize::from(architecture == Architecture::Gemma3 && sliding),
+                        }
+                    })
+                    .collect();
+                (ropes, layers)
+            }
+            _ => {
+                if window.is_some() && architecture != Architecture::Phi3 {
+                    return Err(refuse(format!(
+                        "{arch_name}.attention.sliding_window is not implemented for GGUF \
+                         {arch_name} (which layers use it is not recorded)"
+                    )));
+                }
+                let layers = (0..num_layers)
+                    .map(|_| LayerAttention {
+                        sliding_window: window,
+                        rope: 0,
+                    })
+                    .collect();
+                (vec![base_rope], layers)
+            }
+        };
+        let mut ropes = ropes;
+        if self.has_tensor("rope_freqs.weight") {
+            let factors = self.rope_freqs()?;
+            if ropes[0].scaling != RopeScaling::None {
+                return Err(refuse(
+                    "both rope_freqs and a rope scaling type are set".into(),
+                ));
+            }
+            ropes[0].scaling = RopeScaling::FreqFactors(factors);
+        }
+        let cfg = TransformerConfig {
             architecture,
             hidden_size,
             intermediate_size: self.get_usize(&p("feed_forward_length"))?,
-            num_layers: self.get_usize(&p("block_count"))?,
+            num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
             vocab_size,
-            rope_theta: self.get_f64_or(&p("rope.freq_base"), 10_000.0),
             rms_norm_eps: self.get_f64_or(&p("attention.layer_norm_rms_epsilon"), 1e-5),
             max_position_embeddings: self.get_usize(&p("context_length")).unwrap_or(4096),
-            attention_bias: architecture == Architecture::Qwen2,
+            attention_bias: self.has_tensor("blk.0.attn_q.bias"),
+            attention_out_bias: self.has_tensor("blk.0.attn_output.bias"),
+            mlp_bias: self.has_tensor("blk.0.ffn_up.bias"),
             tie_word_embeddings: !self.has_tensor("output.weight"),
-        })
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            qk_norm: match architecture {
+                Architecture::Qwen3 | Architecture::Gemma3 => Some(QkNorm::PerHead),
+                Architecture::Olmo2 => Some(QkNorm::Whole),
+                _ => None,
+            },
+            // llama.cpp's converter already stores Gemma's norms as `1 + w`.
+            norm_weight_offset: 0.0,
+            embed_scale: gemma.then(|| (hidden_size as f64).sqrt() as f32),
+            attn_scale,
+            attn_softcap: self
+                .get_f64(&p("attn_logit_softcapping"))
+                .filter(|c| *c > 0.0),
+            final_softcap: self
+                .get_f64(&p("final_logit_softcapping"))
+                .filter(|c| *c > 0.0),
+            ropes,
+            layers,
+        };
+        cfg.check().map_err(refuse)?;
+        Ok(cfg)
+    }
+
+    /// Which layers use the sliding window: llama.cpp's `sliding_window_pattern` (a period `n`:
+    /// layer `i` slides when `i % n < n - 1`; or one bool per layer), else the family default.
+    fn sliding_pattern(&self, key: &str, layers: usize, default: usize) -> Result<Vec<bool>> {
+        let period = |n: usize| (0..layers).map(|i| i % n < n - 1).collect::<Vec<_>>();
+        let Some(v) = self.metadata().get(key) else {
+            return Ok(period(default));
+        };
+        if let Ok(items) = v.to_vec() {
+            let flags = items
+                .iter()
+                .map(|x| x.to_bool())
+                .collect::<std::result::Result<Vec<bool>, _>>()
+                .map_err(|e| Error::model(&self.path, format!("{key}: {e}")))?;
+            if flags.len() != layers {
+                return Err(Error::model(
+                    &self.path,
+                    format!("{key} has {} entries for {layers} layers", flags.len()),
+                ));
+            }
+            return Ok(flags);
+        }
+        let n = self.get_usize(key)?;
+        if n == 0 {
+            return Err(Error::model(&self.path, format!("{key} must be positive")));
+        }
+        Ok(period(n))
+    }
+
+    /// The `rope_freqs` divisors (llama.cpp's encoding of Llama 3 RoPE scaling).
+    fn rope_freqs(&self) -> Result<Vec<f32>> {
+        let mut f = File::open(&self.path).map_err(|source| Error::Io {
+            action: "opening model",
+            path: self.path.clone(),
+            source,
+        })?;
+        let mut r = BufReader::new(&mut f);
+        let t = self
+            .content
+            .tensor(&mut r, "rope_freqs.weight", &Device::Cpu)
+            .map_err(|e| Error::model(&self.path, format!("tensor 'rope_freqs.weight': {e}")))?;
+        Ok(t.dequantize(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    /// A norm weight as a plain vector (q/k norms run on the host).
+    fn norm_vec(&mut self, name: &str, device: &Device) -> Result<Vec<f32>> {
+        Ok(self
+            .dense_tensor(name, device)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    }
+
+    fn opt_dense(&mut self, present: bool, name: &str, device: &Device) -> Result<Option<Tensor>> {
+        if present {
+            self.dense_tensor(name, device).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// Loads all weights into a runnable transformer.
     pub fn load_transformer(&mut self, mode: ComputeMode, device: &Device) -> Result<Transformer> {
+        use super::config::BlockNorms;
         let cfg = self.config()?;
-        // llama.cpp permutes llama q/k rows for its interleaved RoPE; qwen2 is stored unpermuted.
-        let permuted = cfg.architecture == Architecture::Llama;
+        let arch = cfg.architecture;
+        // llama.cpp permutes llama q/k rows for its interleaved RoPE; other families are stored
+        // unpermuted.
+        let permuted = arch == Architecture::Llama;
         let embed = self.dense_tensor("token_embd.weight", device)?;
         let lm_head = if cfg.tie_word_embeddings {
             match mode {
-                ComputeMode::F32 => Linear::Dense {
+                ComputeMode::F32 | ComputeMode::Bf16 | ComputeMode::F16 => Linear::Dense {
                     w: embed.clone(),
                     bias: None,
                 },
@@ -163,49 +410,92 @@ impl GgufFile {
                 },
             }
         } else {
-            self.linear(&["output.weight"], None, mode, device, None)?
+            self.linear(&["output.weight"], &[], mode, device, None)?
         };
         let final_norm = self.dense_tensor("output_norm.weight", device)?;
+        let norms = arch.block_norms();
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let b = |n: &str| format!("blk.{i}.{n}");
             let unpermute = match (mode, permuted) {
-                (ComputeMode::F32, true) => Some((cfg.num_heads, cfg.num_kv_heads)),
-                _ => None,
+                (ComputeMode::Quantized, _) | (_, false) => None,
+                (_, true) => Some((cfg.num_heads, cfg.num_kv_heads)),
             };
-            let qkv_bias = if cfg.attention_bias {
-                Some([b("attn_q.bias"), b("attn_k.bias"), b("attn_v.bias")])
+            let qkv = if arch == Architecture::Phi3 {
+                self.linear(&[&b("attn_qkv.weight")], &[], mode, device, None)?
             } else {
-                None
+                let biases = if cfg.attention_bias {
+                    vec![b("attn_q.bias"), b("attn_k.bias"), b("attn_v.bias")]
+                } else {
+                    Vec::new()
+                };
+                let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+                self.linear(
+                    &[
+                        &b("attn_q.weight"),
+                        &b("attn_k.weight"),
+                        &b("attn_v.weight"),
+                    ],
+                    &biases,
+                    mode,
+                    device,
+                    unpermute,
+                )?
             };
-            let qkv = self.linear(
-                &[
-                    &b("attn_q.weight"),
-                    &b("attn_k.weight"),
-                    &b("attn_v.weight"),
-                ],
-                qkv_bias
-                    .as_ref()
-                    .map(|a| [a[0].as_str(), a[1].as_str(), a[2].as_str()]),
-                mode,
-                device,
-                unpermute,
-            )?;
-            blocks.push(Block {
-                attn_norm: self.dense_tensor(&b("attn_norm.weight"), device)?,
-                qkv,
-                o: self.linear(&[&b("attn_output.weight")], None, mode, device, None)?,
-                mlp_norm: self.dense_tensor(&b("ffn_norm.weight"), device)?,
-                gate_up: self.linear(
+            let gate_up = if arch == Architecture::Phi3 {
+                self.linear(&[&b("ffn_up.weight")], &[], mode, device, None)?
+            } else {
+                let biases = if cfg.mlp_bias {
+                    vec![b("ffn_gate.bias"), b("ffn_up.bias")]
+                } else {
+                    Vec::new()
+                };
+                let biases: Vec<&str> = biases.iter().map(String::as_str).collect();
+                self.linear(
                     &[&b("ffn_gate.weight"), &b("ffn_up.weight")],
-                    None,
+                    &biases,
                     mode,
                     device,
                     None,
-                )?,
-                down: self.linear(&[&b("ffn_down.weight")], None, mode, device, None)?,
+                )?
+            };
+            let o_bias = if cfg.attention_out_bias {
+                vec![b("attn_output.bias")]
+            } else {
+                Vec::new()
+            };
+            let o_bias: Vec<&str> = o_bias.iter().map(String::as_str).collect();
+            let down_bias = if cfg.mlp_bias {
+                vec![b("ffn_down.bias")]
+            } else {
+                Vec::new()
+            };
+            let down_bias: Vec<&str> = down_bias.iter().map(String::as_str).collect();
+            let (q_norm, k_norm) = if cfg.qk_norm.is_some() {
+                (
+                    Some(self.norm_vec(&b("attn_q_norm.weight"), device)?),
+                    Some(self.norm_vec(&b("attn_k_norm.weight"), device)?),
+                )
+            } else {
+                (None, None)
+            };
+            let pre = norms != BlockNorms::Post;
+            let post = norms != BlockNorms::Pre;
+            blocks.push(Block {
+                attn_norm: self.opt_dense(pre, &b("attn_norm.weight"), device)?,
+                qkv,
+                q_norm,
+                k_norm,
+                o: self.linear(&[&b("attn_output.weight")], &o_bias, mode, device, None)?,
+                post_attn_norm: self.opt_dense(post, &b("post_attention_norm.weight"), device)?,
+                mlp_norm: self.opt_dense(pre, &b("ffn_norm.weight"), device)?,
+                gate_up,
+                down: self.linear(&[&b("ffn_down.weight")], &down_bias, mode, device, None)?,
+                post_mlp_norm: self.opt_dense(post, &b("post_ffw_norm.weight"), device)?,
             });
         }
+        self.check_all_tensors_known(&cfg)?;
+        super::safetensors::check_shapes(&self.path, &cfg, &embed, &blocks)?;
         let rope_style = if permuted && mode == ComputeMode::Quantized {
             RopeStyle::Interleaved
         } else {
@@ -222,29 +512,68 @@ impl GgufFile {
         ))
     }
 
+    /// Refuses tensors the decoder would not read (a block layout we do not implement).
+    fn check_all_tensors_known(&self, cfg: &TransformerConfig) -> Result<()> {
+        let known = |name: &str| -> bool {
+            if matches!(
+                name,
+                "token_embd.weight" | "output.weight" | "output_norm.weight" | "rope_freqs.weight"
+            ) {
+                return true;
+            }
+            let Some(rest) = name.strip_prefix("blk.") else {
+                return false;
+            };
+            let Some((layer, tensor)) = rest.split_once('.') else {
+                return false;
+            };
+            layer.parse::<usize>().is_ok_and(|l| l < cfg.num_layers)
+                && KNOWN_BLOCK_TENSORS.contains(&tensor)
+        };
+        let mut unknown: Vec<&str> = self
+            .content
+            .tensor_infos
+            .keys()
+            .map(String::as_str)
+            .filter(|n| !known(n))
+            .collect();
+        unknown.sort_unstable();
+        if let Some(first) = unknown.first() {
+            return Err(Error::model(
+                &self.path,
+                format!(
+                    "{} tensor(s) the {} decoder would not use (e.g. '{first}'); refusing \
+                     rather than ignoring weights",
+                    unknown.len(),
+                    cfg.architecture.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds a (possibly fused) linear layer from one or more `[out, in]` weights.
     /// `unpermute = Some((heads, kv_heads))` undoes llama.cpp's q/k row permutation on the
     /// first two parts (q and k) of a fused q/k/v weight.
     fn linear(
         &mut self,
         names: &[&str],
-        biases: Option<[&str; 3]>,
+        biases: &[&str],
         mode: ComputeMode,
         device: &Device,
         unpermute: Option<(usize, usize)>,
     ) -> Result<Linear> {
-        let bias = match biases {
-            Some(bs) => {
-                let parts = bs
-                    .iter()
-                    .map(|n| self.dense_tensor(n, device))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(Tensor::cat(&parts, 0)?)
-            }
-            None => None,
+        let bias = if biases.is_empty() {
+            None
+        } else {
+            let parts = biases
+                .iter()
+                .map(|n| self.dense_tensor(n, device))
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&parts, 0)?)
         };
         match mode {
-            ComputeMode::F32 => {
+            ComputeMode::F32 | ComputeMode::Bf16 | ComputeMode::F16 => {
                 let mut parts = Vec::with_capacity(names.len());
                 for (idx, name) in names.iter().enumerate() {
                     let w = self.dense_tensor(name, device)?;
@@ -271,6 +600,80 @@ impl GgufFile {
             }
         }
     }
+}
+
+/// `{arch}.*` metadata keys that are interpreted by [`GgufFile::config`] or never change the
+/// forward pass; any other key with a non-zero value is refused.
+const KNOWN_ARCH_KEYS: &[&str] = &[
+    "context_length",
+    "embedding_length",
+    "block_count",
+    "feed_forward_length",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "attention.key_length",
+    "attention.value_length",
+    "attention.layer_norm_rms_epsilon",
+    "attention.sliding_window",
+    "attention.sliding_window_pattern",
+    "rope.freq_base",
+    "rope.dimension_count",
+    "rope.scaling.type",
+    "rope.scaling.factor",
+    "rope.scaling.attn_factor",
+    "rope.scaling.original_context_length",
+    "rope.scaling.finetuned",
+    "vocab_size",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+];
+
+/// Per-block tensor names the decoder reads (`blk.N.<name>`).
+const KNOWN_BLOCK_TENSORS: &[&str] = &[
+    "attn_norm.weight",
+    "attn_q.weight",
+    "attn_k.weight",
+    "attn_v.weight",
+    "attn_q.bias",
+    "attn_k.bias",
+    "attn_v.bias",
+    "attn_qkv.weight",
+    "attn_output.weight",
+    "attn_output.bias",
+    "attn_q_norm.weight",
+    "attn_k_norm.weight",
+    "post_attention_norm.weight",
+    "ffn_norm.weight",
+    "ffn_gate.weight",
+    "ffn_up.weight",
+    "ffn_down.weight",
+    "ffn_gate.bias",
+    "ffn_up.bias",
+    "ffn_down.bias",
+    "post_ffw_norm.weight",
+];
+
+/// A metadata value that switches a feature off (0, false, empty): harmless whatever the key.
+fn value_is_off(v: &Value) -> bool {
+    if let Ok(b) = v.to_bool() {
+        return !b;
+    }
+    if let Ok(x) = v.to_u32() {
+        return x == 0;
+    }
+    if let Ok(x) = v.to_u64() {
+        return x == 0;
+    }
+    if let Ok(x) = v.to_i32() {
+        return x == 0;
+    }
+    if let Ok(x) = v.to_f32() {
+        return x == 0.0;
+    }
+    if let Ok(s) = v.to_string() {
+        return s.is_empty();
+    }
+    false
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)`: rows grouped `(head, half, 2)` back to

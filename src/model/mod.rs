@@ -8,11 +8,12 @@
 
 pub mod attention;
 pub mod config;
+pub mod decoder;
 pub mod device;
 pub mod fastmath;
 pub mod generate;
 pub mod gguf;
-pub mod llama;
+pub mod hf_config;
 pub mod safetensors;
 
 use std::io::Read;
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::tokenize::Tokenizer;
 pub use config::{Architecture, TransformerConfig};
-pub use llama::{PackedBatch, Segment, Transformer};
+pub use decoder::{PackedBatch, Segment, Transformer};
 
 /// How weights are held and multiplied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -36,6 +37,11 @@ pub enum ComputeMode {
     F32,
     /// candle's quantized matmul on the GGUF blocks (less memory; approximate: ~0.03 nats).
     Quantized,
+    /// Weights and matmuls in bfloat16 (half the memory; the usual GPU dtype). Norms, RoPE,
+    /// softmax and the log-probs stay in f32. Drift against f32: see docs/MODEL.md.
+    Bf16,
+    /// Weights and matmuls in float16, like `Bf16`.
+    F16,
 }
 
 impl ComputeMode {
@@ -44,6 +50,18 @@ impl ComputeMode {
         match self {
             ComputeMode::F32 => "f32",
             ComputeMode::Quantized => "quantized",
+            ComputeMode::Bf16 => "bf16",
+            ComputeMode::F16 => "f16",
+        }
+    }
+
+    /// The dtype weights are held in for the dense modes (`None` for quantized).
+    pub fn weight_dtype(self) -> Option<candle_core::DType> {
+        match self {
+            ComputeMode::F32 => Some(candle_core::DType::F32),
+            ComputeMode::Bf16 => Some(candle_core::DType::BF16),
+            ComputeMode::F16 => Some(candle_core::DType::F16),
+            ComputeMode::Quantized => None,
         }
     }
 
@@ -52,6 +70,8 @@ impl ComputeMode {
         match s {
             "f32" | "exact" => Some(Self::F32),
             "quantized" | "q" => Some(Self::Quantized),
+            "bf16" | "bfloat16" => Some(Self::Bf16),
+            "f16" | "fp16" | "float16" => Some(Self::F16),
             _ => None,
         }
     }
@@ -113,6 +133,7 @@ pub fn load(path: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedMod
     let mut gguf = gguf::GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let transformer = gguf.load_transformer(mode, device)?;
+    let transformer = transformer.with_compute(mode)?;
     let cfg = &transformer.config;
     let model_id = gguf
         .get_str("general.name")

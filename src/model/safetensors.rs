@@ -5,78 +5,65 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use serde::Deserialize;
-
 use super::config::{Architecture, TransformerConfig};
+use super::decoder::{Block, Linear, RopeStyle, Transformer};
 use super::gguf::{unpermute_rows, GgufFile};
-use super::llama::{Block, Linear, RopeStyle, Transformer};
+use super::hf_config;
 use super::{sha256_file, ComputeMode, LoadedModel, ModelInfo};
 use crate::error::{Error, Result};
 use crate::tokenize::Tokenizer;
+use candle_core::{DType, Device, Tensor};
 
-#[derive(Debug, Deserialize)]
-struct HfConfig {
-    model_type: Option<String>,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    vocab_size: usize,
-    rope_theta: Option<f64>,
-    rms_norm_eps: Option<f64>,
-    max_position_embeddings: Option<usize>,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io {
         action: "reading",
         path: path.to_path_buf(),
         source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::model(path, format!("invalid JSON: {e}")))
+    })
 }
 
 /// Loads a Hugging Face model directory. Quantized mode is not offered for this source.
 pub fn load_dir(dir: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedModel> {
-    if mode != ComputeMode::F32 {
+    if mode == ComputeMode::Quantized {
         return Err(Error::model(
             dir,
-            "quantized compute is only available for GGUF models; use f32",
+            "quantized compute is only available for GGUF models; use f32, bf16 or f16",
         ));
     }
-    let hf: HfConfig = read_json(&dir.join("config.json"))?;
-    let arch_name = hf.model_type.clone().unwrap_or_else(|| "llama".into());
-    let architecture = Architecture::parse(&arch_name).ok_or_else(|| {
-        Error::model(
-            dir,
-            format!("unsupported model_type '{arch_name}' (llama, qwen2)"),
-        )
-    })?;
-    let cfg = TransformerConfig {
-        architecture,
-        hidden_size: hf.hidden_size,
-        intermediate_size: hf.intermediate_size,
-        num_layers: hf.num_hidden_layers,
-        num_heads: hf.num_attention_heads,
-        num_kv_heads: hf.num_key_value_heads.unwrap_or(hf.num_attention_heads),
-        head_dim: hf
-            .head_dim
-            .unwrap_or(hf.hidden_size / hf.num_attention_heads.max(1)),
-        vocab_size: hf.vocab_size,
-        rope_theta: hf.rope_theta.unwrap_or(10_000.0),
-        rms_norm_eps: hf.rms_norm_eps.unwrap_or(1e-6),
-        max_position_embeddings: hf.max_position_embeddings.unwrap_or(4096),
-        attention_bias: hf
-            .attention_bias
-            .unwrap_or(architecture == Architecture::Qwen2),
-        tie_word_embeddings: hf.tie_word_embeddings.unwrap_or(false),
+    let (transformer, weights_sha256) = load_transformer_dir(dir, device)?;
+    let transformer = transformer.with_compute(mode)?;
+    let tokenizer = Tokenizer::from_hf_dir(dir)?;
+    let cfg = &transformer.config;
+    let info = ModelInfo {
+        model_id: dir
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        architecture: cfg.architecture.as_str().to_string(),
+        source: dir.display().to_string(),
+        weights_sha256,
+        tokenizer_sha256: tokenizer.fingerprint().to_string(),
+        chat_template_sha256: tokenizer.chat_template_sha256(),
+        compute_dtype: mode.as_str().to_string(),
+        vocab_size: cfg.vocab_size,
     };
+    Ok(LoadedModel {
+        transformer,
+        tokenizer,
+        info,
+    })
+}
 
+/// Reads `config.json` of a model directory (refusing anything the decoder does not implement).
+pub fn read_config(dir: &Path) -> Result<TransformerConfig> {
+    let path = dir.join("config.json");
+    hf_config::parse(&read_text(&path)?).map_err(|e| Error::model(&path, e.0))
+}
+
+/// Loads the network of a Hugging Face directory (config + safetensors, no tokenizer) and the
+/// sha256 identifying its weights.
+pub fn load_transformer_dir(dir: &Path, device: &Device) -> Result<(Transformer, String)> {
+    let cfg = read_config(dir)?;
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|source| Error::Io {
             action: "listing",
@@ -96,81 +83,261 @@ pub fn load_dir(dir: &Path, mode: ComputeMode, device: &Device) -> Result<Loaded
         tensors.extend(candle_core::safetensors::load(f, device)?);
         hasher_input.push_str(&sha256_file(f)?);
     }
-    let mut take = |name: &str| -> Result<Tensor> {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| Error::model(dir, format!("missing tensor '{name}'")))?;
-        Ok(t.to_dtype(DType::F32)?)
+    let transformer = assemble(dir, cfg, tensors, device)?;
+    let weights_sha256 = if files.len() == 1 {
+        hasher_input
+    } else {
+        crate::util::sha256_hex(hasher_input.as_bytes())
     };
-    let embed = take("model.embed_tokens.weight")?;
+    Ok((transformer, weights_sha256))
+}
+
+/// Takes named tensors out of a checkpoint's map, so that whatever is left at the end can be
+/// reported: a weight the decoder would ignore means the architecture is not what we think.
+struct Weights<'a> {
+    dir: &'a Path,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Weights<'_> {
+    fn take(&mut self, name: &str) -> Result<Tensor> {
+        let t = self
+            .tensors
+            .remove(name)
+            .ok_or_else(|| Error::model(self.dir, format!("missing tensor '{name}'")))?;
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
+    fn take_if(&mut self, present: bool, name: &str) -> Result<Option<Tensor>> {
+        if present {
+            self.take(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A norm weight, with the family's offset (Gemma's `1 + w`) folded in.
+    fn norm(&mut self, name: &str, offset: f32) -> Result<Tensor> {
+        let w = self.take(name)?;
+        Ok(if offset != 0.0 {
+            (w + offset as f64)?
+        } else {
+            w
+        })
+    }
+
+    fn norm_vec(&mut self, name: &str, offset: f32) -> Result<Vec<f32>> {
+        Ok(self.norm(name, offset)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+}
+
+fn cat_bias(parts: Vec<Option<Tensor>>) -> Result<Option<Tensor>> {
+    let parts: Vec<Tensor> = parts.into_iter().flatten().collect();
+    if parts.is_empty() {
+        Ok(None)
+    } else {
+        Ok(Some(Tensor::cat(&parts, 0)?))
+    }
+}
+
+/// Builds the decoder from Hugging Face tensor names (the layout every supported family shares,
+/// with Phi-3's fused projections and the families' extra norms).
+fn assemble(
+    dir: &Path,
+    cfg: TransformerConfig,
+    tensors: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<Transformer> {
+    use super::config::BlockNorms;
+    let mut w = Weights { dir, tensors };
+    let arch = cfg.architecture;
+    let off = cfg.norm_weight_offset;
+    let norms = arch.block_norms();
+    let embed = w.take("model.embed_tokens.weight")?;
     let lm_head_w = if cfg.tie_word_embeddings {
+        // Some tied checkpoints still carry a copy of the head; it must equal the embedding.
+        if let Some(head) = w.tensors.remove("lm_head.weight") {
+            let diff = (head.to_dtype(DType::F32)? - &embed)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            if diff != 0.0 {
+                return Err(Error::model(
+                    dir,
+                    "tie_word_embeddings=true but lm_head.weight differs from the embedding",
+                ));
+            }
+        }
         embed.clone()
     } else {
-        take("lm_head.weight")?
+        w.take("lm_head.weight")?
     };
     let mut blocks = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let p = |n: &str| format!("model.layers.{i}.{n}");
-        let q = take(&p("self_attn.q_proj.weight"))?;
-        let k = take(&p("self_attn.k_proj.weight"))?;
-        let v = take(&p("self_attn.v_proj.weight"))?;
-        let bias = if cfg.attention_bias {
-            Some(Tensor::cat(
-                &[
-                    take(&p("self_attn.q_proj.bias"))?,
-                    take(&p("self_attn.k_proj.bias"))?,
-                    take(&p("self_attn.v_proj.bias"))?,
-                ],
-                0,
-            )?)
+        let (qkv_w, qkv_bias) = if arch == Architecture::Phi3 {
+            (w.take(&p("self_attn.qkv_proj.weight"))?, None)
         } else {
-            None
+            let q = w.take(&p("self_attn.q_proj.weight"))?;
+            let k = w.take(&p("self_attn.k_proj.weight"))?;
+            let v = w.take(&p("self_attn.v_proj.weight"))?;
+            let b = cfg.attention_bias;
+            let bias = cat_bias(vec![
+                w.take_if(b, &p("self_attn.q_proj.bias"))?,
+                w.take_if(b, &p("self_attn.k_proj.bias"))?,
+                w.take_if(b, &p("self_attn.v_proj.bias"))?,
+            ])?;
+            (Tensor::cat(&[q, k, v], 0)?, bias)
         };
-        let gate = take(&p("mlp.gate_proj.weight"))?;
-        let up = take(&p("mlp.up_proj.weight"))?;
+        let (gate_up_w, gate_up_bias) = if arch == Architecture::Phi3 {
+            (w.take(&p("mlp.gate_up_proj.weight"))?, None)
+        } else {
+            let gate = w.take(&p("mlp.gate_proj.weight"))?;
+            let up = w.take(&p("mlp.up_proj.weight"))?;
+            let b = cfg.mlp_bias;
+            let bias = cat_bias(vec![
+                w.take_if(b, &p("mlp.gate_proj.bias"))?,
+                w.take_if(b, &p("mlp.up_proj.bias"))?,
+            ])?;
+            (Tensor::cat(&[gate, up], 0)?, bias)
+        };
+        let o_bias = w.take_if(cfg.attention_out_bias, &p("self_attn.o_proj.bias"))?;
+        let down_bias = w.take_if(cfg.mlp_bias, &p("mlp.down_proj.bias"))?;
+        let (q_norm, k_norm) = if cfg.qk_norm.is_some() {
+            (
+                Some(w.norm_vec(&p("self_attn.q_norm.weight"), off)?),
+                Some(w.norm_vec(&p("self_attn.k_norm.weight"), off)?),
+            )
+        } else {
+            (None, None)
+        };
+        let (attn_norm, post_attn_norm, mlp_norm, post_mlp_norm) = match norms {
+            BlockNorms::Pre => (
+                Some(w.norm(&p("input_layernorm.weight"), off)?),
+                None,
+                Some(w.norm(&p("post_attention_layernorm.weight"), off)?),
+                None,
+            ),
+            BlockNorms::PreAndPost => (
+                Some(w.norm(&p("input_layernorm.weight"), off)?),
+                Some(w.norm(&p("post_attention_layernorm.weight"), off)?),
+                Some(w.norm(&p("pre_feedforward_layernorm.weight"), off)?),
+                Some(w.norm(&p("post_feedforward_layernorm.weight"), off)?),
+            ),
+            BlockNorms::Post => (
+                None,
+                Some(w.norm(&p("post_attention_layernorm.weight"), off)?),
+                None,
+                Some(w.norm(&p("post_feedforward_layernorm.weight"), off)?),
+            ),
+        };
         blocks.push(Block {
-            attn_norm: take(&p("input_layernorm.weight"))?,
-            qkv: dense(Tensor::cat(&[q, k, v], 0)?, bias)?,
-            o: dense(take(&p("self_attn.o_proj.weight"))?, None)?,
-            mlp_norm: take(&p("post_attention_layernorm.weight"))?,
-            gate_up: dense(Tensor::cat(&[gate, up], 0)?, None)?,
-            down: dense(take(&p("mlp.down_proj.weight"))?, None)?,
+            attn_norm,
+            qkv: dense(qkv_w, qkv_bias)?,
+            q_norm,
+            k_norm,
+            o: dense(w.take(&p("self_attn.o_proj.weight"))?, o_bias)?,
+            post_attn_norm,
+            mlp_norm,
+            gate_up: dense(gate_up_w, gate_up_bias)?,
+            down: dense(w.take(&p("mlp.down_proj.weight"))?, down_bias)?,
+            post_mlp_norm,
         });
     }
-    let final_norm = take("model.norm.weight")?;
-    let transformer = Transformer::new(
-        cfg.clone(),
+    let final_norm = w.norm("model.norm.weight", off)?;
+    // Buffers some exporters write; they are recomputed from the config.
+    w.tensors
+        .retain(|name, _| !name.ends_with("rotary_emb.inv_freq"));
+    if !w.tensors.is_empty() {
+        let mut left: Vec<&str> = w.tensors.keys().map(String::as_str).collect();
+        left.sort_unstable();
+        let shown: Vec<&str> = left.iter().take(5).copied().collect();
+        return Err(Error::model(
+            dir,
+            format!(
+                "{} tensor(s) the {} decoder would not use (e.g. {}): the checkpoint does not \
+                 match its config; refusing rather than ignoring weights",
+                left.len(),
+                arch.as_str(),
+                shown.join(", ")
+            ),
+        ));
+    }
+    check_shapes(dir, &cfg, &embed, &blocks)?;
+    Ok(Transformer::new(
+        cfg,
         embed,
         dense(lm_head_w, None)?,
         final_norm,
         blocks,
         RopeStyle::HalfSplit,
         device.clone(),
-    );
-    let tokenizer = Tokenizer::from_hf_dir(dir)?;
-    let weights_sha256 = if files.len() == 1 {
-        hasher_input
-    } else {
-        crate::util::sha256_hex(hasher_input.as_bytes())
+    ))
+}
+
+/// Checks the weights' shapes against the config, so a mismatch is a load error naming the
+/// tensor rather than a shape error (or a wrong reading) deep in the forward pass.
+pub(crate) fn check_shapes(
+    path: &Path,
+    cfg: &TransformerConfig,
+    embed: &Tensor,
+    blocks: &[Block],
+) -> Result<()> {
+    let h = cfg.hidden_size;
+    let qkv_out = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim;
+    let bad = |what: &str, got: Vec<usize>, want: Vec<usize>| {
+        Error::model(
+            path,
+            format!("{what} has shape {got:?}, the config implies {want:?}"),
+        )
     };
-    let info = ModelInfo {
-        model_id: dir
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        architecture: architecture.as_str().to_string(),
-        source: dir.display().to_string(),
-        weights_sha256,
-        tokenizer_sha256: tokenizer.fingerprint().to_string(),
-        chat_template_sha256: tokenizer.chat_template_sha256(),
-        compute_dtype: ComputeMode::F32.as_str().to_string(),
-        vocab_size: cfg.vocab_size,
-    };
-    Ok(LoadedModel {
-        transformer,
-        tokenizer,
-        info,
-    })
+    if embed.dims() != [cfg.vocab_size, h] {
+        return Err(bad(
+            "the embedding",
+            embed.dims().to_vec(),
+            vec![cfg.vocab_size, h],
+        ));
+    }
+    for (i, b) in blocks.iter().enumerate() {
+        let checks: [(&str, &Linear, [usize; 2]); 4] = [
+            ("q/k/v projection", &b.qkv, [qkv_out, h]),
+            ("attention output", &b.o, [h, cfg.num_heads * cfg.head_dim]),
+            (
+                "gate/up projection",
+                &b.gate_up,
+                [2 * cfg.intermediate_size, h],
+            ),
+            ("down projection", &b.down, [h, cfg.intermediate_size]),
+        ];
+        for (what, lin, want) in checks {
+            if let Linear::Dense { w, .. } = lin {
+                if w.dims() != want {
+                    return Err(bad(
+                        &format!("layer {i} {what}"),
+                        w.dims().to_vec(),
+                        want.to_vec(),
+                    ));
+                }
+            }
+        }
+        for (what, n) in [("q_norm", &b.q_norm), ("k_norm", &b.k_norm)] {
+            if let Some(n) = n {
+                let heads = if what == "q_norm" {
+                    cfg.num_heads
+                } else {
+                    cfg.num_kv_heads
+                };
+                if n.len() != cfg.head_dim && n.len() != heads * cfg.head_dim {
+                    return Err(bad(
+                        &format!("layer {i} {what}"),
+                        vec![n.len()],
+                        vec![cfg.head_dim],
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dense(w: Tensor, bias: Option<Tensor>) -> Result<Linear> {
@@ -183,6 +350,19 @@ pub fn export_gguf_as_hf(gguf_path: &Path, out: &Path) -> Result<()> {
     let device = Device::Cpu;
     let mut gguf = GgufFile::open(gguf_path)?;
     let cfg = gguf.config()?;
+    let plain_rope = cfg
+        .ropes
+        .iter()
+        .all(|r| r.scaling == super::config::RopeScaling::None);
+    if !matches!(cfg.architecture, Architecture::Llama | Architecture::Qwen2) || !plain_rope {
+        return Err(Error::model(
+            gguf_path,
+            format!(
+                "export-hf writes llama and qwen2 models without RoPE scaling; this is {}",
+                cfg.architecture.as_str()
+            ),
+        ));
+    }
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let permuted = cfg.architecture == Architecture::Llama;
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
@@ -305,7 +485,7 @@ pub fn export_gguf_as_hf(gguf_path: &Path, out: &Path) -> Result<()> {
         "num_key_value_heads": cfg.num_kv_heads,
         "head_dim": cfg.head_dim,
         "vocab_size": cfg.vocab_size,
-        "rope_theta": cfg.rope_theta,
+        "rope_theta": cfg.ropes.first().map(|r| r.theta).unwrap_or(10_000.0),
         "rms_norm_eps": cfg.rms_norm_eps,
         "max_position_embeddings": cfg.max_position_embeddings,
         "tie_word_embeddings": cfg.tie_word_embeddings,

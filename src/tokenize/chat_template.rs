@@ -119,16 +119,15 @@ impl ChatTemplate {
             })
             .collect();
         let skeleton = self.render_raw(marked, add_generation_prompt)?;
-        let mut pieces = Vec::new();
+        let mut raw_pieces: Vec<Result<String, u32>> = Vec::new();
         let mut text = String::new();
         let mut rest = skeleton.as_str();
         while let Some(c) = rest.chars().next() {
             if let Some((tok, id)) = specials.iter().find(|(s, _)| rest.starts_with(s.as_str())) {
                 if !text.is_empty() {
-                    pieces.push(Piece::Text(substitute(&text, messages)?));
-                    text.clear();
+                    raw_pieces.push(Ok(std::mem::take(&mut text)));
                 }
-                pieces.push(Piece::Special(*id));
+                raw_pieces.push(Err(*id));
                 rest = &rest[tok.len()..];
             } else {
                 text.push(c);
@@ -136,30 +135,40 @@ impl ChatTemplate {
             }
         }
         if !text.is_empty() {
-            pieces.push(Piece::Text(substitute(&text, messages)?));
+            raw_pieces.push(Ok(text));
         }
         // The marker rendering must equal the real rendering; a template that rewrites message
-        // text (strip, slice, ...) would otherwise silently misplace the boundaries.
+        // text would otherwise silently misplace the boundaries. Templates that `trim` message
+        // content (Llama 3's does) are recognised: the trimmed text is substituted instead.
         let rendered = self.render(messages, add_generation_prompt)?;
-        let reassembled: String = pieces
-            .iter()
-            .map(|p| match p {
-                Piece::Text(t) => t.clone(),
-                Piece::Special(id) => specials
-                    .iter()
-                    .find(|(_, i)| i == id)
-                    .map(|(s, _)| s.clone())
-                    .unwrap_or_default(),
-            })
-            .collect();
-        if reassembled != rendered {
-            return Err(Error::ChatTemplate(
-                "the chat template transforms message text (e.g. strips it), so message \
-                 boundaries cannot be located exactly for injection-safe tokenization"
-                    .into(),
-            ));
+        for trim in [false, true] {
+            let pieces = raw_pieces
+                .iter()
+                .map(|p| match p {
+                    Ok(t) => substitute(t, messages, trim).map(Piece::Text),
+                    Err(id) => Ok(Piece::Special(*id)),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let reassembled: String = pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Text(t) => t.clone(),
+                    Piece::Special(id) => specials
+                        .iter()
+                        .find(|(_, i)| i == id)
+                        .map(|(s, _)| s.clone())
+                        .unwrap_or_default(),
+                })
+                .collect();
+            if reassembled == rendered {
+                return Ok((rendered, pieces));
+            }
         }
-        Ok((rendered, pieces))
+        Err(Error::ChatTemplate(
+            "the chat template transforms message text (beyond trimming it), so message \
+             boundaries cannot be located exactly for injection-safe tokenization"
+                .into(),
+        ))
     }
 }
 
@@ -170,8 +179,9 @@ fn is_plain_role(role: &str) -> bool {
         && role.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
-/// Replaces content markers in template text with the messages' real text.
-fn substitute(text: &str, messages: &[Message]) -> Result<String> {
+/// Replaces content markers in template text with the messages' real text (trimmed of
+/// surrounding whitespace when `trim`).
+fn substitute(text: &str, messages: &[Message], trim: bool) -> Result<String> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(open) = rest.find(MARK_OPEN) {
@@ -187,7 +197,11 @@ fn substitute(text: &str, messages: &[Message]) -> Result<String> {
         let msg = messages
             .get(idx)
             .ok_or_else(|| Error::ChatTemplate(format!("marker for missing message {idx}")))?;
-        out.push_str(&msg.content);
+        out.push_str(if trim {
+            msg.content.trim()
+        } else {
+            &msg.content
+        });
         rest = &after[close + MARK_CLOSE.len_utf8()..];
     }
     out.push_str(rest);

@@ -55,6 +55,9 @@ pub struct Tokenizer {
     /// student and teacher contexts and by every later turn, is encoded once instead of once per
     /// context per turn. Encoding is a pure function, so the memo never changes results.
     stretch_cache: std::sync::Mutex<std::collections::HashMap<String, Vec<u32>>>,
+    /// Added tokens that absorb the whitespace to their left / right (`lstrip` / `rstrip` in
+    /// `tokenizer.json`), as the Hugging Face tokenizer does when it splits on them.
+    strip: std::collections::HashMap<u32, (bool, bool)>,
 }
 
 /// Entries kept in the stretch memo before it is cleared (bounds memory on endless streams).
@@ -94,14 +97,23 @@ impl Tokenizer {
         })?;
         let mut json: serde_json::Value = serde_json::from_slice(&raw)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        // Every added token, special or not (`<think>`, `<tool_call>`), maps to its single id
+        // where the template emits it; none is ever parsed out of message text.
         let mut specials = Vec::new();
+        let mut strip = std::collections::HashMap::new();
         if let Some(added) = json.get("added_tokens").and_then(|v| v.as_array()) {
             for t in added {
                 let content = t.get("content").and_then(|v| v.as_str());
                 let id = t.get("id").and_then(|v| v.as_u64());
-                let special = t.get("special").and_then(|v| v.as_bool()).unwrap_or(false);
-                if let (Some(c), Some(id), true) = (content, id, special) {
+                let flag = |k: &str| t.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+                if let (Some(c), Some(id)) = (content, id) {
+                    if c.is_empty() {
+                        continue;
+                    }
                     specials.push((c.to_string(), id as u32));
+                    if flag("lstrip") || flag("rstrip") {
+                        strip.insert(id as u32, (flag("lstrip"), flag("rstrip")));
+                    }
                 }
             }
         }
@@ -127,29 +139,41 @@ impl Tokenizer {
                 None => String::new(),
             }
         };
-        let template_src = cfg
-            .get("chat_template")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| {
-                Error::Tokenizer(format!("{} has no chat_template", cfg_path.display()))
-            })?;
+        // transformers 5 saves the template beside the config as `chat_template.jinja`.
+        let jinja_path = dir.join("chat_template.jinja");
+        let jinja = std::fs::read_to_string(&jinja_path).ok();
+        let template_src = match cfg.get("chat_template").and_then(|v| v.as_str()) {
+            Some(t) => t,
+            None => jinja.as_deref().ok_or_else(|| {
+                Error::Tokenizer(format!(
+                    "no chat template: neither {} has a chat_template nor {} exists",
+                    cfg_path.display(),
+                    jinja_path.display()
+                ))
+            })?,
+        };
         let eos = token_str("eos_token");
         let template = ChatTemplate::new(template_src, &token_str("bos_token"), &eos)?;
-        let eos_id = text.token_to_id(&eos);
+        let eos_id = specials
+            .iter()
+            .find(|(s, _)| *s == eos)
+            .map(|(_, id)| *id)
+            .or_else(|| text.token_to_id(&eos));
         specials.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
         let eot_id = end_of_turn_id(&specials, eos_id).ok_or_else(|| {
             Error::Tokenizer("no end-of-turn token (eos_token) configured".into())
         })?;
-        let vocab_size = text.get_vocab_size(true);
+        let vocab_size = text.get_vocab_size(true).max(
+            specials
+                .iter()
+                .map(|(_, id)| *id as usize + 1)
+                .max()
+                .unwrap_or(0),
+        );
         let fingerprint = hex::encode(Sha256::digest(&raw));
-        Ok(Self::assemble(
-            text,
-            specials,
-            template,
-            eot_id,
-            vocab_size,
-            fingerprint,
-        ))
+        let mut tok = Self::assemble(text, specials, template, eot_id, vocab_size, fingerprint);
+        tok.strip = strip;
+        Ok(tok)
     }
 
     fn assemble(
@@ -168,6 +192,7 @@ impl Tokenizer {
             vocab_size,
             fingerprint,
             stretch_cache: Default::default(),
+            strip: Default::default(),
         }
     }
 
@@ -197,14 +222,43 @@ impl Tokenizer {
         let (rendered, pieces) =
             self.template
                 .render_pieces(messages, add_generation_prompt, &self.specials)?;
+        let pieces = self.absorb_whitespace(pieces);
         let mut ids = Vec::new();
         for p in pieces {
             match p {
                 Piece::Special(id) => ids.push(id),
+                Piece::Text(t) if t.is_empty() => {}
                 Piece::Text(t) => ids.extend(self.encode_stretch(t)?),
             }
         }
         Ok(EncodedChat { rendered, ids })
+    }
+
+    /// Removes the whitespace that `lstrip` / `rstrip` added tokens absorb from the text beside
+    /// them.
+    fn absorb_whitespace(&self, mut pieces: Vec<Piece>) -> Vec<Piece> {
+        if self.strip.is_empty() {
+            return pieces;
+        }
+        for i in 0..pieces.len() {
+            let Piece::Special(id) = pieces[i] else {
+                continue;
+            };
+            let Some(&(lstrip, rstrip)) = self.strip.get(&id) else {
+                continue;
+            };
+            if lstrip && i > 0 {
+                if let Piece::Text(t) = &mut pieces[i - 1] {
+                    t.truncate(t.trim_end().len());
+                }
+            }
+            if rstrip {
+                if let Some(Piece::Text(t)) = pieces.get_mut(i + 1) {
+                    *t = t.trim_start().to_string();
+                }
+            }
+        }
+        pieces
     }
 
     fn encode_stretch(&self, text: String) -> Result<Vec<u32>> {
@@ -340,7 +394,12 @@ impl Tokenizer {
 fn end_of_turn_id(specials: &[(String, u32)], eos: Option<u32>) -> Option<u32> {
     specials
         .iter()
-        .find(|(s, _)| s == "<|im_end|>" || s == "<|eot_id|>" || s == "<end_of_turn>")
+        .find(|(s, _)| {
+            matches!(
+                s.as_str(),
+                "<|im_end|>" | "<|eot_id|>" | "<end_of_turn>" | "<|end|>"
+            )
+        })
         .map(|(_, id)| *id)
         .or(eos)
 }

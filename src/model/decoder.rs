@@ -1,4 +1,5 @@
-//! The decoder forward pass for llama-family models (and qwen2, which only adds q/k/v biases).
+//! The decoder forward pass shared by every family: the variations (norm placement, q/k norms,
+//! activation, soft-capping, sliding windows, RoPE variants) are fields of [`TransformerConfig`].
 //!
 //! Unlike candle-transformers' models, which return logits for the last position only, this
 //! forward runs over a *packed* batch of segments and returns the final hidden state of every
@@ -11,7 +12,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use rayon::prelude::*;
 
 use super::attention::{packed_causal_attention_with_prefix, AttentionShape, ExternalPrefix};
-use super::config::TransformerConfig;
+use super::config::{Activation, TransformerConfig};
 use crate::error::Result;
 
 /// One contiguous run of tokens in a packed batch.
@@ -83,7 +84,13 @@ impl Linear {
     /// Applies the layer to `x: [N, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match self {
-            Linear::Dense { w, .. } => x.matmul(&w.t()?)?,
+            Linear::Dense { w, .. } if w.dtype() == DType::F32 => x.matmul(&w.t()?)?,
+            // Reduced-precision weights: the input is rounded to their dtype, the product comes
+            // back as f32 for the host-side kernels.
+            Linear::Dense { w, .. } => x
+                .to_dtype(w.dtype())?
+                .matmul(&w.t()?)?
+                .to_dtype(DType::F32)?,
             Linear::Quantized { parts, .. } => {
                 let outs = parts
                     .iter()
@@ -108,16 +115,26 @@ impl Linear {
     }
 }
 
-/// Weights of one decoder block.
+/// Weights of one decoder block. Which norms are present follows the family's
+/// [`BlockNorms`]; the loaders check that, so the forward never guesses.
 pub struct Block {
-    pub attn_norm: Tensor,
+    /// Norm before attention (absent in post-norm blocks).
+    pub attn_norm: Option<Tensor>,
     /// Fused q, k, v projection: output columns are `[q | k | v]`.
     pub qkv: Linear,
+    /// Norms on q and k before RoPE (`[head_dim]` per head, or the whole q / k width).
+    pub q_norm: Option<Vec<f32>>,
+    pub k_norm: Option<Vec<f32>>,
     pub o: Linear,
-    pub mlp_norm: Tensor,
+    /// Norm on the attention output before the residual add (Gemma, OLMo 2).
+    pub post_attn_norm: Option<Tensor>,
+    /// Norm before the MLP (absent in post-norm blocks).
+    pub mlp_norm: Option<Tensor>,
     /// Fused gate and up projections: output columns are `[gate | up]`.
     pub gate_up: Linear,
     pub down: Linear,
+    /// Norm on the MLP output before the residual add (Gemma, OLMo 2).
+    pub post_mlp_norm: Option<Tensor>,
 }
 
 /// A loaded decoder ready to run.
@@ -125,12 +142,12 @@ pub struct Transformer {
     pub config: TransformerConfig,
     /// `[vocab, hidden]` f32, used for the embedding lookup.
     pub embed: Tensor,
-    /// LM head (tied to `embed` for SmolLM2).
+    /// LM head (tied to `embed` when the checkpoint says so).
     pub lm_head: Linear,
     pub final_norm: Tensor,
     pub blocks: Vec<Block>,
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
+    /// Per rotary embedding: inverse frequencies and the cos/sin multiplier.
+    rope_freqs: Vec<(Vec<f32>, f32)>,
     rope_max: usize,
     rope_style: RopeStyle,
     device: Device,
@@ -145,8 +162,19 @@ pub enum RopeStyle {
     Interleaved,
 }
 
+/// Longest sequence a model is run on, whatever its config claims (positions are u32 and the
+/// per-batch cos/sin tables are built from them).
+const MAX_POSITIONS: usize = 1 << 20;
+
+/// cos and sin of every rotated pair at every row of a batch, for one rotary embedding.
+struct RopeRows {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
 impl Transformer {
-    /// Assembles a transformer and precomputes its RoPE tables.
+    /// Assembles a transformer from its config and weights.
     pub fn new(
         config: TransformerConfig,
         embed: Tensor,
@@ -156,20 +184,50 @@ impl Transformer {
         rope_style: RopeStyle,
         device: Device,
     ) -> Self {
-        let rope_max = config.max_position_embeddings.clamp(1, 1 << 17);
-        let (rope_cos, rope_sin) = rope_tables(config.head_dim, config.rope_theta, rope_max);
+        let rope_max = config.max_position_embeddings.clamp(1, MAX_POSITIONS);
+        let rope_freqs = config
+            .ropes
+            .iter()
+            .map(|r| (r.inv_freq(), r.attention_factor()))
+            .collect();
         Self {
             config,
             embed,
             lm_head,
             final_norm,
             blocks,
-            rope_cos,
-            rope_sin,
+            rope_freqs,
             rope_max,
             rope_style,
             device,
         }
+    }
+
+    /// Casts the dense weights (projections, LM head, embedding table) to the mode's dtype.
+    /// Norms and biases stay f32. A no-op for f32 and quantized modes.
+    pub fn with_compute(mut self, mode: super::ComputeMode) -> Result<Self> {
+        let Some(dtype) = mode.weight_dtype().filter(|d| *d != DType::F32) else {
+            return Ok(self);
+        };
+        let cast = |l: &mut Linear| -> Result<()> {
+            if let Linear::Dense { w, .. } = l {
+                *w = w.to_dtype(dtype)?;
+            }
+            Ok(())
+        };
+        for b in &mut self.blocks {
+            cast(&mut b.qkv)?;
+            cast(&mut b.o)?;
+            cast(&mut b.gate_up)?;
+            cast(&mut b.down)?;
+        }
+        self.embed = self.embed.to_dtype(dtype)?;
+        match (&mut self.lm_head, self.config.tie_word_embeddings) {
+            // The tied head shares the cast table instead of holding a second copy.
+            (Linear::Dense { w, .. }, true) => *w = self.embed.clone(),
+            (head, _) => cast(head)?,
+        }
+        Ok(self)
     }
 
     /// The device the weights live on.
@@ -177,7 +235,7 @@ impl Transformer {
         &self.device
     }
 
-    /// Longest sequence the RoPE tables cover.
+    /// Longest sequence the model accepts (its `max_position_embeddings`).
     pub fn max_positions(&self) -> usize {
         self.rope_max
     }
@@ -202,6 +260,14 @@ impl Transformer {
         self.forward_inner(batch, caches)
     }
 
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            x,
+            w,
+            self.config.rms_norm_eps as f32,
+        )?)
+    }
+
     fn forward_inner(&self, batch: &PackedBatch, caches: &mut [KvCache]) -> Result<Tensor> {
         let cfg = &self.config;
         let n = batch.len();
@@ -224,18 +290,36 @@ impl Transformer {
             }
         }
         let ids = Tensor::from_slice(&batch.tokens, n, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?;
-        let shape = AttentionShape {
-            num_heads: cfg.num_heads,
-            num_kv_heads: cfg.num_kv_heads,
-            head_dim: cfg.head_dim,
-        };
+        let mut x = self.embed.index_select(&ids, 0)?.to_dtype(DType::F32)?;
+        if let Some(scale) = cfg.embed_scale {
+            x = (x * scale as f64)?;
+        }
+        let rope_rows: Vec<RopeRows> = self
+            .rope_freqs
+            .iter()
+            .map(|(inv_freq, factor)| rope_rows(inv_freq, *factor, &batch.positions))
+            .collect();
         let eps = cfg.rms_norm_eps as f32;
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, eps)?;
+            let spec = &cfg.layers[layer];
+            let shape = AttentionShape {
+                num_heads: cfg.num_heads,
+                num_kv_heads: cfg.num_kv_heads,
+                head_dim: cfg.head_dim,
+                scale: cfg.attn_scale as f32,
+                sliding_window: spec.sliding_window,
+                softcap: cfg.attn_softcap.map(|c| c as f32),
+            };
+            let h = match &block.attn_norm {
+                Some(w) => self.norm(&x, w)?,
+                None => x.clone(),
+            };
             let qkv = block.qkv.forward(&h)?;
             let mut qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
-            self.apply_rope(&mut qkv, &batch.positions, &shape);
+            if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
+                qk_norm(&mut qkv, qn, kn, &shape, eps);
+            }
+            self.apply_rope(&mut qkv, &rope_rows[spec.rope], &shape);
             let prefixes: Vec<Option<ExternalPrefix<'_>>> =
                 caches.iter().map(|c| c.prefix(layer)).collect();
             let attn = packed_causal_attention_with_prefix(
@@ -250,59 +334,118 @@ impl Transformer {
                 cache.append(layer, &qkv, seg, &shape);
             }
             let attn = Tensor::from_vec(attn, (n, cfg.num_heads * cfg.head_dim), &self.device)?;
-            x = (x + block.o.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.mlp_norm, eps)?;
+            let mut a = block.o.forward(&attn)?;
+            if let Some(w) = &block.post_attn_norm {
+                a = self.norm(&a, w)?;
+            }
+            x = (x + a)?;
+            let h = match &block.mlp_norm {
+                Some(w) => self.norm(&x, w)?,
+                None => x.clone(),
+            };
             let gu = block.gate_up.forward(&h)?;
-            let act = swiglu(&gu, cfg.intermediate_size)?;
-            x = (x + block.down.forward(&act)?)?;
+            let act = gated_activation(&gu, cfg.intermediate_size, cfg.activation)?;
+            let mut m = block.down.forward(&act)?;
+            if let Some(w) = &block.post_mlp_norm {
+                m = self.norm(&m, w)?;
+            }
+            x = (x + m)?;
         }
         for (cache, seg) in caches.iter_mut().zip(&batch.segments) {
             cache.len += seg.len;
         }
-        Ok(candle_nn::ops::rms_norm(&x, &self.final_norm, eps)?)
+        self.norm(&x, &self.final_norm)
     }
 
-    /// Applies the LM head to selected hidden rows: `[R, hidden] -> [R, vocab]` logits.
+    /// Applies the LM head (and the final soft-cap, if any) to selected hidden rows:
+    /// `[R, hidden] -> [R, vocab]` logits.
     pub fn logits(&self, hidden_rows: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(hidden_rows)
+        let logits = self.lm_head.forward(hidden_rows)?;
+        Ok(match self.config.final_softcap {
+            Some(cap) => ((logits / cap)?.tanh()? * cap)?,
+            None => logits,
+        })
     }
 
-    /// Rotates the q and k parts of a fused `[N, (H + 2 KV) * D]` buffer in place.
-    fn apply_rope(&self, qkv: &mut [f32], positions: &[u32], shape: &AttentionShape) {
+    /// Rotates the q and k parts of a fused `[N, (H + 2 KV) * D]` buffer in place (the first
+    /// `rotary_dim` dimensions of each head; the rest pass through).
+    fn apply_rope(&self, qkv: &mut [f32], rows: &RopeRows, shape: &AttentionShape) {
         let d = shape.head_dim;
-        let half = d / 2;
+        let half = rows.half;
         let row = shape.row_width();
         let rotated_heads = shape.num_heads + shape.num_kv_heads;
-        let cos = &self.rope_cos;
-        let sin = &self.rope_sin;
         let style = self.rope_style;
-        qkv.par_chunks_mut(row)
-            .zip(positions.par_iter())
-            .for_each(|(r, &pos)| {
-                let base = pos as usize * half;
-                let c = &cos[base..base + half];
-                let s = &sin[base..base + half];
-                for head in r[..rotated_heads * d].chunks_exact_mut(d) {
-                    match style {
-                        RopeStyle::HalfSplit => {
-                            let (a, b) = head.split_at_mut(half);
-                            for i in 0..half {
-                                let (x1, x2) = (a[i], b[i]);
-                                a[i] = x1 * c[i] - x2 * s[i];
-                                b[i] = x2 * c[i] + x1 * s[i];
-                            }
+        qkv.par_chunks_mut(row).enumerate().for_each(|(ri, r)| {
+            let c = &rows.cos[ri * half..(ri + 1) * half];
+            let s = &rows.sin[ri * half..(ri + 1) * half];
+            for head in r[..rotated_heads * d].chunks_exact_mut(d) {
+                let head = &mut head[..2 * half];
+                match style {
+                    RopeStyle::HalfSplit => {
+                        let (a, b) = head.split_at_mut(half);
+                        for i in 0..half {
+                            let (x1, x2) = (a[i], b[i]);
+                            a[i] = x1 * c[i] - x2 * s[i];
+                            b[i] = x2 * c[i] + x1 * s[i];
                         }
-                        RopeStyle::Interleaved => {
-                            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                                let (x1, x2) = (pair[0], pair[1]);
-                                pair[0] = x1 * c[i] - x2 * s[i];
-                                pair[1] = x2 * c[i] + x1 * s[i];
-                            }
+                    }
+                    RopeStyle::Interleaved => {
+                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                            let (x1, x2) = (pair[0], pair[1]);
+                            pair[0] = x1 * c[i] - x2 * s[i];
+                            pair[1] = x2 * c[i] + x1 * s[i];
                         }
                     }
                 }
-            });
+            }
+        });
     }
+}
+
+/// cos/sin for every row's position, computed the way the Hugging Face reference does (f32
+/// inverse frequencies times f32 positions, then the attention factor on cos and sin).
+fn rope_rows(inv_freq: &[f32], factor: f32, positions: &[u32]) -> RopeRows {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in inv_freq {
+            let angle = (p as f32 * f) as f64;
+            cos.push(angle.cos() as f32 * factor);
+            sin.push(angle.sin() as f32 * factor);
+        }
+    }
+    RopeRows { half, cos, sin }
+}
+
+/// RMSNorm of `x` in place with weight `w` (statistics in f64).
+fn rms_norm_slice(x: &mut [f32], w: &[f32], eps: f32) {
+    let ms = x.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / x.len().max(1) as f64;
+    let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+    for (v, &g) in x.iter_mut().zip(w) {
+        *v = *v * inv * g;
+    }
+}
+
+/// Normalises the q and k parts of every fused q/k/v row: per head when the weights are
+/// `[head_dim]`, over the whole q (k) width when they are `[heads * head_dim]`.
+fn qk_norm(qkv: &mut [f32], qn: &[f32], kn: &[f32], shape: &AttentionShape, eps: f32) {
+    let d = shape.head_dim;
+    let q_width = shape.num_heads * d;
+    let k_width = shape.num_kv_heads * d;
+    qkv.par_chunks_mut(shape.row_width()).for_each(|r| {
+        let (q, rest) = r.split_at_mut(q_width);
+        let k = &mut rest[..k_width];
+        for (part, w) in [(q, qn), (k, kn)] {
+            if w.len() == part.len() {
+                rms_norm_slice(part, w, eps);
+            } else {
+                for head in part.chunks_exact_mut(d) {
+                    rms_norm_slice(head, w, eps);
+                }
+            }
+        }
+    });
 }
 
 /// Keys and values (after RoPE) of one sequence for every layer: generation feeds only the new
@@ -350,8 +493,8 @@ impl KvCache {
     }
 }
 
-/// `silu(gate) * up` for a fused `[N, 2I]` tensor, returned as `[N, I]`.
-fn swiglu(gate_up: &Tensor, inter: usize) -> Result<Tensor> {
+/// `act(gate) * up` for a fused `[N, 2I]` tensor, returned as `[N, I]`.
+fn gated_activation(gate_up: &Tensor, inter: usize, activation: Activation) -> Result<Tensor> {
     let (n, _) = gate_up.dims2()?;
     let gu = gate_up.flatten_all()?.to_vec1::<f32>()?;
     let mut out = vec![0f32; n * inter];
@@ -359,29 +502,23 @@ fn swiglu(gate_up: &Tensor, inter: usize) -> Result<Tensor> {
         .zip(gu.par_chunks(2 * inter))
         .for_each(|(o, row)| {
             let (g, u) = row.split_at(inter);
-            for i in 0..inter {
-                let x = g[i];
-                o[i] = x / (1.0 + super::fastmath::exp(-x)) * u[i];
+            match activation {
+                Activation::Silu => {
+                    for i in 0..inter {
+                        let x = g[i];
+                        o[i] = x / (1.0 + super::fastmath::exp(-x)) * u[i];
+                    }
+                }
+                Activation::GeluTanh => {
+                    // gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+                    const C: f32 = 0.797_884_6;
+                    for i in 0..inter {
+                        let x = g[i];
+                        let t = (C * (x + 0.044_715 * x * x * x)).tanh();
+                        o[i] = 0.5 * x * (1.0 + t) * u[i];
+                    }
+                }
             }
         });
     Ok(Tensor::from_vec(out, (n, inter), gate_up.device())?)
-}
-
-/// cos/sin tables `[max_pos][head_dim/2]`, computed the way the Hugging Face reference does
-/// (f32 inverse frequencies and f32 angles) so that positions far into a sequence agree.
-fn rope_tables(head_dim: usize, theta: f64, max_pos: usize) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-        .collect();
-    let mut cos = Vec::with_capacity(max_pos * half);
-    let mut sin = Vec::with_capacity(max_pos * half);
-    for p in 0..max_pos {
-        for &f in &inv_freq {
-            let angle = (p as f32 * f) as f64;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
 }
