@@ -17,6 +17,15 @@ use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-3;
 
+/// The device the tests run on: `$HINDSIGHT_DEVICE` (scripts/gpu-check.sh sets `cuda`), else
+/// the CPU.
+fn device() -> Device {
+    hindsight::model::device::DeviceSpec::from_env()
+        .expect("HINDSIGHT_DEVICE")
+        .open()
+        .expect("device")
+}
+
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
 }
@@ -151,14 +160,14 @@ fn packed_compare(model: &Transformer, seqs: &[Sequence]) -> (f64, usize) {
 }
 
 fn load_hf(name: &str) -> Transformer {
-    load_transformer_dir(&models_dir().join(name), &Device::Cpu)
+    load_transformer_dir(&models_dir().join(name), &device())
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .0
 }
 
 fn load_gguf(path: &Path) -> Transformer {
     GgufFile::open(path)
-        .and_then(|mut g| g.load_transformer(ComputeMode::F32, &Device::Cpu))
+        .and_then(|mut g| g.load_transformer(ComputeMode::F32, &device()))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -266,7 +275,7 @@ fn transformers4_and_transformers5_configs_agree() {
     .expect("copy");
     let v4 = std::fs::read_to_string(dir.path().join("config.json")).expect("read");
     assert!(v4.contains("\"rope_scaling\"") && !v4.contains("rope_parameters"));
-    let model = load_transformer_dir(dir.path(), &Device::Cpu)
+    let model = load_transformer_dir(dir.path(), &device())
         .expect("v4 config")
         .0;
     let worst = packed_worst(&model, &reference("llama3_scaled"));
@@ -277,7 +286,8 @@ fn transformers4_and_transformers5_configs_agree() {
 /// beyond the tolerance (so a loader that ignored it could not pass).
 #[test]
 fn the_fixtures_detect_an_ignored_feature() {
-    let cases: [(&str, fn(&mut Value)); 5] = [
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit); 5] = [
         (
             "llama3_scaled",
             |c| {
@@ -300,7 +310,7 @@ fn the_fixtures_detect_an_ignored_feature() {
     ];
     for (name, edit) in cases {
         let dir = edited(name, edit);
-        let model = load_transformer_dir(dir.path(), &Device::Cpu)
+        let model = load_transformer_dir(dir.path(), &device())
             .expect("edited config loads")
             .0;
         let worst = packed_worst_unchecked(&model, &reference(name));

@@ -124,7 +124,10 @@ fn batching_does_not_change_results() {
             .iter()
             .zip(&together[i].teacher_logprobs)
         {
-            assert!((u - v).abs() <= 1e-5);
+            // f32 matmuls block differently for different row counts, so a batch and a lone
+            // request round differently (seen: 1.9e-5 on a 2-core AVX-512 machine); 1e-4 is the
+            // tolerance prefix sharing is held to as well.
+            assert!((u - v).abs() <= 1e-4, "request {i}: {u} vs {v}");
         }
     }
 }

@@ -55,7 +55,8 @@ pub struct ModelArgs {
     /// GGUF file or Hugging Face directory (default: the embedded SmolLM2 in models/, or $HINDSIGHT_MODEL).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// f32 (exact, default) or quantized (GGUF blocks; approximate).
+    /// f32 (exact, default), bf16 or f16 (half-precision weights and matmuls), or quantized
+    /// (GGUF blocks; approximate).
     #[arg(long, default_value = "f32", value_parser = parse_compute)]
     pub compute: ComputeMode,
     /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.

@@ -1,6 +1,6 @@
 //! Which device the model runs on: `cpu` (always available) or `cuda[:N]` (only in builds with
 //! the `cuda` cargo feature). The forward pass is device-generic: the few host-side kernels
-//! (RoPE, causal softmax in attention, SiLU; see `llama.rs` and `attention.rs`) copy their input
+//! (RoPE, causal softmax in attention, SiLU; see `decoder.rs` and `attention.rs`) copy their input
 //! to host memory and the result back, so on a GPU they are correct, only not GPU-fast.
 
 use std::fmt;

@@ -299,7 +299,7 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
                     A::Gemma2 => i % 2 == 0,
                     A::Gemma3 => {
                         let pattern = k.map.get("sliding_window_pattern").and_then(Value::as_u64);
-                        (i as u64 + 1) % pattern.unwrap_or(6) != 0
+                        !(i as u64 + 1).is_multiple_of(pattern.filter(|p| *p > 0).unwrap_or(6))
                     }
                     A::Qwen2 | A::Qwen3 => window.is_some() && i >= max_window_layers,
                     A::Mistral | A::Phi3 => window.is_some(),
