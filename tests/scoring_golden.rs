@@ -3,6 +3,9 @@
 //! tail mass and relevance_kl within 1e-3.
 
 mod common;
+// Every supported model family against transformers (tests/families/mod.rs). It lives in this
+// binary rather than its own: each test binary links the whole crate, and CI time is mostly that.
+mod families;
 
 use hindsight::episode::Message;
 use hindsight::score::{ScoreRequest, Scorer, ScorerConfig};

@@ -218,9 +218,11 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
     });
 
     // Activation: `hidden_act` (most) or `hidden_activation` (Gemma).
-    let act_name = match k.str("hidden_activation")? {
-        Some(a) => Some(a),
-        None => k.str("hidden_act")?,
+    // Gemma's modeling code reads `hidden_activation`; its configs often carry `hidden_act` too.
+    let act_name = match (k.str("hidden_activation")?, k.str("hidden_act")?) {
+        (Some(a), _) if gemma => Some(a),
+        (_, Some(a)) => Some(a),
+        (a, None) => a,
     };
     let activation = match act_name {
         None if gemma => Activation::GeluTanh,
@@ -262,6 +264,14 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
 
     // Sliding windows and layer types.
     let sliding_window = k.usize("sliding_window")?;
+    // Some Gemma 2 configs repeat the window under an older name that transformers ignores.
+    if let Some(size) = k.usize("sliding_window_size")? {
+        if Some(size) != sliding_window {
+            return Err(err(format!(
+                "sliding_window_size={size} differs from sliding_window={sliding_window:?}"
+            )));
+        }
+    }
     let use_sliding = match arch {
         A::Qwen2 | A::Qwen3 => k.bool("use_sliding_window")?.unwrap_or(false),
         _ => true,
@@ -674,5 +684,36 @@ mod tests {
                 .unwrap();
         assert!(q.attention_bias && !q.attention_out_bias);
         assert!(q.layers.iter().all(|l| l.sliding_window.is_none()));
+    }
+
+    /// Configs as the Hub serves them (transformers 4 layout, every key kept) load.
+    #[test]
+    fn hub_style_configs_load() {
+        let llama31 = r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false,
+            "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+            "hidden_act": "silu", "hidden_size": 64, "initializer_range": 0.02,
+            "intermediate_size": 128, "max_position_embeddings": 131072, "mlp_bias": false,
+            "model_type": "llama", "num_attention_heads": 4, "num_hidden_layers": 2,
+            "num_key_value_heads": 2, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+            "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+            "rope_theta": 500000.0, "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+            "transformers_version": "4.43.0.dev0", "use_cache": true, "vocab_size": 100}"#;
+        let c = parse(llama31).unwrap();
+        assert_eq!(c.ropes[0].theta, 500000.0);
+        let gemma2 = r#"{"architectures": ["Gemma2ForCausalLM"], "attention_bias": false,
+            "attention_dropout": 0.0, "attn_logit_softcapping": 50.0, "bos_token_id": 2,
+            "cache_implementation": "hybrid", "eos_token_id": 1, "final_logit_softcapping": 30.0,
+            "head_dim": 16, "hidden_act": "gelu_pytorch_tanh",
+            "hidden_activation": "gelu_pytorch_tanh", "hidden_size": 64, "initializer_range": 0.02,
+            "intermediate_size": 128, "max_position_embeddings": 8192, "model_type": "gemma2",
+            "num_attention_heads": 4, "num_hidden_layers": 2, "num_key_value_heads": 2,
+            "pad_token_id": 0, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06,
+            "rope_theta": 10000.0, "sliding_window": 4096, "sliding_window_size": 4096,
+            "torch_dtype": "float32", "transformers_version": "4.42.0.dev0", "use_cache": true,
+            "vocab_size": 100}"#;
+        let g = parse(gemma2).unwrap();
+        assert_eq!(g.activation, Activation::GeluTanh);
+        assert!((g.attn_scale - 1.0 / 16.0).abs() < 1e-12);
     }
 }

@@ -134,30 +134,53 @@ pub fn load(path: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedMod
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let transformer = gguf.load_transformer(mode, device)?;
     let transformer = transformer.with_compute(mode)?;
-    let cfg = &transformer.config;
     let model_id = gguf
         .get_str("general.name")
         .map(str::to_string)
         .or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let info = ModelInfo {
-        model_id,
-        architecture: cfg.architecture.as_str().to_string(),
-        source: path
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        weights_sha256: sha256_file(path)?,
-        tokenizer_sha256: tokenizer.fingerprint().to_string(),
-        chat_template_sha256: tokenizer.chat_template_sha256(),
-        compute_dtype: mode.as_str().to_string(),
-        vocab_size: cfg.vocab_size,
-    };
-    Ok(LoadedModel {
+    let source = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let weights_sha256 = sha256_file(path)?;
+    Ok(LoadedModel::new(
         transformer,
         tokenizer,
-        info,
-    })
+        model_id,
+        source,
+        weights_sha256,
+        mode,
+    ))
+}
+
+impl LoadedModel {
+    /// Bundles a network and its tokenizer with the identity recorded in datasets.
+    pub fn new(
+        transformer: Transformer,
+        tokenizer: Tokenizer,
+        model_id: String,
+        source: String,
+        weights_sha256: String,
+        mode: ComputeMode,
+    ) -> Self {
+        let cfg = &transformer.config;
+        let info = ModelInfo {
+            model_id,
+            architecture: cfg.architecture.as_str().to_string(),
+            source,
+            weights_sha256,
+            tokenizer_sha256: tokenizer.fingerprint().to_string(),
+            chat_template_sha256: tokenizer.chat_template_sha256(),
+            compute_dtype: mode.as_str().to_string(),
+            vocab_size: cfg.vocab_size,
+        };
+        LoadedModel {
+            transformer,
+            tokenizer,
+            info,
+        }
+    }
 }
 
 /// Loads only the tokenizer of a model (GGUF header or HF directory): views of a dataset need

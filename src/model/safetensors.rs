@@ -9,7 +9,7 @@ use super::config::{Architecture, TransformerConfig};
 use super::decoder::{Block, Linear, RopeStyle, Transformer};
 use super::gguf::{unpermute_rows, GgufFile};
 use super::hf_config;
-use super::{sha256_file, ComputeMode, LoadedModel, ModelInfo};
+use super::{sha256_file, ComputeMode, LoadedModel};
 use crate::error::{Error, Result};
 use crate::tokenize::Tokenizer;
 use candle_core::{DType, Device, Tensor};
@@ -33,25 +33,19 @@ pub fn load_dir(dir: &Path, mode: ComputeMode, device: &Device) -> Result<Loaded
     let (transformer, weights_sha256) = load_transformer_dir(dir, device)?;
     let transformer = transformer.with_compute(mode)?;
     let tokenizer = Tokenizer::from_hf_dir(dir)?;
-    let cfg = &transformer.config;
-    let info = ModelInfo {
-        model_id: dir
-            .file_name()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        architecture: cfg.architecture.as_str().to_string(),
-        source: dir.display().to_string(),
-        weights_sha256,
-        tokenizer_sha256: tokenizer.fingerprint().to_string(),
-        chat_template_sha256: tokenizer.chat_template_sha256(),
-        compute_dtype: mode.as_str().to_string(),
-        vocab_size: cfg.vocab_size,
-    };
-    Ok(LoadedModel {
+    let model_id = dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let source = dir.display().to_string();
+    Ok(LoadedModel::new(
         transformer,
         tokenizer,
-        info,
-    })
+        model_id,
+        source,
+        weights_sha256,
+        mode,
+    ))
 }
 
 /// Reads `config.json` of a model directory (refusing anything the decoder does not implement).
