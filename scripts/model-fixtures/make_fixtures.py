@@ -30,7 +30,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "models")
-VOCAB = 256
+# Covers the fixture tokenizers' vocabularies (< 720 ids), so a checkpoint and a tokenizer pair up.
+VOCAB = 768
 SEQ_LENS = (80, 57)
 COMMON = dict(
     vocab_size=VOCAB,
@@ -491,6 +492,55 @@ def make_tokenizer_fixtures(out_root):
         print("tokenizer", name, "ok", file=sys.stderr)
 
 
+# Checkpoint -> fixture tokenizer it is paired with for the end-to-end chat reference.
+PAIRS = {
+    "llama3_scaled": "llama3",
+    "qwen2": "qwen3",
+    "qwen3": "qwen3",
+    "mistral": "mistral",
+    "gemma2": "gemma",
+    "gemma3": "gemma",
+    "phi3": "phi3",
+    "olmo2": "llama3",
+}
+EOT = {"llama3": "<|eot_id|>", "qwen3": "<|im_end|>", "gemma": "<end_of_turn>", "mistral": "</s>", "phi3": "<|end|>"}
+CHAT_PROMPT = [{"role": "user", "content": "Fix add():\n  return a - b\n"}]
+CHAT_COMPLETION = "Use a + b instead. Thanks 🙂"
+
+
+def chat_reference(model, tok_name, out_dir):
+    """What `hindsight score` must compute for this checkpoint + tokenizer: transformers'
+    rendering, ids and the student log-prob of every completion token (end of turn included)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast.from_pretrained(os.path.join(OUT, "..", "tokenizers", tok_name))
+    rendered = tok.apply_chat_template(CHAT_PROMPT, tokenize=False, add_generation_prompt=True)
+    prompt_ids = tok(rendered, add_special_tokens=False)["input_ids"]
+    completion_ids = tok(CHAT_COMPLETION, add_special_tokens=False)["input_ids"]
+    completion_ids.append(tok.convert_tokens_to_ids(EOT[tok_name]))
+    ids = prompt_ids + completion_ids
+    assert max(ids) < VOCAB, (tok_name, max(ids))
+    with torch.no_grad():
+        lp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    n = len(prompt_ids)
+    student = [float(lp[n - 1 + i, t]) for i, t in enumerate(completion_ids)]
+    with open(os.path.join(out_dir, "chat_reference.json"), "w") as f:
+        json.dump(
+            dict(
+                tokenizer=tok_name,
+                prompt=CHAT_PROMPT,
+                completion=CHAT_COMPLETION,
+                rendered_prompt=rendered,
+                prompt_ids=prompt_ids,
+                completion_ids=completion_ids,
+                student_logprobs=student,
+            ),
+            f,
+            indent=1,
+            ensure_ascii=False,
+        )
+
+
 def main():
     torch.set_num_threads(2)
     make_tokenizer_fixtures(OUT)
@@ -509,6 +559,8 @@ def main():
             json.dump(dict(model_type=model_type, sequences=ref), f)
         if has_gguf:
             write_gguf(model, os.path.join(d, "model.gguf"))
+        if name in PAIRS:
+            chat_reference(model, PAIRS[name], d)
         if name == "llama3_scaled":
             transformers4_config(os.path.join(d, "config.json"), os.path.join(d, "config.transformers4.json"))
         index[name] = dict(model_type=model_type, gguf=has_gguf)

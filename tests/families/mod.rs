@@ -578,3 +578,70 @@ fn reduced_precision_drift_is_bounded_on_every_family() {
 /// weights make them harsher than real checkpoints).
 const MEAN_DRIFT_BOUND: f64 = 0.1;
 const MAX_DRIFT_BOUND: f64 = 5.0;
+
+/// End to end through the binary: `hindsight score --model DIR` on a checkpoint of each family
+/// paired with a tokenizer of its kind reproduces transformers' prompt ids, completion ids and
+/// student log-probs (`chat_reference.json`, made by the fixture script).
+#[test]
+fn hindsight_score_on_each_family_directory_matches_transformers() {
+    let mut checked = 0;
+    for (name, _) in cases() {
+        let case_dir = models_dir().join(&name);
+        let Ok(text) = std::fs::read_to_string(case_dir.join("chat_reference.json")) else {
+            continue;
+        };
+        let r: Value = serde_json::from_str(&text).expect("json");
+        let dir = tempfile::tempdir().expect("tempdir");
+        for f in ["config.json", "model.safetensors"] {
+            std::fs::copy(case_dir.join(f), dir.path().join(f)).expect("copy");
+        }
+        let tok_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tokenizers")
+            .join(r["tokenizer"].as_str().expect("tokenizer"));
+        for f in [
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "chat_template.jinja",
+        ] {
+            std::fs::copy(tok_dir.join(f), dir.path().join(f)).expect("copy");
+        }
+        let input = dir.path().join("in.jsonl");
+        let line = serde_json::json!({
+            "id": name,
+            "prompt": r["prompt"],
+            "privileged_context": "The bug is the minus sign.",
+            "teacher_template": "opd_hint_v1",
+            "completion": r["completion"],
+        });
+        std::fs::write(&input, format!("{line}\n")).expect("write");
+        let out = dir.path().join("out.jsonl");
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_hindsight"))
+            .args(["score", "--strict", "--model"])
+            .arg(dir.path())
+            .arg("-i")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .output()
+            .expect("run");
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let row: Value =
+            serde_json::from_str(std::fs::read_to_string(&out).expect("out").trim()).expect("row");
+        assert_eq!(row["rendered_prompt"], r["rendered_prompt"], "{name}");
+        assert_eq!(row["prompt_ids"], r["prompt_ids"], "{name}");
+        assert_eq!(row["completion_ids"], r["completion_ids"], "{name}");
+        let ours = row["student_logprobs"].as_array().expect("student");
+        let theirs = r["student_logprobs"].as_array().expect("reference");
+        assert_eq!(ours.len(), theirs.len(), "{name}");
+        for (a, b) in ours.iter().zip(theirs) {
+            let (a, b) = (a.as_f64().expect("f"), b.as_f64().expect("f"));
+            assert!((a - b).abs() < TOLERANCE, "{name}: {a} vs {b}");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked} families checked end to end");
+}
