@@ -22,6 +22,8 @@ pub struct GgufFile {
     pub path: PathBuf,
     pub content: Content,
     reader: BufReader<File>,
+    /// Tensors read so far: after a load, every tensor in the file must have been used.
+    used: std::collections::HashSet<String>,
 }
 
 impl GgufFile {
@@ -39,6 +41,7 @@ impl GgufFile {
             path: path.to_path_buf(),
             content,
             reader,
+            used: Default::default(),
         })
     }
 
@@ -89,6 +92,7 @@ impl GgufFile {
     }
 
     fn qtensor(&mut self, name: &str, device: &Device) -> Result<candle_core::quantized::QTensor> {
+        self.used.insert(name.to_string());
         self.content
             .tensor(&mut self.reader, name, device)
             .map_err(|e| Error::model(&self.path, format!("tensor '{name}': {e}")))
@@ -512,39 +516,26 @@ impl GgufFile {
         ))
     }
 
-    /// Refuses tensors the decoder would not read (a block layout we do not implement).
+    /// Refuses tensors the decoder did not read (a block layout or bias we do not implement):
+    /// a weight silently left out would make every score wrong.
     fn check_all_tensors_known(&self, cfg: &TransformerConfig) -> Result<()> {
-        let known = |name: &str| -> bool {
-            if matches!(
-                name,
-                "token_embd.weight" | "output.weight" | "output_norm.weight" | "rope_freqs.weight"
-            ) {
-                return true;
-            }
-            let Some(rest) = name.strip_prefix("blk.") else {
-                return false;
-            };
-            let Some((layer, tensor)) = rest.split_once('.') else {
-                return false;
-            };
-            layer.parse::<usize>().is_ok_and(|l| l < cfg.num_layers)
-                && KNOWN_BLOCK_TENSORS.contains(&tensor)
-        };
-        let mut unknown: Vec<&str> = self
+        let applied_freqs = matches!(cfg.ropes[0].scaling, RopeScaling::FreqFactors(_));
+        let mut unused: Vec<&str> = self
             .content
             .tensor_infos
             .keys()
             .map(String::as_str)
-            .filter(|n| !known(n))
+            .filter(|n| !self.used.contains(*n))
+            .filter(|n| !(applied_freqs && *n == "rope_freqs.weight"))
             .collect();
-        unknown.sort_unstable();
-        if let Some(first) = unknown.first() {
+        unused.sort_unstable();
+        if let Some(first) = unused.first() {
             return Err(Error::model(
                 &self.path,
                 format!(
                     "{} tensor(s) the {} decoder would not use (e.g. '{first}'); refusing \
                      rather than ignoring weights",
-                    unknown.len(),
+                    unused.len(),
                     cfg.architecture.as_str()
                 ),
             ));
@@ -626,31 +617,6 @@ const KNOWN_ARCH_KEYS: &[&str] = &[
     "vocab_size",
     "attn_logit_softcapping",
     "final_logit_softcapping",
-];
-
-/// Per-block tensor names the decoder reads (`blk.N.<name>`).
-const KNOWN_BLOCK_TENSORS: &[&str] = &[
-    "attn_norm.weight",
-    "attn_q.weight",
-    "attn_k.weight",
-    "attn_v.weight",
-    "attn_q.bias",
-    "attn_k.bias",
-    "attn_v.bias",
-    "attn_qkv.weight",
-    "attn_output.weight",
-    "attn_output.bias",
-    "attn_q_norm.weight",
-    "attn_k_norm.weight",
-    "post_attention_norm.weight",
-    "ffn_norm.weight",
-    "ffn_gate.weight",
-    "ffn_up.weight",
-    "ffn_down.weight",
-    "ffn_gate.bias",
-    "ffn_up.bias",
-    "ffn_down.bias",
-    "post_ffw_norm.weight",
 ];
 
 /// A metadata value that switches a feature off (0, false, empty): harmless whatever the key.

@@ -437,9 +437,12 @@ fn unknown_gguf_keys_and_tensors_are_refused_by_name() {
     );
     let e = gguf_err(&p);
     assert!(e.contains("rope.scaling.type='yarn'"), "{e}");
-    let (_d, p) = rewrite(None, Some("blk.0.ffn_gate_exps.weight"));
-    let e = gguf_err(&p);
-    assert!(e.contains("blk.0.ffn_gate_exps.weight"), "{e}");
+    // An unknown tensor, and a known name the config does not use (a lone gate bias).
+    for extra in ["blk.0.ffn_gate_exps.weight", "blk.0.ffn_gate.bias"] {
+        let (_d, p) = rewrite(None, Some(extra));
+        let e = gguf_err(&p);
+        assert!(e.contains(extra) && e.contains("would not use"), "{e}");
+    }
 }
 
 /// Tokenizers of each family's kind (byte-level BPE with Llama 3's and Qwen's splits,
