@@ -18,6 +18,15 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${HINDSIGHT_CHROMIUM:-}" ]; th
   fi
 fi
 
+# tests/hostile/ measures peak memory with GNU time (Debian's package `time`).
+if [ ! -x /usr/bin/time ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
+  else
+    echo "warning: /usr/bin/time not found and cannot be installed here; the memory test will fail" >&2
+  fi
+fi
+
 cargo build --quiet
 venv=.venv-test
 if [ ! -x "$venv/bin/python" ]; then

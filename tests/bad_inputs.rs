@@ -1,6 +1,9 @@
 //! Every bad-input case has a defined outcome: exact counts and quarantine reasons.
 
 mod common;
+// Hostile and huge inputs through the binary (tests/hostile/); in this binary rather than its own
+// because every test binary links the whole crate and CI time is mostly linking.
+mod hostile;
 
 use std::io::Write;
 
@@ -287,7 +290,7 @@ fn custom_template_from_config_and_on_policy_logs() {
     let r = run_with(o);
     assert_eq!(r.episodes[0].teacher_template, "my_hint");
     assert_eq!(
-        r.episodes[0].teacher_prompt[0].content,
+        &*r.episodes[0].teacher_prompt[0].content,
         "What is the capital of Australia?\n\nHINT: The capital is Canberra, not Sydney."
     );
     assert!(r.episodes[0].is_on_policy);

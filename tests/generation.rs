@@ -18,7 +18,7 @@ fn prompts() -> Vec<Vec<u32>> {
     .map(|q| {
         let m = vec![Message {
             role: "user".into(),
-            content: q.to_string(),
+            content: (*q).into(),
         }];
         tok.encode_chat(&m, true).expect("encode").ids
     })

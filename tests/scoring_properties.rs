@@ -26,16 +26,17 @@ fn chat_requests() -> Vec<ScoreRequest> {
         msg("user", "Four days. What should I see first?"),
     ];
     let mut teacher = history.clone();
-    teacher[2]
-        .content
-        .push_str("\n\n[user's hint / instruction]\nI hate museums.");
+    teacher[2].content = format!(
+        "{}\n\n[user's hint / instruction]\nI hate museums.",
+        teacher[2].content
+    )
+    .into();
     let mut control = history.clone();
-    control[2]
-        .content
-        .push_str("\n\n[user's hint / instruction]\nok");
+    control[2].content =
+        format!("{}\n\n[user's hint / instruction]\nok", control[2].content).into();
     let short = vec![msg("user", "Say hi.")];
     let mut short_teacher = short.clone();
-    short_teacher[0].content.push_str(" Be brief.");
+    short_teacher[0].content = format!("{} Be brief.", short_teacher[0].content).into();
     let enc = |m: &[Message]| tok.encode_chat(m, true).expect("encode").ids;
     vec![
         ScoreRequest {

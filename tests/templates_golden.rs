@@ -53,7 +53,7 @@ fn sdpo_blocks_and_control() {
     };
     let out = t.apply(&prompt, &with_peer).unwrap();
     assert_eq!(
-        out[0].content,
+        &*out[0].content,
         "Q\nCorrect solution:\n\nS\n\n\nThe following is feedback from your unsuccessful earlier attempt:\n\nE\n\n\n\nCorrectly solve the original question.\n"
     );
     let empty = PrivilegedContext {
@@ -61,7 +61,7 @@ fn sdpo_blocks_and_control() {
         solution: None,
     };
     assert_eq!(
-        t.apply(&prompt, &empty).unwrap()[0].content,
+        &*t.apply(&prompt, &empty).unwrap()[0].content,
         "Q\n\nCorrectly solve the original question.\n"
     );
     let h = builtin("hindsight_offline_v1").unwrap();
@@ -98,7 +98,7 @@ fn apply_keeps_earlier_messages_and_needs_a_user_message() {
     };
     let out = t.apply(&prompt, &p).unwrap();
     assert_eq!(out[..3], prompt[..3]);
-    assert_eq!(out[3].content, "u2\n\n[user's hint / instruction]\nh");
+    assert_eq!(&*out[3].content, "u2\n\n[user's hint / instruction]\nh");
     assert!(t.apply(&prompt[..1], &p).is_err());
 }
 

@@ -184,7 +184,11 @@ impl EpisodeBuilder {
 
     fn scrub_messages(&mut self, msgs: &mut [Message]) {
         for m in msgs {
-            self.scrub(&mut m.content);
+            let mut text = m.content.to_string();
+            self.scrub(&mut text);
+            if *text != *m.content {
+                m.content = text.into();
+            }
         }
     }
 
@@ -448,7 +452,7 @@ impl EpisodeBuilder {
             .iter()
             .map(|t| Message {
                 role: t.role.clone(),
-                content: t.content.clone(),
+                content: t.content.as_str().into(),
             })
             .collect();
         let flag_ack = self.cfg.prefilter.flag_ack_only;

@@ -13,6 +13,8 @@ pub mod prefilter;
 pub mod stats;
 pub mod stream;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use build::{EpisodeBuilder, RecordFilter, Rejection};
@@ -29,7 +31,9 @@ pub struct Message {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Text content, exactly as logged (special-token look-alikes are kept as plain text).
-    pub content: String,
+    /// Shared, not copied: every episode of a conversation holds its history, and a 400-turn
+    /// agent transcript would otherwise be copied once per turn (quadratic memory).
+    pub content: Arc<str>,
 }
 
 /// The content of the last user message (what a response answers), or "" when there is none.
@@ -38,7 +42,7 @@ pub fn last_user(messages: &[Message]) -> &str {
         .iter()
         .rev()
         .find(|m| m.role == "user")
-        .map_or("", |m| m.content.as_str())
+        .map_or("", |m| &*m.content)
 }
 
 /// Which kind of input an episode came from; decides the method and default template.

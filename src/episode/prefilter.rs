@@ -67,6 +67,23 @@ pub struct Prefilters {
     allowed_langs: Vec<whatlang::Lang>,
 }
 
+/// Whether the summed `measure` of `texts` exceeds `max`, stopping at the first text that
+/// crosses it.
+fn over_limit<'a>(
+    texts: impl Iterator<Item = &'a str>,
+    max: usize,
+    measure: impl Fn(&str) -> usize,
+) -> bool {
+    let mut total = 0usize;
+    for t in texts {
+        total = total.saturating_add(measure(t));
+        if total > max {
+            return true;
+        }
+    }
+    false
+}
+
 fn char_len_over(s: &str, max: usize) -> bool {
     // Bytes >= chars, so the char count is only needed when the byte length is over.
     s.len() > max && s.chars().count() > max
@@ -241,19 +258,20 @@ impl Prefilters {
         let texts = || {
             ep.prompt
                 .iter()
-                .map(|m| m.content.as_str())
+                .map(|m| &*m.content)
                 .chain([completion, ep.privileged.text.as_str()])
                 .chain(ep.privileged.solution.as_deref())
         };
+        // Both totals stop counting once over the limit: a long conversation's late turns carry
+        // megabytes of history, and counting all of it for every turn would be quadratic.
         if let Some(max) = cfg.max_episode_chars {
             let bytes: usize = texts().map(str::len).sum();
-            if bytes > max && texts().map(|t| t.chars().count()).sum::<usize>() > max {
+            if bytes > max && over_limit(texts(), max, |t| t.chars().count()) {
                 return Err(EpisodeFilter::TooLong);
             }
         }
         if let Some(max) = cfg.max_episode_tokens {
-            let n: usize = texts().map(|t| self.counter.count(t)).sum();
-            if n > max {
+            if over_limit(texts(), max, |t| self.counter.count(t)) {
                 return Err(EpisodeFilter::TooManyTokens);
             }
         }

@@ -220,7 +220,7 @@ impl EpisodeStream {
         let key = match &parsed.group {
             Some(g) => xxh3_64(g.as_bytes()),
             None => {
-                let text: String = parsed.prompt.iter().map(|m| m.content.as_str()).collect();
+                let text: String = parsed.prompt.iter().map(|m| &*m.content).collect();
                 xxh3_64(text.as_bytes()) ^ 1
             }
         };

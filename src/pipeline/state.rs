@@ -40,6 +40,12 @@ pub enum StateError {
         existing: String,
         requested: String,
     },
+    #[error(
+        "{dir} is not empty and is not a hindsight dataset (no _state/ or manifest.json; it holds \
+         {sample}); refusing to write there, since resuming cleans up part-* and *.tmp files: \
+         use an empty or new --output directory"
+    )]
+    Foreign { dir: PathBuf, sample: String },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
@@ -185,6 +191,7 @@ impl RunState {
         exclusive: bool,
     ) -> Result<Self, StateError> {
         let state_dir = dir.join("_state");
+        refuse_foreign_directory(dir)?;
         let chunks_dir = state_dir.join("chunks");
         std::fs::create_dir_all(&chunks_dir).map_err(io("creating", &chunks_dir))?;
         let bind_path = state_dir.join("dataset.json");
@@ -292,6 +299,48 @@ impl RunState {
         }
         Ok(removed)
     }
+}
+
+/// A directory we may turn into a dataset: missing, empty (but for our own lock files), or
+/// already a dataset. Anything else belongs to someone else, and resume cleanup would delete
+/// their `part-*` and `*.tmp` files.
+fn refuse_foreign_directory(dir: &Path) -> Result<(), StateError> {
+    if dir.join("_state").is_dir() || dir.join(crate::sink::manifest::MANIFEST_FILE).is_file() {
+        return Ok(());
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io("listing", dir)(e)),
+    };
+    let mut foreign: Vec<String> = Vec::new();
+    for e in entries {
+        let name = e
+            .map_err(io("listing", dir))?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if !name.starts_with(".lock") {
+            foreign.push(name);
+        }
+    }
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    foreign.sort();
+    let more = foreign.len().saturating_sub(3);
+    let mut sample: Vec<String> = foreign
+        .into_iter()
+        .take(3)
+        .map(|n| format!("{n:?}"))
+        .collect();
+    if more > 0 {
+        sample.push(format!("and {more} more"));
+    }
+    Err(StateError::Foreign {
+        dir: dir.to_path_buf(),
+        sample: sample.join(", "),
+    })
 }
 
 fn short(h: &str) -> String {

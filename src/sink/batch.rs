@@ -99,7 +99,7 @@ fn messages(column: &str, rows: &[&Vec<Message>]) -> SinkResult<ArrayRef> {
         .collect();
     let contents: Vec<&str> = rows
         .iter()
-        .flat_map(|m| m.iter().map(|x| x.content.as_str()))
+        .flat_map(|m| m.iter().map(|x| &*x.content))
         .collect();
     let structs = StructArray::try_new(
         message_fields(),
@@ -369,7 +369,7 @@ fn message_lists(batch: &RecordBatch, name: &str) -> SinkResult<Vec<Vec<Message>
             (w[0] as usize..w[1] as usize)
                 .map(|j| Message {
                     role: role.value(j).to_string(),
-                    content: content.value(j).to_string(),
+                    content: content.value(j).into(),
                 })
                 .collect()
         })

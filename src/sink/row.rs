@@ -94,7 +94,7 @@ pub fn sample_id(episode: &Episode, completion_ids: &[u32]) -> String {
     let prompt: Vec<[&str; 2]> = episode
         .prompt
         .iter()
-        .map(|m| [m.role.as_str(), m.content.as_str()])
+        .map(|m| [m.role.as_str(), &*m.content])
         .collect();
     let doc = serde_json::json!([
         "hindsight-sample-v1",

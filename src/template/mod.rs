@@ -272,7 +272,7 @@ impl TeacherTemplate {
                 ))
             })?;
         let mut out = prompt.to_vec();
-        out[last_user].content = self.render(&prompt[last_user].content, privileged);
+        out[last_user].content = self.render(&prompt[last_user].content, privileged).into();
         Ok(out)
     }
 

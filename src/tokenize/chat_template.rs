@@ -88,7 +88,7 @@ impl ChatTemplate {
             .iter()
             .map(|m| TemplateMessage {
                 role: m.role.clone(),
-                content: m.content.clone(),
+                content: m.content.to_string(),
             })
             .collect();
         self.render_raw(msgs, add_generation_prompt)

@@ -500,7 +500,7 @@ fn family_tokenizers_and_templates_match_transformers() {
             let chat = |content: String| {
                 let m = Message {
                     role: "user".into(),
-                    content,
+                    content: content.into(),
                 };
                 tok.encode_chat(&[m], true).expect("encode").ids
             };

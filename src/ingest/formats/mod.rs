@@ -353,7 +353,7 @@ impl PromptValue {
         match self {
             PromptValue::Text(t) => Ok(vec![Message {
                 role: "user".into(),
-                content: t,
+                content: t.into(),
             }]),
             PromptValue::Messages(ms) => ms
                 .into_iter()
@@ -361,7 +361,7 @@ impl PromptValue {
                 .map(|(i, m)| {
                     m.into_turn(&format!("$.prompt[{i}]"), i).map(|t| Message {
                         role: t.role,
-                        content: t.content,
+                        content: t.content.into(),
                     })
                 })
                 .collect(),
