@@ -344,8 +344,10 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     Ok(report)
 }
 
-fn chunk_id(uri: &str, file_size: u64, seq: u64) -> String {
-    let h = sha256_hex(format!("{uri}\0{file_size}\0{seq}").as_bytes());
+/// A chunk is named by its input's URI, the input's content identity (size + mtime, or ETag)
+/// and its position, so a rewritten input is never mistaken for one already done.
+fn chunk_id(uri: &str, identity: &str, seq: u64) -> String {
+    let h = sha256_hex(format!("{uri}\0{identity}\0{seq}").as_bytes());
     h[..16].to_string()
 }
 
@@ -362,7 +364,7 @@ fn read_chunks(
 ) -> Result<IngestStats, crate::ingest::IngestError> {
     let mut stream = episode::ingest(opts)?;
     stream.set_token_counter(Box::new(counter));
-    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut identities: HashMap<String, String> = HashMap::new();
     let mut seq: HashMap<String, u64> = HashMap::new();
     let mut ordinal = 0u64;
     let mut current: Option<(String, u64, Chunk)> = None;
@@ -377,12 +379,12 @@ fn read_chunks(
                     return Err(stopped());
                 }
             }
-            let size = *sizes
+            let identity = identities
                 .entry(uri.clone())
-                .or_insert_with(|| crate::store::input_size(&uri));
+                .or_insert_with(|| crate::store::input_identity(&uri));
             let n = seq.entry(uri.clone()).or_insert(0);
             let chunk = Chunk {
-                id: chunk_id(&uri, size, *n),
+                id: chunk_id(&uri, identity, *n),
                 source_uri: uri.clone(),
                 index: *n,
                 ordinal,

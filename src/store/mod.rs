@@ -208,6 +208,20 @@ impl Remote {
         }
     }
 
+    /// What identifies the object's current content: its ETag (or, where the store gives none,
+    /// its last-modified time) and size; `None` when the object does not exist.
+    pub fn content_identity(&self, rel: &str) -> Result<Option<String>, StoreError> {
+        let key = self.key(rel);
+        match block_on(self.store.head(&key)) {
+            Ok(m) => Ok(Some(match m.e_tag {
+                Some(tag) => format!("{}:etag:{tag}", m.size),
+                None => format!("{}:modified:{}", m.size, m.last_modified.timestamp_micros()),
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(request("reading metadata of", &self.url_of(&key))(e)),
+        }
+    }
+
     /// Downloads an object into `file` (streaming; memory is one network buffer).
     pub fn download_to(&self, rel: &str, file: &mut std::fs::File) -> Result<u64, StoreError> {
         let key = self.key(rel);
@@ -421,6 +435,30 @@ pub fn input_size(uri: &str) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// What identifies the current content of an input, for resume: size and modification time of a
+/// local file (nanoseconds), ETag (else last-modified) and size of an object. An input rewritten
+/// in place, even with the same size, gets a new identity, so its chunks are not taken as done.
+/// Empty when it cannot be known.
+pub fn input_identity(uri: &str) -> String {
+    if !is_remote(uri) {
+        return std::fs::metadata(uri)
+            .map(|m| {
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{}:mtime:{mtime}", m.len())
+            })
+            .unwrap_or_default();
+    }
+    Remote::parse(uri)
+        .and_then(|r| r.content_identity(""))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// Downloads an input object into an anonymous temporary file (deleted when closed), rewound.

@@ -128,3 +128,59 @@ fn run_refuses_a_foreign_directory_and_touches_nothing() {
     names.sort();
     assert_eq!(names, ["notes.txt", "part-0001.parquet", "upload.tmp"]);
 }
+
+/// Resume is keyed by content identity: an input rewritten in place with the same size (a new
+/// modification time) is processed again; an untouched one is not.
+#[test]
+fn an_input_rewritten_in_place_with_the_same_size_is_not_taken_as_done() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("logs.jsonl");
+    let original = std::fs::read(format!(
+        "{}/sample-data/openai_messages.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("sample");
+    std::fs::write(&input, &original).expect("write");
+    let out = dir.path().join("out");
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_hindsight"))
+            .args(["run", &pipeline(), "--no-progress", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("run_report.json")).expect("report"),
+        )
+        .expect("json");
+        (
+            r["chunks_committed"].as_u64().expect("committed"),
+            r["chunks_already_committed"].as_u64().expect("skipped"),
+        )
+    };
+    let (first, _) = run();
+    assert!(first >= 1);
+    assert_eq!(run(), (0, first), "an unchanged input is done");
+    // Same bytes count, other content, later modification time.
+    let mut rewritten = original.clone();
+    let mut replaced = 0;
+    for i in 0..rewritten.len().saturating_sub(3) {
+        if replaced < 3 && &rewritten[i..i + 3] == b"the" {
+            rewritten[i..i + 3].copy_from_slice(b"THE");
+            replaced += 1;
+        }
+    }
+    assert_eq!(rewritten.len(), original.len());
+    assert_ne!(rewritten, original);
+    std::fs::write(&input, &rewritten).expect("rewrite");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .write(true)
+        .open(&input)
+        .and_then(|f| f.set_modified(later))
+        .expect("set mtime");
+    let (again, _) = run();
+    assert_eq!(again, first, "the rewritten input is processed again");
+}
