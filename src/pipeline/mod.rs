@@ -502,7 +502,7 @@ fn score_chunks(
                         expanded.extend(samples.into_iter().map(|(e, ids)| (e, Some(ids))));
                     }
                     Err(e) => {
-                        tracing::warn!(uri = %ep.provenance.source_uri, record = ep.provenance.source_record, "rollout failed: {e}");
+                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "rollout failed: {}", crate::util::terminal_safe(&e.to_string()));
                         bump(&mut counts, "filtered:rollout_error", 1);
                     }
                 }
@@ -532,7 +532,7 @@ fn score_chunks(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(uri = %ep.provenance.source_uri, record = ep.provenance.source_record, "cannot tokenize episode: {e}");
+                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot tokenize episode: {}", crate::util::terminal_safe(&e.to_string()));
                         bump(&mut counts, "filtered:tokenization_error", 1);
                     }
                 }

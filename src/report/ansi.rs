@@ -27,7 +27,7 @@ fn visible(text: &str) -> String {
         match c {
             '\n' => out.push_str("↵\n"),
             '\t' => out.push('→'),
-            c if c.is_control() => {
+            c if crate::util::is_terminal_unsafe(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -97,11 +97,11 @@ pub fn row_header(row: &OutputRow) -> String {
     };
     format!(
         "sample {}  ({} from {}#{}, template {})\nrelevance {:.4}  relevance_kl {:.4}  tokens {}  mean advantage {:.3}\nuser: {}\nprivileged: {}\n",
-        row.sample_id,
+        visible(&row.sample_id),
         row.source_kind,
-        row.source_uri,
+        visible(&row.source_uri),
         row.source_record,
-        row.teacher_template,
+        visible(&row.teacher_template),
         row.relevance,
         row.relevance_kl,
         row.num_completion_tokens,

@@ -108,7 +108,7 @@ pub fn render_table(q: &mut QueryStream<'_>, limits: TableLimits) -> SqlResult<S
 }
 
 fn cut(s: &str, width: usize) -> String {
-    let s = s.replace(['\n', '\r'], "⏎");
+    let s = crate::util::terminal_safe(&s.replace(['\n', '\r'], "⏎"));
     if s.chars().count() <= width {
         return s;
     }
@@ -273,6 +273,11 @@ mod tests {
         assert_eq!(cut("short", 10), "short");
         assert_eq!(cut("a\nb", 10), "a⏎b");
         assert_eq!(cut("ééééééé", 4), "ééé…");
+        // Data cannot drive the terminal: escape sequences and bidi overrides are shown escaped.
+        assert_eq!(
+            cut("x\x1b]0;pwned\x07\u{202e}y", 40),
+            "x\\u{1b}]0;pwned\\u{7}\\u{202e}y"
+        );
     }
 
     #[test]
