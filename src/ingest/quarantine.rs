@@ -12,6 +12,8 @@ use crate::ingest::IngestError;
 
 /// Longest snippet kept from a bad record, in bytes (always cut on a char boundary).
 pub const SNIPPET_MAX_BYTES: usize = 512;
+/// Longest detail kept (parser messages can embed record text); longer ones end with `…`.
+pub const DETAIL_MAX_BYTES: usize = 1024;
 
 /// Why a record was quarantined. The string forms are the `reason` values in `quarantine.jsonl`
 /// and the keys of `records_quarantined` in the run statistics.
@@ -100,10 +102,20 @@ impl QuarantineEntry {
             record_index,
             byte_offset,
             reason,
-            detail: detail.into(),
+            detail: cap_detail(detail.into()),
             snippet: snippet(raw),
         }
     }
+}
+
+/// Cuts a detail message to [`DETAIL_MAX_BYTES`] (on a char boundary), marking the cut.
+fn cap_detail(detail: String) -> String {
+    if detail.len() <= DETAIL_MAX_BYTES {
+        return detail;
+    }
+    let mut out = cut_to_bytes(&detail, DETAIL_MAX_BYTES - '…'.len_utf8()).to_string();
+    out.push('…');
+    out
 }
 
 /// Lossy-decodes at most [`SNIPPET_MAX_BYTES`] bytes of `raw` into valid UTF-8 of at most that
@@ -165,5 +177,28 @@ impl QuarantineWriter {
     /// Flushes buffered lines to disk.
     pub fn flush(&mut self) -> Result<(), IngestError> {
         self.out.flush().map_err(|e| IngestError::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_and_snippet_are_bounded_on_char_boundaries() {
+        let huge = "é".repeat(100_000);
+        let e = QuarantineEntry::new(
+            "f",
+            0,
+            None,
+            QuarantineReason::SchemaMismatch,
+            format!("bad message {huge}"),
+            huge.as_bytes(),
+        );
+        assert!(e.detail.len() <= DETAIL_MAX_BYTES && e.detail.ends_with('…'));
+        assert!(e.detail.starts_with("bad message é"));
+        assert!(e.snippet.len() <= SNIPPET_MAX_BYTES);
+        let short = QuarantineEntry::new("f", 0, None, QuarantineReason::SchemaMismatch, "ok", b"");
+        assert_eq!(short.detail, "ok");
     }
 }
