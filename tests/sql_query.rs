@@ -272,3 +272,51 @@ fn bad_sql_exits_2_and_writes_nothing() {
     assert_eq!(o.status.code(), Some(2));
     assert!(std::fs::read_dir(&dir).expect("ls").next().is_none());
 }
+
+/// After a `kill -9` mid-write, `quarantine.jsonl` may end in half a line: `query` skips that
+/// torn last line instead of failing, and still sees every complete entry.
+#[test]
+fn a_torn_last_quarantine_line_does_not_break_query() {
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("list") {
+            let e = e.expect("entry");
+            let target = to.join(e.file_name());
+            if e.file_type().expect("type").is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).expect("copy");
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let copy = tmp.path().join("ds");
+    copy_dir(dataset(), &copy);
+    let qpath = copy.join("quarantine.jsonl");
+    let complete = std::fs::read_to_string(&qpath).expect("quarantine");
+    let lines = complete.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines > 0, "the fixture dataset has quarantined records");
+    // Half of a real line, cut inside a multi-byte-safe ASCII prefix, with no newline.
+    let first = complete.lines().next().expect("line");
+    let mut torn = complete.clone();
+    torn.push_str(&first[..first.len() / 2]);
+    std::fs::write(&qpath, torn).expect("write");
+    let o = hindsight(&[
+        "query",
+        copy.to_str().expect("utf8"),
+        "SELECT count(*) AS n FROM quarantine",
+        "--format",
+        "csv",
+    ]);
+    let out = ok(&o);
+    assert_eq!(csv_rows(&out), vec![vec![lines.to_string()]], "{out}");
+    // A malformed line in the middle is still an error: only a torn tail is forgiven.
+    std::fs::write(&qpath, format!("{{not json\n{complete}")).expect("write");
+    let o = hindsight(&[
+        "query",
+        copy.to_str().expect("utf8"),
+        "SELECT count(*) FROM quarantine",
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("line 1"));
+}

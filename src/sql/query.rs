@@ -181,13 +181,50 @@ fn read_quarantine(path: &Path) -> SqlResult<Vec<RecordBatch>> {
     };
     let mut batches = Vec::new();
     let mut entries: Vec<QuarantineEntry> = Vec::with_capacity(QUARANTINE_BATCH);
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| SqlError::Dataset(format!("{}: {e}", path.display())))?;
-        if line.trim().is_empty() {
-            continue;
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| SqlError::Dataset(format!("{}: {e}", path.display())))?;
+        if n == 0 {
+            break;
         }
-        let entry: QuarantineEntry = serde_json::from_str(&line)
-            .map_err(|e| SqlError::Dataset(format!("{} line {}: {e}", path.display(), i + 1)))?;
+        line_no += 1;
+        let complete = buf.last() == Some(&b'\n');
+        let parsed = std::str::from_utf8(&buf)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                if text.trim().is_empty() {
+                    Ok(None)
+                } else {
+                    serde_json::from_str::<QuarantineEntry>(text)
+                        .map(Some)
+                        .map_err(|e| e.to_string())
+                }
+            });
+        let entry = match parsed {
+            Ok(Some(entry)) => entry,
+            Ok(None) => continue,
+            // A last line without its newline is a write cut short (a killed run): skip it
+            // rather than make the whole table unusable.
+            Err(e) if !complete => {
+                tracing::warn!(
+                    path = %path.display(),
+                    line = line_no,
+                    "skipping the unterminated last line of quarantine.jsonl ({e})"
+                );
+                break;
+            }
+            Err(e) => {
+                return Err(SqlError::Dataset(format!(
+                    "{} line {line_no}: {e}",
+                    path.display()
+                )))
+            }
+        };
         entries.push(entry);
         if entries.len() == QUARANTINE_BATCH {
             batches.push(quarantine_batch(&entries)?);
