@@ -320,6 +320,11 @@ fn refuse_foreign_directory(dir: &Path) -> Result<(), StateError> {
             .file_name()
             .to_string_lossy()
             .into_owned();
+        // Checked again here, not only above: a concurrent task of the same run may have
+        // created `_state/` between the first check and this listing.
+        if name == "_state" || name == crate::sink::manifest::MANIFEST_FILE {
+            return Ok(());
+        }
         if !name.starts_with(".lock") {
             foreign.push(name);
         }
