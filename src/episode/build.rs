@@ -135,7 +135,7 @@ impl EpisodeBuilder {
             template::resolve(&t.hint, custom)?,
         ];
         let scrubber = if cfg.prefilter.scrub_pii {
-            Some(PiiScrubber::new()?)
+            Some(PiiScrubber::with_patterns(&cfg.prefilter.pii_patterns)?)
         } else {
             None
         };

@@ -95,9 +95,14 @@ pub struct Prefilter {
     pub time_to: Option<String>,
     /// Drop exact duplicate episodes (content hash of kind, template, prompt, response, context).
     pub dedup: bool,
-    /// Replace emails, phone numbers, IPs and API keys/tokens with placeholders before anything
-    /// is built or written (quarantine snippets included).
+    /// Replace personal data and credentials (emails, phones, IPs, cards, IBANs, SSNs, private
+    /// keys, auth headers, API keys; see docs/PII.md) with placeholders before anything is
+    /// built or written (quarantine snippets included).
     pub scrub_pii: bool,
+    /// Extra patterns scrubbed before the built-in ones (when `scrub_pii` is on). Omitted from
+    /// the config fingerprint while empty, so adding the field did not change existing ones.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pii_patterns: Vec<super::pii::PiiPattern>,
     /// Flag follow-ups that only acknowledge ("thanks", "ok") as `ack_only_followup`.
     pub flag_ack_only: bool,
     /// Drop those episodes instead of only flagging them.
@@ -119,6 +124,7 @@ impl Default for Prefilter {
             time_to: None,
             dedup: true,
             scrub_pii: true,
+            pii_patterns: Vec::new(),
             flag_ack_only: true,
             drop_ack_only: false,
         }

@@ -148,11 +148,10 @@ impl EpisodeStream {
         Ok(self.stats())
     }
 
-    fn quarantine(&mut self, mut entry: QuarantineEntry) {
+    fn quarantine(&mut self, entry: QuarantineEntry) {
         IngestStats::bump(&mut self.stats.records_quarantined, entry.reason.as_str());
-        // No raw PII reaches disk, snippets included.
-        self.builder.scrub(&mut entry.snippet);
-        self.builder.scrub(&mut entry.detail);
+        // No raw PII reaches disk, snippets included: scrubbed before they are cut.
+        let entry = entry.seal(|text| self.builder.scrub(text));
         match self.writer.as_mut() {
             Some(w) => {
                 if let Err(e) = w.write(&entry) {

@@ -14,6 +14,9 @@ use crate::ingest::IngestError;
 pub const SNIPPET_MAX_BYTES: usize = 512;
 /// Longest detail kept (parser messages can embed record text); longer ones end with `…`.
 pub const DETAIL_MAX_BYTES: usize = 1024;
+/// Extra bytes kept until [`QuarantineEntry::seal`], so PII scrubbing sees whole emails, keys
+/// and card numbers at the cut instead of a fragment that no pattern recognises.
+pub const SCRUB_MARGIN_BYTES: usize = 4096;
 
 /// Why a record was quarantined. The string forms are the `reason` values in `quarantine.jsonl`
 /// and the keys of `records_quarantined` in the run statistics.
@@ -88,7 +91,9 @@ pub struct QuarantineEntry {
 }
 
 impl QuarantineEntry {
-    /// Builds an entry, cutting the snippet to a bounded, valid UTF-8 string.
+    /// Builds an entry with a bounded, valid UTF-8 snippet and detail, still
+    /// [`SCRUB_MARGIN_BYTES`] longer than the final bounds that [`QuarantineEntry::seal`] (or
+    /// the writer) applies.
     pub fn new(
         source_uri: &str,
         record_index: i64,
@@ -102,18 +107,33 @@ impl QuarantineEntry {
             record_index,
             byte_offset,
             reason,
-            detail: cap_detail(detail.into()),
-            snippet: snippet(raw),
+            detail: cap_detail(detail.into(), DETAIL_MAX_BYTES + SCRUB_MARGIN_BYTES),
+            snippet: snippet_of(raw, SNIPPET_MAX_BYTES + SCRUB_MARGIN_BYTES),
         }
+    }
+
+    /// Applies `scrub` (PII) to the snippet and detail, then cuts them to their final bounds:
+    /// scrubbing first means a cut never leaves a recognisable-to-humans fragment of an email
+    /// or key that the patterns no longer match.
+    pub fn seal(mut self, mut scrub: impl FnMut(&mut String)) -> Self {
+        scrub(&mut self.snippet);
+        scrub(&mut self.detail);
+        self.snippet = cut_to_bytes(&self.snippet, SNIPPET_MAX_BYTES).to_string();
+        self.detail = cap_detail(std::mem::take(&mut self.detail), DETAIL_MAX_BYTES);
+        self
+    }
+
+    fn is_sealed(&self) -> bool {
+        self.snippet.len() <= SNIPPET_MAX_BYTES && self.detail.len() <= DETAIL_MAX_BYTES
     }
 }
 
-/// Cuts a detail message to [`DETAIL_MAX_BYTES`] (on a char boundary), marking the cut.
-fn cap_detail(detail: String) -> String {
-    if detail.len() <= DETAIL_MAX_BYTES {
+/// Cuts a detail message to `max` bytes (on a char boundary), marking the cut.
+fn cap_detail(detail: String, max: usize) -> String {
+    if detail.len() <= max {
         return detail;
     }
-    let mut out = cut_to_bytes(&detail, DETAIL_MAX_BYTES - '…'.len_utf8()).to_string();
+    let mut out = cut_to_bytes(&detail, max - '…'.len_utf8()).to_string();
     out.push('…');
     out
 }
@@ -121,9 +141,13 @@ fn cap_detail(detail: String) -> String {
 /// Lossy-decodes at most [`SNIPPET_MAX_BYTES`] bytes of `raw` into valid UTF-8 of at most that
 /// many bytes.
 pub fn snippet(raw: &[u8]) -> String {
-    let head = &raw[..raw.len().min(SNIPPET_MAX_BYTES)];
+    snippet_of(raw, SNIPPET_MAX_BYTES)
+}
+
+fn snippet_of(raw: &[u8], max: usize) -> String {
+    let head = &raw[..raw.len().min(max)];
     let s = String::from_utf8_lossy(head);
-    cut_to_bytes(&s, SNIPPET_MAX_BYTES).to_string()
+    cut_to_bytes(&s, max).to_string()
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -159,6 +183,13 @@ impl QuarantineWriter {
 
     /// Writes one entry as a JSON line.
     pub fn write(&mut self, entry: &QuarantineEntry) -> Result<(), IngestError> {
+        let sealed;
+        let entry = if entry.is_sealed() {
+            entry
+        } else {
+            sealed = entry.clone().seal(|_| {});
+            &sealed
+        };
         let line = serde_json::to_string(entry)
             .map_err(|e| IngestError::io(&self.path, std::io::Error::other(e)))?;
         self.out
@@ -194,7 +225,8 @@ mod tests {
             QuarantineReason::SchemaMismatch,
             format!("bad message {huge}"),
             huge.as_bytes(),
-        );
+        )
+        .seal(|_| {});
         assert!(e.detail.len() <= DETAIL_MAX_BYTES && e.detail.ends_with('…'));
         assert!(e.detail.starts_with("bad message é"));
         assert!(e.snippet.len() <= SNIPPET_MAX_BYTES);
