@@ -94,15 +94,32 @@ fn inputs() -> Vec<String> {
     ]
 }
 
+/// `hindsight run PIPELINE` in the background, output discarded (to be killed).
+fn spawn_run(pipeline: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["run", pipeline.to_str().expect("utf8"), "--no-progress"])
+        .env("HINDSIGHT_MODEL", model_path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+/// An uninterrupted multi-chunk run into `DIR/reference`: its shards + manifest and chunk count.
+fn reference_run(dir: &Path) -> (BTreeMap<String, Vec<u8>>, usize) {
+    let reference_out = dir.join("reference");
+    let p = pipeline(dir, &reference_out, &inputs());
+    ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
+    let chunks = committed_chunks(&reference_out);
+    assert!(chunks >= 6, "expected many chunks, got {chunks}");
+    (snapshot(&reference_out), chunks)
+}
+
 #[test]
 fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
     let dir = temp_dir("resume");
     let reference_out = dir.join("reference");
-    let p = pipeline(&dir, &reference_out, &inputs());
-    ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
-    let reference = snapshot(&reference_out);
-    let chunks = committed_chunks(&reference_out);
-    assert!(chunks >= 6, "expected many chunks, got {chunks}");
+    let (reference, chunks) = reference_run(&dir);
     let v = run(&["validate", reference_out.to_str().expect("utf8")]);
     ok(&v);
 
@@ -110,13 +127,7 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
     for kill_after in [0usize, 1, chunks / 2] {
         let out = dir.join(format!("killed-{kill_after}"));
         let p = pipeline(&dir, &out, &inputs());
-        let mut child = Command::new(BIN)
-            .args(["run", p.to_str().expect("utf8"), "--no-progress"])
-            .env("HINDSIGHT_MODEL", model_path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let mut child = spawn_run(&p);
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let done = committed_chunks(&out);
@@ -163,6 +174,70 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
         );
         ok(&run(&["validate", out.to_str().expect("utf8")]));
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Soak (issue 14): 20 SIGKILLs at pseudo-random moments (fixed seed) spread over four
+/// datasets of a multi-chunk run, 5 kills each: each kill waits for a random number of further
+/// chunk commits (possibly none: start-up) plus a random 0-400 ms, so kills land during model
+/// loading, scoring and writing. Each dataset is then resumed to completion and must be
+/// byte-identical to an uninterrupted run and validate.
+#[test]
+fn twenty_random_kills_resume_to_byte_identical_datasets() {
+    let dir = temp_dir("soak");
+    let (reference, chunks) = reference_run(&dir);
+    // xorshift64*, fixed seed: the kill moments are reproducible.
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let mut kills = 0;
+    let mut landed_mid_run = 0;
+    for d in 0..4 {
+        let out = dir.join(format!("soak-{d}"));
+        let p = pipeline(&dir, &out, &inputs());
+        for _ in 0..5 {
+            let before = committed_chunks(&out);
+            let target = before + (next() % (chunks - before).max(1) as u64) as usize;
+            let extra = Duration::from_millis(next() % 400);
+            let mut child = spawn_run(&p);
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while committed_chunks(&out) < target
+                && child.try_wait().expect("wait").is_none()
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(extra);
+            let finished = child.try_wait().expect("wait").is_some();
+            child.kill().ok();
+            child.wait().expect("reap");
+            kills += 1;
+            let done = committed_chunks(&out);
+            if !finished && done < chunks {
+                landed_mid_run += 1;
+            }
+            eprintln!(
+                "soak-{d}: kill after chunk {target} + {} ms: {done}/{chunks} committed",
+                extra.as_millis()
+            );
+        }
+        ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
+        assert_eq!(
+            snapshot(&out),
+            reference,
+            "soak-{d}: the resumed dataset differs from the uninterrupted run"
+        );
+        ok(&run(&["validate", out.to_str().expect("utf8")]));
+    }
+    assert_eq!(kills, 20);
+    assert!(
+        landed_mid_run >= 15,
+        "only {landed_mid_run} of 20 kills interrupted unfinished work"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -499,3 +499,162 @@ fn shards_roll_by_bytes_and_names_are_deterministic() {
     // Chunk ids cannot escape the directory.
     assert!(ShardWriter::new(&dir, "../x", meta.clone(), ShardConfig::default()).is_err());
 }
+
+/// Runs the binary and fails on a panic (exit 101 or a panic message): crafted datasets get
+/// errors or violations, never a crash.
+fn no_panic(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hindsight"))
+        .args(args)
+        .output()
+        .expect("run hindsight");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() != Some(101) && !stderr.contains("panicked"),
+        "`hindsight {}` panicked:\n{stderr}",
+        args.join(" ")
+    );
+    out
+}
+
+/// Crafted datasets (issue 14): names that leave the directory, absurd K, overflowing counts,
+/// zero-length rows, a garbage shard. `validate`, `stats`, `report`, `query` and `inspect` end
+/// with an error or a violation, never a panic, and never open or write outside the dataset.
+#[test]
+fn crafted_datasets_never_panic_or_escape() {
+    let (rows, meta) = scored();
+    let root = temp_dir("crafted");
+    let sample_id = rows[0].sample_id.clone();
+    // A file outside every dataset that a `../` name would reach.
+    let outside = root.join("outside.parquet");
+    std::fs::write(&outside, b"not yours").expect("write");
+    let commands = |d: &str, html: &str| -> Vec<Vec<String>> {
+        [
+            vec!["validate", d],
+            vec!["stats", d, "--json"],
+            vec!["report", d, "--out", html],
+            vec![
+                "query",
+                d,
+                "SELECT count(*) AS n, sum(num_completion_tokens) FROM dataset",
+            ],
+            vec!["inspect", d, "--sample-id", &sample_id],
+        ]
+        .into_iter()
+        .map(|v| v.into_iter().map(String::from).collect())
+        .collect()
+    };
+    type Craft = Box<dyn Fn(&Path, &mut serde_json::Value)>;
+    let crafts: Vec<(&str, Craft)> = vec![
+        (
+            "escaping-name",
+            Box::new(|_, m| m["shards"][0]["file"] = "../outside.parquet".into()),
+        ),
+        (
+            "absolute-name",
+            Box::new(|_, m| m["shards"][0]["file"] = "/etc/hostname".into()),
+        ),
+        (
+            "absurd-k",
+            Box::new(|_, m| m["dataset"]["top_k"] = serde_json::json!(u64::MAX >> 1)),
+        ),
+        (
+            "zero-k",
+            Box::new(|_, m| m["dataset"]["top_k"] = serde_json::json!(0)),
+        ),
+        (
+            "overflowing-counts",
+            Box::new(|_, m| {
+                m["totals"]["rows"] = serde_json::json!(u64::MAX);
+                m["totals"]["response_tokens"] = serde_json::json!(u64::MAX);
+                m["shards"][0]["rows"] = serde_json::json!(u64::MAX);
+                m["shards"][1]["rows"] = serde_json::json!(u64::MAX);
+                m["stats"]["rows_written"] = serde_json::json!(u64::MAX);
+            }),
+        ),
+        (
+            "garbage-shard",
+            Box::new(|dir, m| {
+                let name = m["shards"][0]["file"].as_str().expect("name").to_string();
+                std::fs::write(dir.join(name), b"PAR1 garbage PAR1").expect("write");
+            }),
+        ),
+        (
+            "truncated-shard",
+            Box::new(|dir, m| {
+                let name = m["shards"][1]["file"].as_str().expect("name").to_string();
+                let p = dir.join(name);
+                let bytes = std::fs::read(&p).expect("read");
+                std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("write");
+            }),
+        ),
+    ];
+    for (name, craft) in &crafts {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        write_dataset(&dir, rows, meta);
+        let path = dir.join("manifest.json");
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+        craft(&dir, &mut m);
+        std::fs::write(&path, serde_json::to_vec_pretty(&m).expect("json")).expect("write");
+        let d = dir.to_str().expect("utf8");
+        let html = root.join(format!("{name}.html"));
+        for args in commands(d, html.to_str().expect("utf8")) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = no_panic(&args);
+            if name.ends_with("-name") {
+                assert!(!out.status.success(), "{name}: {args:?} succeeded");
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    text.contains("not a plain file name"),
+                    "{name} {args:?}: {text}"
+                );
+            }
+        }
+        assert_eq!(std::fs::read(&outside).expect("outside"), b"not yours");
+    }
+
+    // Rows with zero-length token lists (T = 0) are written, read and summarised without a
+    // panic; validate reports what the contract forbids.
+    let dir = root.join("zero-length");
+    let mut empty = rows[0].clone();
+    empty.sample_id = "empty-row".into();
+    for v in [
+        &mut empty.completion_ids,
+        &mut empty.prompt_ids,
+        &mut empty.teacher_prompt_ids,
+    ] {
+        v.clear();
+    }
+    empty.loss_mask.clear();
+    empty.teacher_logprobs.clear();
+    empty.student_logprobs.clear();
+    empty.advantages.clear();
+    empty.teacher_topk_ids.clear();
+    empty.teacher_topk_logprobs.clear();
+    empty.student_topk_logprobs.clear();
+    empty.teacher_tail_logmass.clear();
+    empty.num_completion_tokens = 0;
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    write_dataset(&dir, &[empty], meta);
+    let d = dir.to_str().expect("utf8");
+    let html = root.join("zero-length.html");
+    for args in commands(d, html.to_str().expect("utf8")) {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                if a == sample_id {
+                    "empty-row".into()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        no_panic(&args);
+    }
+}

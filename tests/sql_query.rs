@@ -275,20 +275,48 @@ fn bad_sql_exits_2_and_writes_nothing() {
 
 /// After a `kill -9` mid-write, `quarantine.jsonl` may end in half a line: `query` skips that
 /// torn last line instead of failing, and still sees every complete entry.
-#[test]
-fn a_torn_last_quarantine_line_does_not_break_query() {
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for e in std::fs::read_dir(from).expect("list") {
-            let e = e.expect("entry");
-            let target = to.join(e.file_name());
-            if e.file_type().expect("type").is_dir() {
-                copy_dir(&e.path(), &target);
-            } else {
-                std::fs::copy(e.path(), &target).expect("copy");
-            }
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("list") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
         }
     }
+}
+
+/// Glob characters in the dataset's path are part of the name, not a pattern: a copy at
+/// `runs[1]*?` gives the same counts as the original (read as a glob, the path matches no
+/// shard of its own, only the sibling `runs1xy`, which has none).
+#[test]
+fn glob_characters_in_the_dataset_path_do_not_change_results() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let odd = tmp.path().join("runs[1]*?");
+    copy_dir(dataset(), &odd);
+    std::fs::create_dir_all(tmp.path().join("runs1xy")).expect("mkdir");
+    let sql = "SELECT count(*) AS n, sum(num_completion_tokens) AS t FROM dataset";
+    let want = ok(&hindsight(&[
+        "query",
+        dataset().to_str().expect("utf8"),
+        sql,
+        "--format",
+        "csv",
+    ]));
+    let got = ok(&hindsight(&[
+        "query",
+        odd.to_str().expect("utf8"),
+        sql,
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(csv_rows(&got), csv_rows(&want));
+}
+
+#[test]
+fn a_torn_last_quarantine_line_does_not_break_query() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let copy = tmp.path().join("ds");
     copy_dir(dataset(), &copy);

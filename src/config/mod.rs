@@ -65,6 +65,28 @@ pub struct InputConfig {
     /// It changes which rows a dataset holds, so it is part of the dataset identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r#where: Option<String>,
+    /// A record (JSONL line, JSON array element, Parquet row) larger than this many bytes is
+    /// quarantined `record_too_large` without being held whole; default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_record_bytes: Option<usize>,
+    /// Largest compressed Parquet file or Parquet object spooled to a temporary file (Parquet
+    /// needs random access); default 64 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spool_bytes: Option<u64>,
+}
+
+impl InputConfig {
+    /// The reader limits this config asks for (defaults where it is silent).
+    pub fn reader_options(&self) -> crate::ingest::ReaderOptions {
+        let mut r = crate::ingest::ReaderOptions::default();
+        if let Some(n) = self.max_record_bytes {
+            r.max_record_bytes = n;
+        }
+        if let Some(n) = self.max_spool_bytes {
+            r.max_spool_bytes = n;
+        }
+        r
+    }
 }
 
 fn auto() -> String {

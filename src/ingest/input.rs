@@ -1,5 +1,6 @@
 //! Input expansion (path, directory, glob) and opening with transparent decompression.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -91,7 +92,7 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
         let arg = &local;
         let path = Path::new(arg);
         if path.is_dir() {
-            walk_dir(path, &mut out)?;
+            walk_dir(path, &mut out, &mut HashSet::new())?;
         } else if path.is_file() {
             out.push(InputFile::new(path.to_path_buf()));
         } else if arg.contains(['*', '?', '[']) {
@@ -103,7 +104,7 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
             matched.sort();
             for p in matched {
                 if p.is_dir() {
-                    walk_dir(&p, &mut out)?;
+                    walk_dir(&p, &mut out, &mut HashSet::new())?;
                 } else if p.is_file() {
                     out.push(InputFile::new(p));
                 }
@@ -116,7 +117,22 @@ pub fn expand_inputs(inputs: &[String]) -> Result<Vec<InputFile>, IngestError> {
     Ok(out)
 }
 
-fn walk_dir(dir: &Path, out: &mut Vec<InputFile>) -> Result<(), IngestError> {
+/// Walks `dir` recursively. Symlinked directories are followed, but each real directory is
+/// walked once (`visited` holds canonical paths), so a symlink loop or a second link to the
+/// same tree neither recurses forever nor reads the same files twice.
+fn walk_dir(
+    dir: &Path,
+    out: &mut Vec<InputFile>,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<(), IngestError> {
+    let real = dir.canonicalize().map_err(|e| IngestError::io(dir, e))?;
+    if !visited.insert(real) {
+        tracing::warn!(
+            dir = %crate::util::terminal_safe(&dir.display().to_string()),
+            "skipping a directory already walked (symlink loop or second link to it)"
+        );
+        return Ok(());
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| IngestError::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -129,7 +145,7 @@ fn walk_dir(dir: &Path, out: &mut Vec<InputFile>) -> Result<(), IngestError> {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            walk_dir(&p, out)?;
+            walk_dir(&p, out, visited)?;
         } else if kind_from_name(&p).is_some() {
             out.push(InputFile::new(p));
         }
@@ -147,6 +163,9 @@ pub struct Opened {
     pub compression: Compression,
     /// The first bytes of the decompressed stream (for sniffing the kind).
     pub magic: Vec<u8>,
+    /// The same bytes as a seekable file when they need no decompression and are on disk
+    /// (Parquet reads it in place instead of spooling a copy).
+    pub seekable: Option<File>,
 }
 
 /// Detects compression from magic bytes (the extension can lie; magic cannot).
@@ -174,17 +193,23 @@ pub fn sniff_kind(head: &[u8]) -> Option<FileKind> {
     }
 }
 
-/// Opens a file (or an object-store URL, downloaded to an anonymous temporary file) and wraps it
-/// in the right decompressor (by magic bytes).
+/// Opens a file (or an object-store URL, streamed) and wraps it in the right decompressor (by
+/// magic bytes).
 pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
     let name = path.to_string_lossy();
-    let file = if crate::store::is_remote(&name) {
-        crate::store::spool_object(&name)?
+    let (source, file): (Box<dyn Read + Send>, Option<File>) = if crate::store::is_remote(&name) {
+        (Box::new(crate::store::open_object(&name)?), None)
     } else {
-        File::open(path)?
+        let f = File::open(path)?;
+        let clone = f.try_clone().ok();
+        (Box::new(f), clone)
     };
-    let mut raw = BufReader::with_capacity(256 << 10, file);
+    let mut raw = BufReader::with_capacity(256 << 10, source);
     let compression = sniff_compression(raw.fill_buf()?);
+    let seekable = match compression {
+        Compression::None => file,
+        _ => None,
+    };
     let mut reader: Box<dyn BufRead + Send> = match compression {
         Compression::None => Box::new(raw),
         Compression::Gzip => Box::new(BufReader::with_capacity(
@@ -202,12 +227,21 @@ pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
         reader,
         compression,
         magic,
+        seekable,
     })
 }
 
-/// Copies a decompressed stream into an anonymous temporary file (Parquet needs random access).
-pub fn spool_to_tempfile(reader: &mut dyn Read) -> std::io::Result<File> {
+/// Copies a (decompressed or downloaded) stream into an anonymous temporary file, for Parquet,
+/// which needs random access. More than `max_bytes` is refused, so a decompression bomb or a
+/// mislabelled giant object cannot fill the disk.
+pub fn spool_to_tempfile(reader: &mut dyn Read, max_bytes: u64) -> std::io::Result<File> {
     let mut tmp = tempfile::tempfile()?;
-    std::io::copy(reader, &mut tmp)?;
+    let copied = std::io::copy(&mut reader.take(max_bytes.saturating_add(1)), &mut tmp)?;
+    if copied > max_bytes {
+        return Err(std::io::Error::other(format!(
+            "spooling stopped: the stream is larger than input.max_spool_bytes = {max_bytes} \
+             (raise it, or store the Parquet file uncompressed)"
+        )));
+    }
     Ok(tmp)
 }

@@ -46,8 +46,21 @@ pub struct ReaderOptions {
     /// A JSONL line or JSON array element larger than this is quarantined (`record_too_large`)
     /// without being buffered whole.
     pub max_record_bytes: usize,
-    /// Rows per Parquet batch (memory is about one batch at a time).
+    /// Rows per Parquet batch (memory is about one batch at a time); fewer for files whose rows
+    /// are big, so a batch stays near 64 MiB.
     pub parquet_batch_size: usize,
+    /// Largest compressed Parquet file or Parquet object spooled to a temporary file (Parquet
+    /// needs random access); a larger one is quarantined `unreadable_file`. Omitted from the
+    /// config fingerprint at its default.
+    #[serde(skip_serializing_if = "is_default_spool")]
+    pub max_spool_bytes: u64,
+}
+
+/// Default of [`ReaderOptions::max_spool_bytes`]: 64 GiB.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 64 << 30;
+
+fn is_default_spool(v: &u64) -> bool {
+    *v == DEFAULT_MAX_SPOOL_BYTES
 }
 
 impl Default for ReaderOptions {
@@ -55,6 +68,7 @@ impl Default for ReaderOptions {
         ReaderOptions {
             max_record_bytes: 64 << 20,
             parquet_batch_size: 256,
+            max_spool_bytes: DEFAULT_MAX_SPOOL_BYTES,
         }
     }
 }
@@ -82,18 +96,25 @@ pub fn open_file(file: &InputFile, opts: &ReaderOptions) -> FileRecords {
             ))))
         }
     };
-    let kind = match file.kind {
-        Some(k) => k,
-        None => match input::sniff_kind(&opened.magic) {
-            Some(k) => k,
-            None => FileKind::Jsonl,
-        },
-    };
-    match kind {
+    open_opened(file, opened, opts)
+}
+
+/// [`open_file`] for a file already opened (and sniffed) by the caller, so it is not opened,
+/// or downloaded, a second time.
+pub fn open_opened(file: &InputFile, opened: input::Opened, opts: &ReaderOptions) -> FileRecords {
+    let uri = file.path.display().to_string();
+    match opened_kind(file, &opened) {
         FileKind::Jsonl => Box::new(jsonl::JsonlReader::new(uri, opened.reader, opts)),
         FileKind::Json => Box::new(json_array::JsonArrayReader::new(uri, opened.reader, opts)),
         FileKind::Parquet => parquet_rows::open(uri, opened, opts),
     }
+}
+
+/// The kind of an opened file: from its name, else from its first bytes (JSONL by default).
+pub fn opened_kind(file: &InputFile, opened: &input::Opened) -> FileKind {
+    file.kind
+        .or_else(|| input::sniff_kind(&opened.magic))
+        .unwrap_or(FileKind::Jsonl)
 }
 
 /// A streaming record iterator over many inputs (paths, directories, globs), file by file in a

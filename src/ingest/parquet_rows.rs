@@ -5,9 +5,10 @@
 //! format parsers see one shape. A file whose footer cannot be read yields one
 //! `unreadable_file` entry; a batch that fails to decode yields one `parquet_error` entry and the
 //! rest of the file is skipped. Compressed Parquet (`.parquet.gz`) is spooled to a temporary file
-//! first (Parquet needs random access).
+//! first (Parquet needs random access), up to `max_spool_bytes`. Batches are made smaller for
+//! files with big rows ([`batch_rows`]), and a row over `max_record_bytes` is quarantined
+//! (`record_too_large`) before it is turned into JSON.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -21,7 +22,7 @@ use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde_json::{Map, Value};
 
-use super::input::{spool_to_tempfile, Compression, Opened};
+use super::input::{spool_to_tempfile, Opened};
 use super::quarantine::{QuarantineEntry, QuarantineReason};
 use super::{FileRecords, RawRecord, ReaderOptions, RecordResult};
 
@@ -37,19 +38,22 @@ pub fn open(uri: String, mut opened: Opened, opts: &ReaderOptions) -> FileRecord
             b"",
         ))))
     };
-    let file = match opened.compression {
-        Compression::None if !crate::store::is_remote(&uri) => File::open(&opened.path),
-        _ => spool_to_tempfile(&mut opened.reader),
+    let file = match opened.seekable.take() {
+        Some(f) => Ok(f),
+        None => spool_to_tempfile(&mut opened.reader, opts.max_spool_bytes),
     };
     let file = match file {
         Ok(f) => f,
         Err(e) => return fail(&uri, e.to_string()),
     };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(opts.parquet_batch_size.max(1)).build());
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| {
+        let rows = batch_rows(b.metadata(), opts.parquet_batch_size);
+        b.with_batch_size(rows).build()
+    });
     match reader {
         Ok(reader) => Box::new(ParquetRows {
             uri,
+            max_record_bytes: opts.max_record_bytes,
             reader,
             batch: None,
             row_in_batch: 0,
@@ -63,6 +67,7 @@ pub fn open(uri: String, mut opened: Opened, opts: &ReaderOptions) -> FileRecord
 /// Iterates the rows of a Parquet file as JSON objects.
 pub struct ParquetRows {
     uri: String,
+    max_record_bytes: usize,
     reader: ParquetRecordBatchReader,
     batch: Option<RecordBatch>,
     row_in_batch: usize,
@@ -80,6 +85,13 @@ impl Iterator for ParquetRows {
             }
             if let Some(batch) = &self.batch {
                 if self.row_in_batch < batch.num_rows() {
+                    let bytes = row_bytes(batch, self.row_in_batch);
+                    if bytes > self.max_record_bytes {
+                        let q = too_large(&self.uri, self.row_index, bytes, self.max_record_bytes);
+                        self.row_in_batch += 1;
+                        self.row_index += 1;
+                        return Some(Err(q));
+                    }
                     let value = row_to_value(batch, self.row_in_batch);
                     let rec = RawRecord {
                         source_uri: self.uri.clone(),
@@ -119,6 +131,115 @@ impl Iterator for ParquetRows {
             }
         }
     }
+}
+
+/// What one decoded Parquet batch may hold, roughly: batches of the configured row count are
+/// made smaller for files whose rows are big (agent transcripts of many MB each).
+pub const BATCH_BYTES_BUDGET: u64 = 64 << 20;
+
+/// Rows per batch for a file: `configured`, or fewer so that a batch of the file's widest row
+/// group (uncompressed bytes per row, from the footer) stays within [`BATCH_BYTES_BUDGET`].
+pub fn batch_rows(meta: &parquet::file::metadata::ParquetMetaData, configured: usize) -> usize {
+    let widest = meta
+        .row_groups()
+        .iter()
+        .filter(|g| g.num_rows() > 0)
+        .map(|g| g.total_byte_size().max(0) as u64 / g.num_rows() as u64)
+        .max()
+        .unwrap_or(0);
+    let by_bytes = match widest {
+        0 => configured,
+        w => usize::try_from(BATCH_BYTES_BUDGET / w).unwrap_or(usize::MAX),
+    };
+    configured.min(by_bytes).max(1)
+}
+
+/// The payload bytes of one row (strings, binaries and fixed-width values, through lists and
+/// structs): what `max_record_bytes` is compared with, measured before the row is turned into
+/// JSON.
+pub fn row_bytes(batch: &RecordBatch, row: usize) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| range_bytes(c.as_ref(), row, row + 1))
+        .fold(0usize, usize::saturating_add)
+}
+
+fn range_bytes(a: &dyn Array, start: usize, end: usize) -> usize {
+    if end <= start || end > a.len() {
+        return 0;
+    }
+    let span = |o: &[i32]| (o[end] - o[start]).max(0) as usize;
+    let span64 = |o: &[i64]| usize::try_from((o[end] - o[start]).max(0)).unwrap_or(usize::MAX);
+    match a.data_type() {
+        DataType::Utf8 => span(a.as_string::<i32>().value_offsets()),
+        DataType::LargeUtf8 => span64(a.as_string::<i64>().value_offsets()),
+        DataType::Binary => span(a.as_binary::<i32>().value_offsets()),
+        DataType::LargeBinary => span64(a.as_binary::<i64>().value_offsets()),
+        DataType::Utf8View => {
+            let v = a.as_string_view();
+            (start..end).map(|i| v.value(i).len()).sum()
+        }
+        DataType::BinaryView => {
+            let v = a.as_binary_view();
+            (start..end).map(|i| v.value(i).len()).sum()
+        }
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            let o = l.value_offsets();
+            range_bytes(
+                l.values().as_ref(),
+                o[start].max(0) as usize,
+                o[end].max(0) as usize,
+            )
+        }
+        DataType::LargeList(_) => {
+            let l = a.as_list::<i64>();
+            let o = l.value_offsets();
+            let at = |x: i64| usize::try_from(x.max(0)).unwrap_or(usize::MAX);
+            range_bytes(l.values().as_ref(), at(o[start]), at(o[end]))
+        }
+        DataType::FixedSizeList(_, n) => {
+            let l = a.as_fixed_size_list();
+            let n = (*n).max(0) as usize;
+            range_bytes(
+                l.values().as_ref(),
+                start.saturating_mul(n),
+                end.saturating_mul(n),
+            )
+        }
+        DataType::Map(_, _) => {
+            let m = a.as_map();
+            let o = m.value_offsets();
+            range_bytes(
+                m.entries(),
+                o[start].max(0) as usize,
+                o[end].max(0) as usize,
+            )
+        }
+        DataType::Struct(_) => a
+            .as_struct()
+            .columns()
+            .iter()
+            .map(|c| range_bytes(c.as_ref(), start, end))
+            .fold(0usize, usize::saturating_add),
+        other => other
+            .primitive_width()
+            .unwrap_or(8)
+            .saturating_mul(end - start),
+    }
+}
+
+/// The quarantine entry for a row over `max_record_bytes`.
+pub fn too_large(uri: &str, row: i64, bytes: usize, max: usize) -> QuarantineEntry {
+    QuarantineEntry::new(
+        uri,
+        row,
+        None,
+        QuarantineReason::RecordTooLarge,
+        format!("row of {bytes} bytes is larger than max_record_bytes = {max}"),
+        b"",
+    )
 }
 
 /// Converts one row of a batch to a JSON object keyed by column name.

@@ -164,7 +164,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let out_dir = mirror.local().to_path_buf();
     let task = opts.task;
     let _lock = match task {
-        Some(t) => RunLock::acquire_named(&out_dir, &t.lock_name())?,
+        Some(t) => RunLock::acquire_task(&out_dir, &t.lock_name())?,
         None => RunLock::acquire(&out_dir)?,
     };
     mirror.pull_tree("_state")?;
@@ -238,7 +238,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         inputs: cfg.input.paths.clone(),
         format: cfg.format()?,
         episode: cfg.episode.clone(),
-        reader: Default::default(),
+        reader: cfg.input.reader_options(),
         quarantine_path: Some(match task {
             Some(t) => out_dir.join(t.quarantine_rel()),
             None => out_dir.join("quarantine.jsonl"),

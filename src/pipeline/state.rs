@@ -26,7 +26,7 @@ pub enum StateError {
         #[source]
         source: std::io::Error,
     },
-    #[error("another hindsight run is writing to {0} (it holds {0}/.lock); wait for it to finish or use another --output")]
+    #[error("another hindsight run is writing to {0} (a plain run, the same sharded task or a finalize holds its lock); wait for it to finish or use another --output")]
     Locked(PathBuf),
     #[error("{path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
@@ -56,39 +56,68 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// Exclusive ownership of an output directory for the duration of a run.
+/// Ownership of an output directory for the duration of a run.
+///
+/// `DIR/.lock` is held exclusively by a plain run and by `finalize`, and *shared* by sharded
+/// tasks, which also hold `DIR/.lock-task-<I>` exclusively: tasks of one run share a directory
+/// with each other, never with a second copy of themselves, a plain run or a finalize.
 pub struct RunLock {
-    _file: File,
+    _files: Vec<File>,
 }
 
 impl RunLock {
-    /// Takes the lock or fails at once with [`StateError::Locked`].
+    /// Takes `DIR/.lock` exclusively or fails at once with [`StateError::Locked`].
     pub fn acquire(dir: &Path) -> Result<Self, StateError> {
-        Self::acquire_named(dir, ".lock")
+        Ok(Self {
+            _files: vec![lock_file(dir, ".lock", false)?],
+        })
     }
 
-    /// Takes the lock file `dir/name` (sharded tasks lock `.lock-task-<I>` so they can share a
-    /// directory with each other but not with a second copy of themselves).
+    /// Takes the lock file `dir/name` exclusively (without `DIR/.lock`): finalize uses it to
+    /// check that no task of the run is still writing.
     pub fn acquire_named(dir: &Path, name: &str) -> Result<Self, StateError> {
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let path = dir.join(name);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("opening", &path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StateError::Locked(dir.to_path_buf()))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+        Ok(Self {
+            _files: vec![lock_file(dir, name, false)?],
+        })
+    }
+
+    /// A sharded task's locks: `DIR/.lock` shared, then `DIR/.lock-task-<I>` (`name`)
+    /// exclusively.
+    pub fn acquire_task(dir: &Path, name: &str) -> Result<Self, StateError> {
+        let shared = lock_file(dir, ".lock", true)?;
+        let own = lock_file(dir, name, false)?;
+        Ok(Self {
+            _files: vec![shared, own],
+        })
+    }
+}
+
+fn lock_file(dir: &Path, name: &str, shared: bool) -> Result<File, StateError> {
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let path = dir.join(name);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("opening", &path))?;
+    let got = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match got {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(StateError::Locked(dir.to_path_buf()))
         }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io("locking", &path)(e)),
+    }
+    if !shared {
         let _ = file.set_len(0);
         let _ = writeln!(file, "{}", std::process::id());
-        Ok(Self { _file: file })
     }
+    Ok(file)
 }
 
 /// What an output directory is bound to.
@@ -153,16 +182,10 @@ pub struct RunState {
     chunks: BTreeMap<String, ChunkState>,
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+/// Writes `bytes` to `path` atomically and durably ([`crate::util::write_atomic`]: unguessable
+/// `create_new` temp file, fsync, rename, directory fsync).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
-    // The pid keeps concurrent tasks sharing a directory from renaming each other's temp file.
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    {
-        let mut f = File::create(&tmp).map_err(io("creating", &tmp))?;
-        f.write_all(bytes).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io("renaming", &tmp))
+    crate::util::write_atomic(path, bytes).map_err(io("writing", path))
 }
 
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
@@ -233,6 +256,18 @@ impl RunState {
             let path = e.map_err(io("listing", &chunks_dir))?.path();
             if path.extension().is_some_and(|x| x == "json") {
                 let c: ChunkState = read_json(&path)?;
+                // Names from here are joined to the dataset directory (shards to read, merge
+                // and delete; the chunk's id list), so a crafted file cannot point outside it.
+                let names = std::iter::once(&c.chunk_id).chain(c.shards.iter().map(|s| &s.file));
+                if let Some(bad) = names.into_iter().find(|n| !crate::util::is_plain_name(n)) {
+                    return Err(StateError::Corrupt {
+                        path,
+                        message: format!(
+                            "'{}' is not a plain file name inside the dataset",
+                            crate::util::terminal_safe(bad)
+                        ),
+                    });
+                }
                 chunks.insert(c.chunk_id.clone(), c);
             } else if exclusive && path.extension().is_some_and(|x| x == "tmp") {
                 let _ = std::fs::remove_file(&path);
@@ -350,4 +385,33 @@ fn refuse_foreign_directory(dir: &Path) -> Result<(), StateError> {
 
 fn short(h: &str) -> String {
     h.chars().take(12).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// OS file locks (flock) conflict between open files even in one process, so this is the
+    /// real exclusion two processes get.
+    #[test]
+    fn plain_runs_tasks_and_finalize_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let t0 = RunLock::acquire_task(d, ".lock-task-0").unwrap();
+        let t1 = RunLock::acquire_task(d, ".lock-task-1").unwrap();
+        assert!(matches!(
+            RunLock::acquire_task(d, ".lock-task-0"),
+            Err(StateError::Locked(_))
+        ));
+        // A plain run (or finalize) while tasks write.
+        assert!(matches!(RunLock::acquire(d), Err(StateError::Locked(_))));
+        drop((t0, t1));
+        let plain = RunLock::acquire(d).unwrap();
+        assert!(matches!(
+            RunLock::acquire_task(d, ".lock-task-2"),
+            Err(StateError::Locked(_))
+        ));
+        drop(plain);
+        assert!(RunLock::acquire_task(d, ".lock-task-2").is_ok());
+    }
 }

@@ -4,7 +4,9 @@
 //! Every task reads the whole input (reading is cheap next to scoring, and it keeps ingest's
 //! exact episode dedup and the chunk numbering identical in every task) and scores the chunks
 //! whose ordinal (position in reading order) is `I mod N`. Tasks share the dataset directory:
-//! each holds its own lock (`.lock-task-<I>`), writes its shards and chunk states (tagged with
+//! each holds its own lock (`.lock-task-<I>`) and a shared hold on `.lock`, so a plain run or a
+//! finalize (which take `.lock` exclusively) cannot start while a task writes, nor a task while
+//! they do; it writes its shards and chunk states (tagged with
 //! the task and the chunk's ordinal), never writes `manifest.json`, and ends by writing its
 //! completion marker `_state/tasks/<N>/<I>.json`.
 //!
@@ -343,17 +345,19 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         // Rewrite the chunk's shards without the rows an earlier chunk already has.
         let mut kept = Vec::new();
         let mut dropped_tokens = 0u64;
+        // Counted from the rows, not the id list: a damaged id file must not underflow.
+        let mut dropped = 0u64;
         for s in &chunk.shards {
             mirror.pull(&s.file)?;
             for row in read_rows(&dir.join(&s.file))? {
                 if dups.contains(row.sample_id.as_str()) {
                     dropped_tokens += row.response_tokens() as u64;
+                    dropped += 1;
                 } else {
                     kept.push(row);
                 }
             }
         }
-        let dropped = (ids.len() - kept.len()) as u64;
         duplicates_removed += dropped;
         let kept_ids: Vec<String> = kept.iter().map(|r| r.sample_id.clone()).collect();
         let mut writer = ShardWriter::new(

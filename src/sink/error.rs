@@ -49,6 +49,22 @@ pub enum SinkError {
     /// A row cannot be written as given (e.g. its top-k width differs from the dataset's K).
     #[error("invalid row: {0}")]
     InvalidRow(String),
+    /// A manifest parses but holds values no writer produces (K out of range, ...).
+    #[error("{path}: {message}")]
+    InvalidManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file name read from a dataset (manifest, state) is not a plain name inside it.
+    #[error("{path}: '{name}' is not a plain file name inside the dataset; refusing to use it")]
+    UnsafeName {
+        /// The document that named it.
+        path: PathBuf,
+        /// The name as written there.
+        name: String,
+    },
     /// Writer settings are unusable (zero rows per shard, empty chunk id, ...).
     #[error("invalid sink config: {0}")]
     Config(String),

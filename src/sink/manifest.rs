@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{SinkError, SinkResult};
 use super::meta::{canonical_json, DatasetMeta};
 use super::schema::SCHEMA_VERSION;
-use super::shard::{sync_dir, ShardInfo};
+use super::shard::ShardInfo;
 
 /// File name of the manifest inside a dataset directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -41,6 +41,10 @@ impl Totals {
         }
     }
 }
+
+/// Largest top-k a manifest may declare: far above any useful K (vocabularies are ~10^5), far
+/// below what would overflow Arrow's i32 list sizes.
+pub const MAX_TOP_K: usize = 1 << 20;
 
 /// The manifest of one dataset directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,22 +95,12 @@ impl Manifest {
         Ok(s)
     }
 
-    /// Writes `dir/manifest.json` atomically (`manifest.json.tmp`, fsync, rename).
+    /// Writes `dir/manifest.json` atomically and durably (temp file, fsync, rename, dir fsync).
     pub fn write(&self, dir: &Path) -> SinkResult<()> {
         let text = self.to_json()?;
         let path = dir.join(MANIFEST_FILE);
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
-        {
-            use std::io::Write;
-            let mut f =
-                std::fs::File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
-            f.write_all(text.as_bytes())
-                .map_err(|e| SinkError::io("writing", &tmp, e))?;
-            f.sync_all()
-                .map_err(|e| SinkError::io("syncing", &tmp, e))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(|e| SinkError::io("renaming", &tmp, e))?;
-        sync_dir(dir)
+        crate::util::write_atomic(&path, text.as_bytes())
+            .map_err(|e| SinkError::io("writing", &path, e))
     }
 
     /// Reads `dir/manifest.json`.
@@ -114,6 +108,30 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text =
             std::fs::read_to_string(&path).map_err(|e| SinkError::io("reading", &path, e))?;
-        serde_json::from_str(&text).map_err(|e| SinkError::Json { path, source: e })
+        let m: Manifest = serde_json::from_str(&text).map_err(|e| SinkError::Json {
+            path: path.clone(),
+            source: e,
+        })?;
+        // K sizes Arrow fixed-size lists (an i32) and buffers; a crafted value must not reach them.
+        if m.dataset.top_k > MAX_TOP_K {
+            return Err(SinkError::InvalidManifest {
+                path,
+                message: format!(
+                    "dataset.top_k = {} is out of range (at most {MAX_TOP_K})",
+                    m.dataset.top_k
+                ),
+            });
+        }
+        if let Some(bad) = m
+            .shards
+            .iter()
+            .find(|s| !crate::util::is_plain_name(&s.file))
+        {
+            return Err(SinkError::UnsafeName {
+                path,
+                name: crate::util::terminal_safe(&bad.file),
+            });
+        }
+        Ok(m)
     }
 }

@@ -360,8 +360,9 @@ impl ShardWriter {
     fn open(&mut self) -> SinkResult<OpenShard> {
         let name = format!("part-{}-{:05}.parquet", self.chunk_id, self.seq);
         self.seq += 1;
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let file = File::create(&tmp).map_err(|e| SinkError::io("creating", &tmp, e))?;
+        let dest = self.dir.join(&name);
+        let (tmp, file) = crate::util::create_temp_beside(&dest)
+            .map_err(|e| SinkError::io("creating a temporary file for", &dest, e))?;
         let sink = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             hasher: Sha256::new(),
@@ -412,16 +413,7 @@ impl ShardWriter {
     }
 }
 
-/// Makes a rename durable (the directory entry is flushed too). A no-op where directories
-/// cannot be opened (non-Unix).
+/// Makes a rename durable (the directory entry is flushed too).
 pub(crate) fn sync_dir(dir: &Path) -> SinkResult<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| SinkError::io("syncing directory", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
+    crate::util::sync_dir(dir).map_err(|e| SinkError::io("syncing directory", dir, e))
 }

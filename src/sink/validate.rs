@@ -185,7 +185,7 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
     check_manifest(&m, &mut rep);
     let mut ids: HashMap<String, (String, u64)> = HashMap::new();
     for shard in &m.shards {
-        if !is_plain_name(&shard.file) {
+        if !crate::util::is_plain_name(&shard.file) {
             rep.push(
                 Some(MANIFEST_FILE),
                 None,
@@ -197,10 +197,6 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
         check_shard(dir, &m, shard, &mut ids, &mut rep);
     }
     Ok(rep)
-}
-
-fn is_plain_name(name: &str) -> bool {
-    !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != ".."
 }
 
 /// Leftover temporary files and shards the manifest does not list.

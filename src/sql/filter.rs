@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use super::{SqlError, SqlResult};
 use crate::ingest::formats::parse_time_us;
-use crate::ingest::input::{open_decompressed, sniff_kind, spool_to_tempfile, Compression};
+use crate::ingest::input::{open_decompressed, sniff_kind, spool_to_tempfile};
 use crate::ingest::{open_file, FileKind, InputFile, RawRecord, ReaderOptions};
 
 /// Records sampled per JSON/JSONL file to learn which columns it has (for the up-front check).
@@ -432,17 +432,29 @@ fn json_batch(
 /// records of a JSON/JSONL file. Unreadable files offer nothing (the reader quarantines them).
 fn describe(file: &InputFile, reader: &ReaderOptions) -> Option<FileColumns> {
     let uri = file.path.display().to_string();
+    // Remote Parquet objects: only the footer is fetched (two range requests), so the object
+    // is downloaded once, by the reader.
+    let remote = crate::store::is_remote(&uri);
+    if remote && file.kind == Some(FileKind::Parquet) {
+        let meta = crate::store::parquet_footer(&uri).ok()?;
+        let fm = meta.file_metadata();
+        let schema =
+            parquet::arrow::parquet_to_arrow_schema(fm.schema_descr(), fm.key_value_metadata())
+                .ok()?;
+        return Some(FileColumns::Parquet {
+            uri,
+            schema: Arc::new(schema),
+        });
+    }
     let mut opened = open_decompressed(&file.path).ok()?;
     let kind = file
         .kind
         .or_else(|| sniff_kind(&opened.magic))
         .unwrap_or(FileKind::Jsonl);
     if kind == FileKind::Parquet {
-        let f = match opened.compression {
-            Compression::None if !crate::store::is_remote(&opened.path.to_string_lossy()) => {
-                std::fs::File::open(&opened.path).ok()?
-            }
-            _ => spool_to_tempfile(&mut opened.reader).ok()?,
+        let f = match opened.seekable.take() {
+            Some(f) => f,
+            None => spool_to_tempfile(&mut opened.reader, reader.max_spool_bytes).ok()?,
         };
         let builder =
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f).ok()?;

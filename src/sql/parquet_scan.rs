@@ -14,7 +14,6 @@
 //! predicate that fails at run time) yields one `parquet_error` entry and the rest of the file is
 //! skipped, as in the unfiltered reader.
 
-use std::fs::File;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::cast::AsArray;
@@ -36,8 +35,8 @@ use parquet::schema::types::SchemaDescriptor;
 
 use super::filter::{evaluate, WherePredicate, WhereStats};
 use super::source::SourceItem;
-use crate::ingest::input::{spool_to_tempfile, Compression, Opened};
-use crate::ingest::parquet_rows::row_to_value;
+use crate::ingest::input::{spool_to_tempfile, Opened};
+use crate::ingest::parquet_rows::{batch_rows, row_bytes, row_to_value, too_large};
 use crate::ingest::{QuarantineEntry, QuarantineReason, RawRecord, ReaderOptions};
 
 /// Name of the virtual row-number column (unlikely to clash with a real column).
@@ -57,12 +56,11 @@ pub fn open(
             QuarantineEntry::new(uri, -1, None, reason, detail, b""),
         ))) as Box<dyn Iterator<Item = SourceItem> + Send>
     };
-    let file = match opened.compression {
-        // Object-store inputs were already downloaded into `reader` (a temporary file).
-        Compression::None if !crate::store::is_remote(&opened.path.to_string_lossy()) => {
-            File::open(&opened.path)
-        }
-        _ => spool_to_tempfile(&mut opened.reader),
+    // Uncompressed files (and objects already downloaded to a temporary file) are read in
+    // place; compressed ones are spooled once, with the size cap.
+    let file = match opened.seekable.take() {
+        Some(f) => Ok(f),
+        None => spool_to_tempfile(&mut opened.reader, opts.max_spool_bytes),
     };
     let file = match file {
         Ok(f) => f,
@@ -147,11 +145,12 @@ pub fn open(
     let reader = builder
         .with_row_groups(kept)
         .with_row_filter(RowFilter::new(vec![Box::new(filter)]))
-        .with_batch_size(opts.parquet_batch_size.max(1))
+        .with_batch_size(batch_rows(&metadata, opts.parquet_batch_size))
         .build();
     match reader {
         Ok(reader) => Box::new(FilteredRows {
             uri,
+            max_record_bytes: opts.max_record_bytes,
             reader,
             batch: None,
             rows: None,
@@ -253,6 +252,7 @@ impl PruningStatistics for GroupStats<'_> {
 /// Iterates the matching rows of a Parquet file, with the rows in between as filtered counts.
 struct FilteredRows {
     uri: String,
+    max_record_bytes: usize,
     reader: ParquetRecordBatchReader,
     /// The current batch without the row-number column.
     batch: Option<RecordBatch>,
@@ -309,6 +309,20 @@ impl Iterator for FilteredRows {
             if let Some(row) = current {
                 if let Some(gap) = self.gap(row) {
                     return Some(gap);
+                }
+                let bytes = self
+                    .batch
+                    .as_ref()
+                    .map_or(0, |b| row_bytes(b, self.row_in_batch));
+                if bytes > self.max_record_bytes {
+                    self.row_in_batch += 1;
+                    self.next_row = row + 1;
+                    return Some(SourceItem::Quarantined(too_large(
+                        &self.uri,
+                        row,
+                        bytes,
+                        self.max_record_bytes,
+                    )));
                 }
                 let value = match &self.batch {
                     Some(batch) => row_to_value(batch, self.row_in_batch),

@@ -90,7 +90,26 @@ impl DatasetQuery {
                         s.file
                     )));
                 }
-                let url = ListingTableUrl::parse(path.display().to_string())
+                // The footer is checked with the synchronous reader first: DataFusion's async
+                // footer parsing panics on some damaged files instead of returning an error.
+                let footer = std::fs::File::open(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|f| {
+                        parquet::file::metadata::ParquetMetaDataReader::new()
+                            .parse_and_finish(&f)
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = footer {
+                    return Err(bad(format!(
+                        "shard {} is not a readable Parquet file ({e}); run `hindsight validate`",
+                        s.file
+                    )));
+                }
+                // A `file://` URL, not a path: DataFusion reads `*`, `?` and `[` in a plain
+                // path as a glob, and a dataset directory may be named `runs[2]`.
+                let file_url = url::Url::from_file_path(&path)
+                    .map_err(|()| bad(format!("shard {}: not an absolute path", s.file)))?;
+                let url = ListingTableUrl::try_new(file_url, None)
                     .map_err(|e| bad(format!("shard {}: {e}", s.file)))?;
                 urls.push(url);
             }

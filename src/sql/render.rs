@@ -5,9 +5,8 @@
 //! Dictionary columns (`source_kind`, ...) are written as plain strings in CSV and JSONL; CSV
 //! holds scalars only, so a list or struct column is an error that says to use JSONL/Parquet.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
@@ -236,12 +235,11 @@ pub fn write_stream<W: Write + Send>(
 /// renamed into place on success, removed on any error (nothing is left behind).
 pub fn write_file(q: &mut QueryStream<'_>, format: OutputFormat, path: &Path) -> SqlResult<u64> {
     check_format(&q.schema(), format)?;
-    let tmp = temp_path(path);
     let out_err = |m: String| SqlError::Output {
         path: path.to_path_buf(),
         message: m,
     };
-    let file = File::create(&tmp).map_err(|e| out_err(e.to_string()))?;
+    let (tmp, file) = crate::util::create_temp_beside(path).map_err(|e| out_err(e.to_string()))?;
     let result: SqlResult<u64> = (|| {
         let mut w = BufWriter::new(file);
         let rows = write_stream(q, format, &mut w)?;
@@ -254,14 +252,6 @@ pub fn write_file(q: &mut QueryStream<'_>, format: OutputFormat, path: &Path) ->
         let _ = std::fs::remove_file(&tmp);
     }
     result
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "query-output".into());
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -12,14 +12,31 @@ use std::sync::{Arc, Mutex};
 
 use super::filter::{Verdict, WherePredicate, WhereStats};
 use super::parquet_scan;
-use crate::ingest::input::{open_decompressed, sniff_kind};
+use crate::ingest::input::open_decompressed;
 use crate::ingest::{
-    open_file, FileKind, FileRecords, InputFile, QuarantineEntry, QuarantineReason, RawRecord,
-    ReaderOptions, RecordResult,
+    open_file, open_opened, opened_kind, FileKind, FileRecords, InputFile, QuarantineEntry,
+    QuarantineReason, RawRecord, ReaderOptions, RecordResult,
 };
 
-/// Records evaluated together in one Arrow batch (JSON inputs).
+/// Records evaluated together in one Arrow batch (JSON inputs), at most...
 const JSON_BLOCK: usize = 256;
+/// ...and at most about this many bytes of record text, so a block of big records (64 MiB
+/// each is allowed) is not held 256 at a time: a block ends after the record that crosses it.
+const JSON_BLOCK_BYTES: usize = 32 << 20;
+
+/// Roughly how many bytes a JSON value holds (string and key lengths plus a few per value).
+fn approx_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => a.iter().map(approx_bytes).fold(2, usize::saturating_add),
+        Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| k.len().saturating_add(3).saturating_add(approx_bytes(v)))
+            .fold(2, usize::saturating_add),
+        _ => 8,
+    }
+}
 
 /// One thing a source yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,25 +107,23 @@ impl FilteredSource {
         let Some(pred) = &self.predicate else {
             return Box::new(open_file(file, &self.opts).map(SourceItem::from));
         };
-        let kind = match file.kind {
-            Some(k) => Some(k),
-            None => open_decompressed(&file.path)
-                .ok()
-                .and_then(|o| sniff_kind(&o.magic)),
+        // Opened once: the same stream is sniffed and read (an object is downloaded once).
+        let opened = match open_decompressed(&file.path) {
+            Ok(o) => o,
+            // `open_file` turns the failure into an `unreadable_file` entry.
+            Err(_) => return Box::new(open_file(file, &self.opts).map(SourceItem::from)),
         };
-        if kind == Some(FileKind::Parquet) {
-            if let Ok(opened) = open_decompressed(&file.path) {
-                return parquet_scan::open(
-                    file.path.display().to_string(),
-                    opened,
-                    &self.opts,
-                    pred.clone(),
-                    self.stats.clone(),
-                );
-            }
+        if opened_kind(file, &opened) == FileKind::Parquet {
+            return parquet_scan::open(
+                file.path.display().to_string(),
+                opened,
+                &self.opts,
+                pred.clone(),
+                self.stats.clone(),
+            );
         }
         Box::new(JsonFiltered {
-            inner: open_file(file, &self.opts),
+            inner: open_opened(file, opened, &self.opts),
             predicate: pred.clone(),
             stats: self.stats.clone(),
             out: VecDeque::new(),
@@ -146,9 +161,15 @@ struct JsonFiltered {
 impl JsonFiltered {
     fn refill(&mut self) {
         let mut block: Vec<RecordResult> = Vec::with_capacity(JSON_BLOCK);
-        while block.len() < JSON_BLOCK {
+        let mut bytes = 0usize;
+        while block.len() < JSON_BLOCK && bytes < JSON_BLOCK_BYTES {
             match self.inner.next() {
-                Some(item) => block.push(item),
+                Some(item) => {
+                    if let Ok(rec) = &item {
+                        bytes = bytes.saturating_add(approx_bytes(&rec.value));
+                    }
+                    block.push(item);
+                }
                 None => {
                     self.done = true;
                     break;

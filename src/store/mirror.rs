@@ -62,6 +62,22 @@ impl Mirror {
         }
     }
 
+    /// The staging path of a relative name, refused unless every segment is a plain name:
+    /// object listings and dataset files name what is downloaded, and a crafted key must not
+    /// write outside the staging directory.
+    fn staged(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        if !crate::util::is_safe_relative(rel) {
+            return Err(StoreError::BadUrl {
+                url: self.label(),
+                message: format!(
+                    "object name '{}' is not a plain relative path; refusing to stage it",
+                    crate::util::terminal_safe(rel)
+                ),
+            });
+        }
+        Ok(self.local.join(rel))
+    }
+
     /// Downloads every object under `rel` (e.g. `_state`) into the local directory, so a run
     /// resumes from the remote state. Returns how many objects were fetched (0 when local).
     pub fn pull_tree(&self, rel: &str) -> Result<usize, StoreError> {
@@ -76,7 +92,7 @@ impl Mirror {
             if name.ends_with(".tmp") {
                 continue;
             }
-            remote.download_file(&name, &self.local.join(&name))?;
+            remote.download_file(&name, &self.staged(&name)?)?;
             n += 1;
         }
         Ok(n)
@@ -85,7 +101,7 @@ impl Mirror {
     /// Downloads one file (remote datasets only; a no-op for local ones).
     pub fn pull(&self, rel: &str) -> Result<(), StoreError> {
         if let Some(remote) = &self.remote {
-            remote.download_file(rel, &self.local.join(rel))?;
+            remote.download_file(rel, &self.staged(rel)?)?;
         }
         Ok(())
     }
@@ -158,7 +174,7 @@ impl Mirror {
             if name.starts_with("_state/") || name.contains('/') {
                 continue;
             }
-            remote.download_file(&name, &self.local.join(&name))?;
+            remote.download_file(&name, &self.staged(&name)?)?;
             n += 1;
         }
         Ok(n)

@@ -3,8 +3,11 @@
 //! environment (`AmazonS3Builder::from_env()` and its GCS/Azure twins; see `docs/STORAGE.md`).
 //!
 //! The rest of hindsight is synchronous and file-based, so this module is the bridge:
-//! - an input object is downloaded, streaming, into an anonymous temporary file and handed to the
-//!   ordinary readers (memory stays bounded; chunk ids use the object URL and size);
+//! - an input object is read once per run: JSON/JSONL objects stream straight into the readers
+//!   ([`ObjectReader`]; memory is one network buffer, nothing on disk), Parquet objects (which
+//!   need random access) are spooled once into an anonymous temporary file, capped by
+//!   `input.max_spool_bytes`, and schema discovery reads only their footer ([`parquet_footer`]);
+//!   chunk ids use the object URL and its content identity;
 //! - a dataset at a URL is written into a local staging directory, and every committed chunk is
 //!   uploaded from there ([`Mirror`]): shards by multipart upload (an object becomes visible only
 //!   when its upload completes), then the chunk state, and the manifest last with a single put.
@@ -12,7 +15,7 @@
 pub mod mirror;
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -249,9 +252,16 @@ impl Remote {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
         }
-        let tmp = path.with_extension(format!("{}.dl.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
-        let n = self.download_to(rel, &mut f)?;
+        let (tmp, mut f) =
+            crate::util::create_temp_beside(path).map_err(io_err("creating", path))?;
+        let n = match self.download_to(rel, &mut f) {
+            Ok(n) => n,
+            Err(e) => {
+                drop(f);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         drop(f);
         std::fs::rename(&tmp, path).map_err(io_err("renaming", &tmp))?;
         Ok(n)
@@ -461,14 +471,81 @@ pub fn input_identity(uri: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Downloads an input object into an anonymous temporary file (deleted when closed), rewound.
-pub fn spool_object(url: &str) -> std::io::Result<std::fs::File> {
+/// A streaming reader over one input object: bytes are read as they arrive (memory is one
+/// network buffer) and nothing is written to disk. JSON and JSONL inputs are read this way, once;
+/// dropping the reader early (schema discovery reads a few records) stops the download.
+pub struct ObjectReader {
+    url: String,
+    stream: futures::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>,
+    chunk: bytes::Bytes,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.chunk.is_empty() {
+            match block_on(self.stream.next()) {
+                None => return Ok(0),
+                Some(Ok(b)) => self.chunk = b,
+                Some(Err(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "downloading {}: {e}",
+                        self.url
+                    )))
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len());
+        buf[..n].copy_from_slice(&self.chunk.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Opens an input object for streaming reads ([`ObjectReader`]).
+pub fn open_object(url: &str) -> std::io::Result<ObjectReader> {
     let to_io = |e: StoreError| std::io::Error::other(e.to_string());
     let remote = Remote::parse(url).map_err(to_io)?;
-    let mut file = tempfile::tempfile()?;
-    remote.download_to("", &mut file).map_err(to_io)?;
-    file.seek(SeekFrom::Start(0))?;
-    Ok(file)
+    let key = remote.key("");
+    let got = block_on(remote.store.get(&key))
+        .map_err(|e| std::io::Error::other(format!("downloading {url}: {e}")))?;
+    Ok(ObjectReader {
+        url: url.to_string(),
+        stream: got.into_stream(),
+        chunk: bytes::Bytes::new(),
+    })
+}
+
+/// The footer of a Parquet object, read with two range requests (its last 8 bytes, then the
+/// metadata), so schema discovery does not download the object.
+pub fn parquet_footer(url: &str) -> std::io::Result<parquet::file::metadata::ParquetMetaData> {
+    let to_io = |e: StoreError| std::io::Error::other(e.to_string());
+    let bad =
+        |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{url}: {m}"));
+    let remote = Remote::parse(url).map_err(to_io)?;
+    let key = remote.key("");
+    let size = remote
+        .head("")
+        .map_err(to_io)?
+        .ok_or_else(|| bad("no such object".into()))?;
+    if size < 12 {
+        return Err(bad(format!("{size} bytes is too small for a Parquet file")));
+    }
+    let get = |r: std::ops::Range<u64>| {
+        block_on(remote.store.get_range(&key, r))
+            .map_err(|e| std::io::Error::other(format!("reading {url}: {e}")))
+    };
+    let tail = get(size - 8..size)?;
+    if tail.len() != 8 || &tail[4..] != b"PAR1" {
+        return Err(bad("no Parquet footer magic".into()));
+    }
+    let len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if len > size - 8 {
+        return Err(bad(format!(
+            "footer length {len} exceeds the object size {size}"
+        )));
+    }
+    let meta = get(size - 8 - len..size - 8)?;
+    parquet::file::metadata::ParquetMetaDataReader::decode_metadata(&meta)
+        .map_err(|e| bad(format!("unreadable Parquet footer: {e}")))
 }
 
 #[cfg(test)]

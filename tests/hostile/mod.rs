@@ -184,3 +184,238 @@ fn an_input_rewritten_in_place_with_the_same_size_is_not_taken_as_done() {
     let (again, _) = run();
     assert_eq!(again, first, "the rewritten input is processed again");
 }
+
+/// PII a privacy reviewer asked for is scrubbed before anything reaches disk (shards, quarantine
+/// snippets cut mid-address included), the user's own pattern applies, and each kind is counted.
+#[test]
+fn pii_is_scrubbed_everywhere_and_counted_per_kind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secrets = [
+        "4111 1111 1111 1111",
+        "DE89 3704 0044 0532 0130 00",
+        "123-45-6789",
+        "josé.garcía@correo.es",
+        "+44 20 7946 0958",
+        "EMP-123456",
+        "sk-ant-api03-abcdefghijklmnopqrstuvwxyz012345-AAAA",
+        "2001:db8::8a2e:370:7334",
+        "dXNlcjpodW50ZXIy",
+    ];
+    let first = format!(
+        "My card is {}, IBAN {}, SSN {}; write to {} or call {}. I am {}.",
+        secrets[0], secrets[1], secrets[2], secrets[3], secrets[4], secrets[5]
+    );
+    let follow = format!(
+        "Wrong: use key {} from host {} with Authorization: Basic {}",
+        secrets[6], secrets[7], secrets[8]
+    );
+    let good = serde_json::json!({"id": "pii-1", "messages": [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": "Thanks, I will keep that safe."},
+        {"role": "user", "content": follow},
+        {"role": "assistant", "content": "Understood."},
+    ]});
+    // A broken record whose email straddles the 512-byte snippet cut.
+    let head = r#"{"id": "pii-2", "messages": [{"role": "user", "content": ""#;
+    // The address starts at byte 505 of the line; the snippet is cut at 512.
+    let pad = "x".repeat(505 - head.len() - " mail ".len());
+    let broken = format!("{head}{pad} mail jane.doe@example.com now");
+    let input = dir.path().join("pii.jsonl");
+    std::fs::write(&input, format!("{good}\n{broken}\n")).expect("write");
+    let config = dir.path().join("pipeline.toml");
+    let base = std::fs::read_to_string(pipeline()).expect("pipeline");
+    let with_pattern = base.replace(
+        "scrub_pii = true",
+        "scrub_pii = true\npii_patterns = [{ name = \"employee_id\", pattern = \"EMP-[0-9]{6}\" }]",
+    );
+    assert_ne!(with_pattern, base);
+    std::fs::write(&config, with_pattern).expect("write config");
+    let out = dir.path().join("out");
+    let (_, ok, stderr) = run_measured(&[
+        "run",
+        config.to_str().expect("utf8"),
+        "--no-progress",
+        "--format",
+        "openai",
+        "--input",
+        input.to_str().expect("utf8"),
+        "--output",
+        out.to_str().expect("utf8"),
+    ]);
+    assert!(ok, "{stderr}");
+
+    // Everything written, read back through the real reader: shards (every column) and files.
+    let q = Command::new(env!("CARGO_BIN_EXE_hindsight"))
+        .args(["query"])
+        .arg(&out)
+        .args(["SELECT * FROM dataset", "--format", "jsonl"])
+        .output()
+        .expect("query");
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let rows = String::from_utf8_lossy(&q.stdout).into_owned();
+    assert!(
+        rows.contains("[CARD]") && rows.contains("[EMPLOYEE_ID]"),
+        "{rows}"
+    );
+    let quarantine = std::fs::read_to_string(out.join("quarantine.jsonl")).expect("quarantine");
+    let report = std::fs::read_to_string(out.join("run_report.json")).expect("report");
+    let manifest = std::fs::read_to_string(out.join("manifest.json")).expect("manifest");
+    for text in [&rows, &quarantine, &report, &manifest] {
+        for s in secrets
+            .iter()
+            .chain(&["jane.doe@", "jane.doe", "@example.com"])
+        {
+            let json_escaped = serde_json::to_string(s).expect("json");
+            let json_escaped = json_escaped.trim_matches('"');
+            assert!(
+                !text.contains(s) && !text.contains(json_escaped),
+                "raw `{s}` reached disk:\n{text}"
+            );
+        }
+    }
+    let q: serde_json::Value =
+        serde_json::from_str(quarantine.lines().next().expect("one line")).expect("json");
+    let snippet = q["snippet"].as_str().expect("snippet");
+    assert!(snippet.len() <= 512, "{}", snippet.len());
+    assert!(
+        snippet.contains("mail [EM"),
+        "scrubbed before the cut: {snippet}"
+    );
+
+    let r: serde_json::Value = serde_json::from_str(&report).expect("json");
+    let counts = r
+        .pointer("/ingest/pii_scrubbed")
+        .unwrap_or_else(|| panic!("no ingest.pii_scrubbed in {report}"));
+    for kind in [
+        "card",
+        "iban",
+        "ssn",
+        "phone",
+        "employee_id",
+        "api_key",
+        "ip",
+        "auth_token",
+    ] {
+        assert_eq!(counts[kind], 1, "{kind}: {counts}");
+    }
+    // The record's address and the quarantined one.
+    assert_eq!(counts["email"], 2, "{counts}");
+}
+
+/// The input walk follows a symlinked directory once: a symlink loop neither recurses nor
+/// reads a file twice, and a second link to the same tree adds nothing.
+#[test]
+fn symlink_loops_in_the_input_walk_are_walked_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(logs.join("day1")).expect("mkdir");
+    std::fs::copy(
+        format!("{}/sample-data/hints.jsonl", env!("CARGO_MANIFEST_DIR")),
+        logs.join("day1/a.jsonl"),
+    )
+    .expect("copy");
+    std::os::unix::fs::symlink(&logs, logs.join("day1/loop")).expect("symlink");
+    std::os::unix::fs::symlink(logs.join("day1"), logs.join("again")).expect("symlink");
+    let files =
+        hindsight::ingest::input::expand_inputs(&[logs.display().to_string()]).expect("expand");
+    let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("a.jsonl"), "{names:?}");
+}
+
+/// A Parquet row over `input.max_record_bytes` is quarantined `record_too_large` (measured in
+/// the decoded batch, before it becomes JSON) while its neighbours are kept; a compressed
+/// Parquet file over `input.max_spool_bytes` is one `unreadable_file` entry.
+#[test]
+fn parquet_rows_honour_max_record_bytes_and_spooling_is_capped() {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big_hint = "Canberra is the capital. ".repeat(80_000); // 2 MB
+    let column = |v: Vec<&str>| Arc::new(StringArray::from(v)) as ArrayRef;
+    let batch = RecordBatch::try_from_iter([
+        ("id", column(vec!["h1", "h2", "h3"])),
+        (
+            "prompt",
+            column(vec!["Capital of Australia?", "Capital of France?", "2+2?"]),
+        ),
+        ("response", column(vec!["Sydney.", "Lyon.", "5."])),
+        (
+            "hint",
+            column(vec![big_hint.as_str(), "It is Paris.", "It is 4."]),
+        ),
+    ])
+    .expect("batch");
+    let parquet = dir.path().join("hints.parquet");
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(&parquet).expect("create"),
+        batch.schema(),
+        None,
+    )
+    .expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+    let gz = dir.path().join("hints_copy.parquet.gz");
+    {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(
+            std::fs::File::create(&gz).expect("create"),
+            flate2::Compression::fast(),
+        );
+        e.write_all(&std::fs::read(&parquet).expect("read"))
+            .expect("gzip");
+        e.finish().expect("gzip");
+    }
+    let run = |name: &str, inputs: &[&Path], extra: &str| -> serde_json::Value {
+        let out = dir.path().join(name);
+        let paths: Vec<String> = inputs
+            .iter()
+            .map(|p| format!("{:?}", p.display().to_string()))
+            .collect();
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"t\"\n[input]\npaths = [{}]\nformat = \"hint\"\n{extra}\n[output]\ndir = {:?}\n",
+                paths.join(", "),
+                out.display().to_string()
+            ),
+        )
+        .expect("config");
+        let (_, ok, stderr) =
+            run_measured(&["run", config.to_str().expect("utf8"), "--no-progress"]);
+        assert!(ok, "{stderr}");
+        serde_json::from_str(&std::fs::read_to_string(out.join("run_report.json")).expect("report"))
+            .expect("json")
+    };
+    let r = run("capped", &[&parquet], "max_record_bytes = 1000000");
+    let q = r
+        .pointer("/ingest/records_quarantined")
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(q["record_too_large"], 1, "{r}");
+    assert_eq!(r["ingest"]["records_read"], 3, "{r}");
+    assert_eq!(r["ingest"]["records_with_episodes"], 2, "{r}");
+    let quarantine =
+        std::fs::read_to_string(dir.path().join("capped/quarantine.jsonl")).expect("quarantine");
+    assert!(
+        quarantine.contains("larger than max_record_bytes = 1000000"),
+        "{quarantine}"
+    );
+    // The default (64 MiB) keeps the 2 MB row.
+    let r = run("default", &[&parquet], "");
+    assert_eq!(r["ingest"]["records_with_episodes"], 3, "{r}");
+
+    let r = run("spool", &[&gz], "max_spool_bytes = 1000");
+    assert_eq!(
+        r["ingest"]["records_quarantined"]["unreadable_file"], 1,
+        "{r}"
+    );
+    let quarantine =
+        std::fs::read_to_string(dir.path().join("spool/quarantine.jsonl")).expect("quarantine");
+    assert!(
+        quarantine.contains("max_spool_bytes = 1000"),
+        "{quarantine}"
+    );
+}
