@@ -419,3 +419,51 @@ fn parquet_rows_honour_max_record_bytes_and_spooling_is_capped() {
         "{quarantine}"
     );
 }
+
+/// `--where` over JSON evaluates blocks bounded in bytes, not 256 records whatever their size:
+/// 24 records of 8 MB cost well under what holding them all at once would.
+#[test]
+fn where_over_big_json_records_holds_a_bounded_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = |i: usize, chars: usize| {
+        serde_json::json!({"id": format!("big-{i}"), "messages": [
+            {"role": "user", "content": "x".repeat(chars)},
+            {"role": "assistant", "content": "ok"},
+        ]})
+        .to_string()
+    };
+    let big = dir.path().join("big.jsonl");
+    let text: Vec<String> = (0..24).map(|i| record(i, 8 << 20)).collect();
+    std::fs::write(&big, text.join("\n") + "\n").expect("write");
+    let small = dir.path().join("small.jsonl");
+    std::fs::write(&small, record(0, 100) + "\n").expect("write");
+    let measure = |input: &Path, out: &str| {
+        let out = dir.path().join(out);
+        run_measured(&[
+            "run",
+            &pipeline(),
+            "--input",
+            input.to_str().expect("utf8"),
+            "--format",
+            "openai",
+            "--where",
+            "id <> 'none'",
+            "--output",
+            out.to_str().expect("utf8"),
+            "--no-progress",
+        ])
+    };
+    let (base, ok, err) = measure(&small, "small-out");
+    assert!(ok, "{err}");
+    let (peak, ok, err) = measure(&big, "big-out");
+    assert!(ok, "{err}");
+    let extra = peak.saturating_sub(base);
+    eprintln!(
+        "--where peak RSS: one small record {} MB, 24 x 8 MB records {} MB (+{} MB)",
+        base >> 20,
+        peak >> 20,
+        extra >> 20
+    );
+    // All 24 records at once would be 192 MB of text alone.
+    assert!(extra < 150 << 20, "+{} MB", extra >> 20);
+}
