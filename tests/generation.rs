@@ -44,6 +44,7 @@ fn greedy_tokens_are_the_scorers_argmax_and_stops_are_reported() {
             teacher_prompt_ids: prompts[s.prompt_index].clone(),
             control_prompt_ids: None,
             completion_ids: s.completion_ids.clone(),
+            followup: None,
         })
         .collect();
     let cfg_score = ScorerConfig {

@@ -367,7 +367,10 @@ fn eval_relevance_reports_auc_per_method_on_real_versus_swapped_followups() {
         .iter()
         .map(|m| m["method"].as_str().expect("name"))
         .collect();
-    assert_eq!(methods, ["kl", "control_kl"]);
+    assert_eq!(
+        methods,
+        ["kl", "control_kl", "pmi", "pmi_mean", "pmi_answer"]
+    );
     for ep in r["episodes"].as_array().expect("episodes") {
         assert_ne!(ep["episode"], ep["swapped_from"]);
         let (real, swapped) = (&ep["scores"]["kl"][0], &ep["scores"]["kl"][1]);
@@ -403,4 +406,9 @@ fn eval_relevance_reports_auc_per_method_on_real_versus_swapped_followups() {
     // Real follow-ups must move the teacher more than borrowed ones for the default method.
     let control = &r["methods"][1];
     assert!(control["auc"].as_f64().expect("auc") > 0.5, "{control}");
+    // The follow-up's PMI separates real from borrowed follow-ups (issue 15's goal: >= 0.85;
+    // 0.933 measured on the sample data with the embedded model).
+    let pmi = &r["methods"][2];
+    assert!(pmi["auc"].as_f64().expect("auc") >= 0.85, "{pmi}");
+    assert_eq!(r["best_method"], "pmi", "{}", r["methods"]);
 }

@@ -107,6 +107,7 @@ fn check_scores(prefix_sharing: bool) {
             teacher_prompt_ids: ids(&c["teacher_prompt_ids"]),
             control_prompt_ids: None,
             completion_ids: ids(&c["completion_ids"]),
+            followup: None,
         })
         .collect();
     let cfg = ScorerConfig {

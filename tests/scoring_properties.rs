@@ -6,7 +6,7 @@ mod common;
 
 use hindsight::episode::Message;
 use hindsight::model::{self, ComputeMode};
-use hindsight::score::{ScoreRequest, Scorer, ScorerConfig};
+use hindsight::score::{FollowupProbe, ScoreRequest, Scorer, ScorerConfig};
 
 fn msg(role: &str, content: &str) -> Message {
     Message {
@@ -46,12 +46,14 @@ fn chat_requests() -> Vec<ScoreRequest> {
             completion_ids: tok
                 .encode_completion("Start with the Tile Museum, then the Gulbenkian.", true)
                 .expect("encode"),
+            followup: None,
         },
         ScoreRequest {
             prompt_ids: enc(&short),
             teacher_prompt_ids: enc(&short_teacher),
             control_prompt_ids: Some(enc(&short)),
             completion_ids: tok.encode_completion("Hi!", true).expect("encode"),
+            followup: None,
         },
     ]
 }
@@ -234,4 +236,119 @@ fn quantized_mode_is_close_but_not_identical() {
         mean > 1e-5,
         "quantized mode should not be bit-identical to f32"
     );
+}
+
+/// A request whose feedback is probed as the next user turn, built the way
+/// `prepare::followup_probe` builds it for an episode.
+fn followup_request(history: &[Message], response: &str, feedback: &str) -> ScoreRequest {
+    let tok = &common::model().tokenizer;
+    let mut after = history.to_vec();
+    after.push(msg("assistant", response));
+    after.push(msg("user", feedback));
+    let mut without = history.to_vec();
+    without.push(msg("user", feedback));
+    let prompt = tok.encode_chat(history, true).expect("encode").ids;
+    ScoreRequest {
+        prompt_ids: prompt.clone(),
+        teacher_prompt_ids: prompt,
+        control_prompt_ids: None,
+        completion_ids: tok.encode_completion(response, true).expect("encode"),
+        followup: Some(FollowupProbe {
+            after_response: tok.encode_chat_before_last(&after).expect("context"),
+            after_history: Some(tok.encode_chat_before_last(&without).expect("context")),
+            bare: tok
+                .encode_chat_before_last(&[msg("user", feedback)])
+                .expect("context"),
+            target: tok.encode_text(feedback).expect("encode"),
+        }),
+    }
+}
+
+/// The PMI probes (issue 15): packed with prefix sharing, each summed log-probability equals the
+/// feedback scored alone after its context, unshared (mean difference per token within 1e-4);
+/// the probe continues the student sequence (shared work); and on a crafted pair a correction
+/// of the answer scores above an unrelated new question.
+#[test]
+fn followup_pmi_equals_an_unshared_computation_and_orders_a_crafted_pair() {
+    let m = common::model();
+    let history = vec![msg("user", "What is the capital of Australia?")];
+    let response = "Sydney is the capital of Australia.";
+    let correction = "That's wrong: the capital of Australia is Canberra, not Sydney.";
+    let unrelated = "Can you give me a recipe for banana bread?";
+    let requests = vec![
+        followup_request(&history, response, correction),
+        followup_request(&history, response, unrelated),
+    ];
+    let cfg = ScorerConfig {
+        followup: true,
+        control: false,
+        ..ScorerConfig::default()
+    };
+    let (scores, stats) = Scorer::new(&m.transformer, cfg)
+        .score(&requests)
+        .expect("score");
+    let alone_cfg = ScorerConfig {
+        prefix_sharing: false,
+        control: false,
+        ..ScorerConfig::default()
+    };
+    for (r, s) in requests.iter().zip(&scores) {
+        let probe = r.followup.as_ref().expect("probe");
+        let f = s.followup.expect("the probe was scored");
+        assert_eq!(f.tokens, probe.target.len());
+        let alone = |ctx: &[u32]| -> f64 {
+            let req = ScoreRequest {
+                prompt_ids: ctx.to_vec(),
+                teacher_prompt_ids: ctx.to_vec(),
+                control_prompt_ids: None,
+                completion_ids: probe.target.clone(),
+                followup: None,
+            };
+            let (x, _) = Scorer::new(&m.transformer, alone_cfg.clone())
+                .score(&[req])
+                .expect("score");
+            x[0].student_logprobs.iter().map(|&v| f64::from(v)).sum()
+        };
+        let history_ctx = probe.after_history.as_deref().expect("history context");
+        for (shared, unshared) in [
+            (f.after_response, alone(&probe.after_response)),
+            (f.bare, alone(&probe.bare)),
+            (f.after_history.expect("scored"), alone(history_ctx)),
+        ] {
+            let per_token = (shared - unshared).abs() / f.tokens as f64;
+            assert!(per_token <= 1e-4, "shared {shared} vs unshared {unshared}");
+        }
+        // The probe continues the student sequence: history + response is not fed twice.
+        let student_seq = r.prompt_ids.len() + r.completion_ids.len();
+        assert!(probe.after_response.starts_with(&r.prompt_ids));
+        assert!(probe.after_response.len() > student_seq);
+    }
+    let (_, unshared) = Scorer::new(
+        &m.transformer,
+        ScorerConfig {
+            followup: true,
+            ..alone_cfg
+        },
+    )
+    .score(&requests)
+    .expect("score");
+    assert!(
+        stats.forward_tokens < unshared.forward_tokens,
+        "sharing must save work: {stats:?} vs {unshared:?}"
+    );
+    let (c, u) = (
+        scores[0].followup.expect("probe"),
+        scores[1].followup.expect("probe"),
+    );
+    eprintln!(
+        "correction: pmi {:.3} mean {:.3} answer {:?}; unrelated: pmi {:.3} mean {:.3} answer {:?}",
+        c.pmi(),
+        c.pmi_mean(),
+        c.pmi_answer(),
+        u.pmi(),
+        u.pmi_mean(),
+        u.pmi_answer()
+    );
+    assert!(c.pmi() > u.pmi(), "{c:?} vs {u:?}");
+    assert!(c.pmi_mean() > u.pmi_mean(), "{c:?} vs {u:?}");
 }

@@ -72,7 +72,7 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
         inputs: cfg.input.paths.clone(),
         format: cfg.format()?,
         episode: cfg.episode.clone(),
-        reader: Default::default(),
+        reader: cfg.input.reader_options(),
         quarantine_path: None,
         where_sql: cfg.input.r#where.clone(),
     })?;

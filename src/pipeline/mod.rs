@@ -441,6 +441,7 @@ fn score_chunks(
         prefix_sharing: cfg.score.prefix_sharing,
         relevance: cfg.score.relevance,
         control: true,
+        followup: cfg.score.relevance.needs_followup(),
         ..ScorerConfig::default()
     };
     let scorer = Scorer::new(&m.transformer, scorer_cfg);
@@ -518,7 +519,17 @@ fn score_chunks(
                     None => prepare_episode(&m.tokenizer, ep, tpl.as_ref()),
                 };
                 match outcome {
-                    Ok(p) => {
+                    Ok(mut p) => {
+                        // A feedback probe longer than the model's context is dropped (the
+                        // episode's relevance then falls back to `kl`).
+                        let probe_len = p
+                            .request
+                            .followup
+                            .as_ref()
+                            .map_or(0, |f| f.after_response.len() + f.target.len());
+                        if probe_len > max_positions {
+                            p.request.followup = None;
+                        }
                         let r = &p.request;
                         let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())
                             + r.completion_ids.len();

@@ -8,12 +8,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::episode::{Episode, PrivilegedContext, SourceKind};
 use crate::model::LoadedModel;
-use crate::score::prepare::{prepare, prepare_episode};
+use crate::score::prepare::{followup_probe, prepare, prepare_episode};
 use crate::score::{RelevanceMethod, ScoreRequest, Scorer, ScorerConfig};
 use crate::template::TeacherTemplate;
 
 /// Every relevance method the pipeline offers.
-pub const METHODS: [RelevanceMethod; 2] = [RelevanceMethod::Kl, RelevanceMethod::ControlKl];
+pub const METHODS: [RelevanceMethod; 5] = [
+    RelevanceMethod::Kl,
+    RelevanceMethod::ControlKl,
+    RelevanceMethod::Pmi,
+    RelevanceMethod::PmiMean,
+    RelevanceMethod::PmiAnswer,
+];
 
 /// The result written by `eval-relevance` and shown by the report.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -179,15 +185,24 @@ pub fn evaluate(
             .as_ref()
             .map(|t| t.apply_control(&ep.prompt))
             .transpose()?;
-        let swapped = prepare(
+        let mut swapped = prepare(
             &m.tokenizer,
             &ep.prompt,
             &swapped_teacher,
             control.as_deref(),
             real.request.completion_ids.clone(),
         )?;
+        // The same response, followed by the borrowed follow-up.
+        let mut borrowed = ep.clone();
+        borrowed.privileged = swapped_ctx;
+        let response = ep.completion.as_deref().unwrap_or_default();
+        swapped.request.followup = followup_probe(&m.tokenizer, &borrowed, response);
         let longest = |r: &ScoreRequest| {
-            r.prompt_ids.len().max(r.teacher_prompt_ids.len()) + r.completion_ids.len()
+            let probe = r
+                .followup
+                .as_ref()
+                .map_or(0, |p| p.after_response.len() + p.target.len());
+            (r.prompt_ids.len().max(r.teacher_prompt_ids.len()) + r.completion_ids.len()).max(probe)
         };
         if longest(&real.request).max(longest(&swapped.request)) > max_positions
             || real.request.completion_ids.is_empty()
@@ -200,6 +215,7 @@ pub fn evaluate(
     }
     let cfg = ScorerConfig {
         control: true,
+        followup: true,
         ..scorer_cfg.clone()
     };
     let scorer = Scorer::new(&m.transformer, cfg);

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::model::Transformer;
 use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
 pub(crate) use plan::pack_requests;
-pub use plan::RequestLayout;
+pub use plan::{FollowupRows, RequestLayout};
 
 /// Which relevance score a dataset's `relevance` column (and the filter) uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -30,6 +30,13 @@ pub enum RelevanceMethod {
     /// the feedback itself, rather than the template text, moves the teacher.
     #[default]
     ControlKl,
+    /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅): how much
+    /// the conversation makes the feedback (as the next user turn) predictable.
+    Pmi,
+    /// [`RelevanceMethod::Pmi`] divided by the feedback's token count.
+    PmiMean,
+    /// log p(f | history, response) − log p(f | history): what the response itself adds.
+    PmiAnswer,
 }
 
 impl RelevanceMethod {
@@ -38,7 +45,15 @@ impl RelevanceMethod {
         match self {
             Self::Kl => "kl",
             Self::ControlKl => "control_kl",
+            Self::Pmi => "pmi",
+            Self::PmiMean => "pmi_mean",
+            Self::PmiAnswer => "pmi_answer",
         }
+    }
+
+    /// Whether the method reads the feedback probes ([`ScorerConfig::followup`]).
+    pub fn needs_followup(self) -> bool {
+        matches!(self, Self::Pmi | Self::PmiMean | Self::PmiAnswer)
     }
 
     /// Parses a config / CLI value.
@@ -46,6 +61,9 @@ impl RelevanceMethod {
         match s {
             "kl" => Some(Self::Kl),
             "control_kl" => Some(Self::ControlKl),
+            "pmi" => Some(Self::Pmi),
+            "pmi_mean" => Some(Self::PmiMean),
+            "pmi_answer" => Some(Self::PmiAnswer),
             _ => None,
         }
     }
@@ -64,6 +82,11 @@ pub struct ScorerConfig {
     pub head_chunk: usize,
     /// Also score the teacher with a neutral control context (needed for `control_kl`).
     pub control: bool,
+    /// Also score the feedback as the next user turn (needed for the `pmi` methods); requests
+    /// without a [`FollowupProbe`] are unaffected. Off by default: it costs about three times
+    /// the feedback's tokens per episode.
+    #[serde(default)]
+    pub followup: bool,
     pub relevance: RelevanceMethod,
 }
 
@@ -75,8 +98,55 @@ impl Default for ScorerConfig {
             prefix_sharing: true,
             head_chunk: 32,
             control: true,
+            followup: false,
             relevance: RelevanceMethod::ControlKl,
         }
+    }
+}
+
+/// The feedback `f` scored as the next user turn in three contexts, for the PMI relevance
+/// methods. Each context ends right before the feedback's first token; `target` is `f`'s tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowupProbe {
+    /// History, the response, and the turn switch to the user (shares its prefix with the
+    /// student sequence).
+    pub after_response: Vec<u32>,
+    /// History and the turn switch, without the response (for `pmi_answer`); `None` when the
+    /// template refuses two user turns in a row.
+    pub after_history: Option<Vec<u32>>,
+    /// No conversation: only the template's preamble and the user-turn header.
+    pub bare: Vec<u32>,
+    /// The feedback's tokens.
+    pub target: Vec<u32>,
+}
+
+/// Summed log-probabilities of the feedback in each probe context (nats).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FollowupScores {
+    /// Feedback tokens scored.
+    pub tokens: usize,
+    /// Σ log p(f_t | history, response, f_<t).
+    pub after_response: f64,
+    /// Σ log p(f_t | history, f_<t), when scored.
+    pub after_history: Option<f64>,
+    /// Σ log p(f_t | preamble, f_<t).
+    pub bare: f64,
+}
+
+impl FollowupScores {
+    /// log p(f | history, response) − log p(f | ∅).
+    pub fn pmi(&self) -> f64 {
+        self.after_response - self.bare
+    }
+
+    /// [`FollowupScores::pmi`] per feedback token.
+    pub fn pmi_mean(&self) -> f64 {
+        self.pmi() / self.tokens.max(1) as f64
+    }
+
+    /// log p(f | history, response) − log p(f | history).
+    pub fn pmi_answer(&self) -> Option<f64> {
+        self.after_history.map(|h| self.after_response - h)
     }
 }
 
@@ -88,6 +158,8 @@ pub struct ScoreRequest {
     /// The teacher prompt with the privileged text replaced by a neutral control text.
     pub control_prompt_ids: Option<Vec<u32>>,
     pub completion_ids: Vec<u32>,
+    /// The feedback as the next user turn, for the PMI relevance methods.
+    pub followup: Option<FollowupProbe>,
 }
 
 /// Per-token scores of one episode (all vectors have length `T`; top-k ones `T * K`, row-major).
@@ -111,15 +183,30 @@ pub struct EpisodeScores {
     pub relevance_kl: f32,
     /// Mean of `control_kl_topk_tail`.
     pub relevance_control_kl: Option<f32>,
+    /// The feedback scored as the next user turn, when the request had a probe.
+    #[serde(default)]
+    pub followup: Option<FollowupScores>,
 }
 
 impl EpisodeScores {
-    /// The relevance value for the configured method (falls back to `kl` without a control).
-    pub fn relevance(&self, method: RelevanceMethod) -> f32 {
+    /// The relevance value for the configured method, `None` when this episode lacks what the
+    /// method needs (no control context, no feedback probe).
+    pub fn relevance_of(&self, method: RelevanceMethod) -> Option<f32> {
         match method {
-            RelevanceMethod::Kl => self.relevance_kl,
-            RelevanceMethod::ControlKl => self.relevance_control_kl.unwrap_or(self.relevance_kl),
+            RelevanceMethod::Kl => Some(self.relevance_kl),
+            RelevanceMethod::ControlKl => self.relevance_control_kl,
+            RelevanceMethod::Pmi => self.followup.map(|f| f.pmi() as f32),
+            RelevanceMethod::PmiMean => self.followup.map(|f| f.pmi_mean() as f32),
+            RelevanceMethod::PmiAnswer => {
+                self.followup.and_then(|f| f.pmi_answer()).map(|v| v as f32)
+            }
         }
+    }
+
+    /// The relevance value for the configured method (falls back to `kl` when the episode lacks
+    /// what the method needs).
+    pub fn relevance(&self, method: RelevanceMethod) -> f32 {
+        self.relevance_of(method).unwrap_or(self.relevance_kl)
     }
 }
 
@@ -244,7 +331,46 @@ impl<'m> Scorer<'m> {
             t0 = t1;
         }
         stats.response_tokens += t_len as u64;
-        Ok(assemble(results, k, has_control))
+        let mut scores = assemble(results, k, has_control);
+        if let (Some(probe), Some(rows)) = (&req.followup, &layout.followup_rows) {
+            let t = &probe.target;
+            scores.followup = Some(FollowupScores {
+                tokens: t.len(),
+                after_response: self.target_logprob(&rows.after_response, t, hidden, stats)?,
+                bare: self.target_logprob(&rows.bare, t, hidden, stats)?,
+                after_history: match &rows.after_history {
+                    Some(r) => Some(self.target_logprob(r, t, hidden, stats)?),
+                    None => None,
+                },
+            });
+        }
+        Ok(scores)
+    }
+
+    /// Σ_t log p(target_t) read from the rows predicting each target token, a bounded chunk of
+    /// rows through the LM head at a time.
+    fn target_logprob(
+        &self,
+        rows: &[usize],
+        target: &[u32],
+        hidden: &Tensor,
+        stats: &mut ScoreStats,
+    ) -> Result<f64> {
+        let v = self.model.config.vocab_size;
+        let chunk = self.cfg.head_chunk.max(1);
+        let mut sum = 0.0;
+        for (rs, ts) in rows.chunks(chunk).zip(target.chunks(chunk)) {
+            let ids: Vec<u32> = rs.iter().map(|&r| r as u32).collect();
+            let idx = Tensor::from_vec(ids, rs.len(), hidden.device())?;
+            let logits = self.model.logits(&hidden.index_select(&idx, 0)?)?;
+            stats.head_rows += rs.len() as u64;
+            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+            for (i, &tok) in ts.iter().enumerate() {
+                let row = &logits[i * v..(i + 1) * v];
+                sum += row[tok as usize] as f64 - log_sum_exp(row);
+            }
+        }
+        Ok(sum)
     }
 }
 
@@ -307,6 +433,7 @@ fn assemble(results: Vec<TokenResult>, k: usize, has_control: bool) -> EpisodeSc
         control_kl_topk_tail: has_control.then(|| Vec::with_capacity(t)),
         relevance_kl: 0.0,
         relevance_control_kl: None,
+        followup: None,
     };
     for r in results {
         let (st, te) = (r.student as f32, r.teacher as f32);
@@ -347,12 +474,20 @@ fn validate_request(i: usize, r: &ScoreRequest, vocab: usize, control: bool) -> 
     if control && r.control_prompt_ids.as_ref().is_some_and(|c| c.is_empty()) {
         return Err(err("empty control prompt".into()));
     }
+    let probe = r.followup.iter().flat_map(|p| {
+        p.after_response
+            .iter()
+            .chain(&p.bare)
+            .chain(p.after_history.iter().flatten())
+            .chain(&p.target)
+    });
     let all = r
         .prompt_ids
         .iter()
         .chain(&r.teacher_prompt_ids)
         .chain(&r.completion_ids)
-        .chain(r.control_prompt_ids.iter().flatten());
+        .chain(r.control_prompt_ids.iter().flatten())
+        .chain(probe);
     if let Some(bad) = all.into_iter().find(|&&id| id as usize >= vocab) {
         return Err(err(format!(
             "token id {bad} is outside the vocabulary ({vocab})"

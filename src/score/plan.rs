@@ -24,6 +24,23 @@ pub struct RequestLayout {
     pub student_rows: Vec<usize>,
     pub teacher_rows: Vec<usize>,
     pub control_rows: Option<Vec<usize>>,
+    /// Rows predicting the feedback's tokens in each probe context, when probed.
+    pub followup_rows: Option<FollowupRows>,
+}
+
+/// Rows predicting each feedback token, per [`super::FollowupProbe`] context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowupRows {
+    pub after_response: Vec<usize>,
+    pub bare: Vec<usize>,
+    pub after_history: Option<Vec<usize>>,
+}
+
+/// One fed sequence: context then target (minus its last token), and which rows to read.
+struct Seq {
+    tokens: Vec<u32>,
+    ctx_len: usize,
+    target_len: usize,
 }
 
 /// One forward batch and the requests it carries.
@@ -43,18 +60,49 @@ fn contexts<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
     v
 }
 
-/// The sequences a request feeds: each context followed by the response minus its last token.
-fn sequences(r: &ScoreRequest, cfg: &ScorerConfig) -> Vec<(Vec<u32>, usize)> {
-    let resp = &r.completion_ids[..r.completion_ids.len().saturating_sub(1)];
-    contexts(r, cfg)
+fn seq(context: &[u32], target: &[u32]) -> Seq {
+    let fed = &target[..target.len().saturating_sub(1)];
+    let mut tokens = Vec::with_capacity(context.len() + fed.len());
+    tokens.extend_from_slice(context);
+    tokens.extend_from_slice(fed);
+    Seq {
+        tokens,
+        ctx_len: context.len(),
+        target_len: target.len(),
+    }
+}
+
+/// The probe contexts a request is scored in (after_response, bare, [after_history]).
+fn probes<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
+    match &r.followup {
+        Some(p)
+            if cfg.followup
+                && !p.target.is_empty()
+                && !p.after_response.is_empty()
+                && !p.bare.is_empty()
+                && p.after_history.as_ref().is_none_or(|h| !h.is_empty()) =>
+        {
+            let mut v = vec![p.after_response.as_slice(), p.bare.as_slice()];
+            if let Some(h) = &p.after_history {
+                v.push(h.as_slice());
+            }
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The sequences a request feeds: each context followed by the response minus its last token,
+/// then each probe context followed by the feedback minus its last token.
+fn sequences(r: &ScoreRequest, cfg: &ScorerConfig) -> Vec<Seq> {
+    let mut v: Vec<Seq> = contexts(r, cfg)
         .into_iter()
-        .map(|c| {
-            let mut s = Vec::with_capacity(c.len() + resp.len());
-            s.extend_from_slice(c);
-            s.extend_from_slice(resp);
-            (s, c.len())
-        })
-        .collect()
+        .map(|c| seq(c, &r.completion_ids))
+        .collect();
+    if let Some(p) = &r.followup {
+        v.extend(probes(r, cfg).into_iter().map(|c| seq(c, &p.target)));
+    }
+    v
 }
 
 /// A radix tree of token sequences; each node becomes one packed segment.
@@ -187,32 +235,46 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
 #[cfg(test)]
 fn request_cost(r: &ScoreRequest, cfg: &ScorerConfig) -> usize {
     let mut t = Trie::default();
-    for (s, _) in sequences(r, cfg) {
+    for s in sequences(r, cfg) {
         if cfg.prefix_sharing {
-            t.insert(&s);
+            t.insert(&s.tokens);
         } else {
-            t.tokens += s.len();
+            t.tokens += s.tokens.len();
         }
     }
     t.tokens
 }
 
 impl RequestLayout {
-    /// Builds a layout from the scoring rows of each context, in `contexts` order.
-    fn from_contexts(request: usize, rows: Vec<Vec<usize>>) -> Self {
+    /// Builds a layout from the scoring rows of each sequence, in [`sequences`] order.
+    fn from_sequences(
+        request: usize,
+        rows: Vec<Vec<usize>>,
+        has_control: bool,
+        probes: usize,
+    ) -> Self {
         let mut it = rows.into_iter();
+        let student_rows = it.next().unwrap_or_default();
+        let teacher_rows = it.next().unwrap_or_default();
+        let control_rows = if has_control { it.next() } else { None };
+        let followup_rows = (probes >= 2).then(|| FollowupRows {
+            after_response: it.next().unwrap_or_default(),
+            bare: it.next().unwrap_or_default(),
+            after_history: it.next(),
+        });
         RequestLayout {
             request,
-            student_rows: it.next().unwrap_or_default(),
-            teacher_rows: it.next().unwrap_or_default(),
-            control_rows: it.next(),
+            student_rows,
+            teacher_rows,
+            control_rows,
+            followup_rows,
         }
     }
 }
 
 fn build_pack(requests: &[ScoreRequest], members: &[usize], cfg: &ScorerConfig) -> Pack {
     let mut pack = Pack::default();
-    let seqs: Vec<Vec<(Vec<u32>, usize)>> = members
+    let seqs: Vec<Vec<Seq>> = members
         .iter()
         .map(|&i| sequences(&requests[i], cfg))
         .collect();
@@ -220,38 +282,45 @@ fn build_pack(requests: &[ScoreRequest], members: &[usize], cfg: &ScorerConfig) 
     let positions: Vec<Vec<Vec<usize>>> = if cfg.prefix_sharing {
         let mut trie = Trie::default();
         for s in seqs.iter().flatten() {
-            trie.insert(&s.0);
+            trie.insert(&s.tokens);
         }
         let seg_of = trie.emit(&mut pack.batch);
         seqs.iter()
-            .map(|ctxs| {
-                ctxs.iter()
-                    .map(|(s, _)| trie.rows(s, &seg_of, &pack.batch))
+            .map(|ss| {
+                ss.iter()
+                    .map(|s| trie.rows(&s.tokens, &seg_of, &pack.batch))
                     .collect()
             })
             .collect()
     } else {
         seqs.iter()
-            .map(|ctxs| {
-                ctxs.iter()
-                    .map(|(s, _)| {
-                        let seg = pack.batch.push_segment(s, 0, None);
+            .map(|ss| {
+                ss.iter()
+                    .map(|s| {
+                        let seg = pack.batch.push_segment(&s.tokens, 0, None);
                         let start = pack.batch.segments[seg].start;
-                        (start..start + s.len()).collect()
+                        (start..start + s.tokens.len()).collect()
                     })
                     .collect()
             })
             .collect()
     };
-    for ((&i, ctxs), rows) in members.iter().zip(&seqs).zip(positions) {
-        let t_len = requests[i].completion_ids.len();
-        // The last context token's row predicts response token 0.
-        let scoring = ctxs
+    for ((&i, ss), rows) in members.iter().zip(&seqs).zip(positions) {
+        // The last context token's row predicts target token 0.
+        let scoring = ss
             .iter()
             .zip(rows)
-            .map(|((_, ctx_len), r)| r[ctx_len - 1..ctx_len - 1 + t_len].to_vec())
+            .map(|(s, r)| r[s.ctx_len - 1..s.ctx_len - 1 + s.target_len].to_vec())
             .collect();
-        pack.layouts.push(RequestLayout::from_contexts(i, scoring));
+        let r = &requests[i];
+        let has_control = contexts(r, cfg).len() == 3;
+        let probes = probes(r, cfg).len();
+        pack.layouts.push(RequestLayout::from_sequences(
+            i,
+            scoring,
+            has_control,
+            probes,
+        ));
     }
     pack
 }
@@ -266,19 +335,19 @@ pub(crate) fn pack_requests(requests: &[ScoreRequest], cfg: &ScorerConfig) -> Ve
         let seqs = sequences(r, cfg);
         let cost: usize = if cfg.prefix_sharing {
             // An upper bound: the request's own sequences may also share with each other.
-            seqs.iter().map(|(s, _)| trie.new_tokens(s)).sum()
+            seqs.iter().map(|s| trie.new_tokens(&s.tokens)).sum()
         } else {
-            seqs.iter().map(|(s, _)| s.len()).sum()
+            seqs.iter().map(|s| s.tokens.len()).sum()
         };
         if !members.is_empty() && trie.tokens + cost > cfg.token_budget {
             groups.push(std::mem::take(&mut members));
             trie = Trie::default();
         }
-        for (s, _) in &seqs {
+        for s in &seqs {
             if cfg.prefix_sharing {
-                trie.insert(s);
+                trie.insert(&s.tokens);
             } else {
-                trie.tokens += s.len();
+                trie.tokens += s.tokens.len();
             }
         }
         members.push(i);
@@ -302,6 +371,7 @@ mod tests {
             teacher_prompt_ids: t.to_vec(),
             control_prompt_ids: Some(t[..2].iter().chain(&[99]).copied().collect()),
             completion_ids: c.to_vec(),
+            followup: None,
         }
     }
 

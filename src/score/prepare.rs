@@ -1,12 +1,12 @@
 //! From messages to token streams: the canonical encoding of an episode's student, teacher and
 //! control contexts plus its response, ready for the scorer.
 
-use crate::episode::{Episode, Message};
+use crate::episode::{Episode, Message, SourceKind};
 use crate::error::{Error, Result};
 use crate::template::TeacherTemplate;
 use crate::tokenize::Tokenizer;
 
-use super::ScoreRequest;
+use super::{FollowupProbe, ScoreRequest};
 
 /// A scoring request plus the rendered texts it was built from (kept for output rows).
 #[derive(Debug, Clone)]
@@ -37,6 +37,7 @@ pub fn prepare(
             teacher_prompt_ids: teacher.ids,
             control_prompt_ids: control,
             completion_ids,
+            followup: None,
         },
         rendered_prompt: student.rendered,
         rendered_teacher_prompt: teacher.rendered,
@@ -64,11 +65,45 @@ pub fn prepare_episode(
         ),
         None => None,
     };
-    prepare(
+    let mut prepared = prepare(
         tok,
         &episode.prompt,
         &episode.teacher_prompt,
         control.as_deref(),
         completion_ids,
-    )
+    )?;
+    prepared.request.followup = followup_probe(tok, episode, completion);
+    Ok(prepared)
+}
+
+/// The feedback scored as the next user turn (the PMI relevance methods): chat-log follow-ups,
+/// hints and unit-test output are each what the user (or the environment) said after the
+/// response. Demonstrations get none: a demonstration is not a reaction to the sampled response.
+/// `None` too when the template cannot render a context (the episode then falls back to `kl`).
+pub fn followup_probe(tok: &Tokenizer, episode: &Episode, response: &str) -> Option<FollowupProbe> {
+    if episode.source_kind == SourceKind::Demonstration {
+        return None;
+    }
+    let feedback = episode.privileged.text.trim();
+    if feedback.is_empty() {
+        return None;
+    }
+    let turn = |role: &str, text: &str| Message {
+        role: role.into(),
+        content: text.into(),
+    };
+    let mut after = episode.prompt.clone();
+    after.push(turn("assistant", response));
+    after.push(turn("user", feedback));
+    let mut history = episode.prompt.clone();
+    history.push(turn("user", feedback));
+    Some(FollowupProbe {
+        after_response: tok.encode_chat_before_last(&after).ok()?,
+        // Some templates refuse two user turns in a row; `pmi_answer` is then not available.
+        after_history: tok.encode_chat_before_last(&history).ok(),
+        bare: tok
+            .encode_chat_before_last(&[turn("user", feedback)])
+            .ok()?,
+        target: tok.encode_text(feedback).ok()?,
+    })
 }

@@ -234,6 +234,43 @@ impl Tokenizer {
         Ok(EncodedChat { rendered, ids })
     }
 
+    /// Encodes a conversation up to where its last message's text begins (no generation
+    /// prompt): the context in which that text is the next thing the model reads. Used to score
+    /// feedback as the next user turn. The template text before the message is tokenized as in
+    /// [`Tokenizer::encode_chat`]; the message text itself is left out.
+    pub fn encode_chat_before_last(&self, messages: &[Message]) -> Result<Vec<u32>> {
+        const CUT: &str = "\u{E002}";
+        let Some((last, head)) = messages.split_last() else {
+            return Err(Error::ChatTemplate("no message to stop before".into()));
+        };
+        let mut msgs = head.to_vec();
+        msgs.push(Message {
+            role: last.role.clone(),
+            content: CUT.into(),
+        });
+        let (_, pieces) = self.template.render_pieces(&msgs, false, &self.specials)?;
+        let pieces = self.absorb_whitespace(pieces);
+        let mut ids = Vec::new();
+        for p in pieces {
+            match p {
+                Piece::Special(id) => ids.push(id),
+                Piece::Text(t) => match t.find(CUT) {
+                    Some(at) => {
+                        if at > 0 {
+                            ids.extend(self.encode_stretch(t[..at].to_string())?);
+                        }
+                        return Ok(ids);
+                    }
+                    None if t.is_empty() => {}
+                    None => ids.extend(self.encode_stretch(t)?),
+                },
+            }
+        }
+        Err(Error::ChatTemplate(
+            "the chat template dropped the last message's text".into(),
+        ))
+    }
+
     /// Removes the whitespace that `lstrip` / `rstrip` added tokens absorb from the text beside
     /// them.
     fn absorb_whitespace(&self, mut pieces: Vec<Piece>) -> Vec<Piece> {
