@@ -63,18 +63,36 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         resp
     );
     let mut scoring = Vec::new();
-    for (label, sharing, control) in [
-        ("shared prefix, +control", true, true),
-        ("separate contexts, +control", false, true),
-        ("shared prefix, student+teacher", true, false),
-        ("separate contexts, student+teacher", false, false),
+    for (label, sharing, control, followup) in [
+        ("shared prefix, +control", true, true, false),
+        ("separate contexts, +control", false, true, false),
+        ("shared prefix, student+teacher", true, false, false),
+        ("separate contexts, student+teacher", false, false, false),
+        // What `pmi` / `pmi_mean` add: the feedback after the response and after the preamble.
+        ("shared prefix, +control +pmi probes", true, true, true),
     ] {
         let cfg = ScorerConfig {
             prefix_sharing: sharing,
             control,
+            followup,
             ..ScorerConfig::default()
         };
-        let b = bench::scoring(&m.transformer, &requests, cfg, label)?;
+        let b = if followup {
+            // As a `pmi` run scores it: the history-only context is for `pmi_answer` alone.
+            let pmi: Vec<_> = requests
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    if let Some(p) = r.followup.as_mut() {
+                        p.after_history = None;
+                    }
+                    r
+                })
+                .collect();
+            bench::scoring(&m.transformer, &pmi, cfg, label)?
+        } else {
+            bench::scoring(&m.transformer, &requests, cfg, label)?
+        };
         println!(
             "  {:<36} {:>6.2} episodes/s {:>7.1} response tokens/s | forward tokens {:>6} | {:.2} GFLOP/episode",
             b.label,
@@ -90,6 +108,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         "  prefix sharing saves {:.2}x forward FLOPs (student+teacher), {:.2}x (with control)",
         ratio(2, 3),
         ratio(0, 1)
+    );
+    let extra = scoring[4].stats.forward_tokens as f64 - scoring[0].stats.forward_tokens as f64;
+    println!(
+        "  pmi probes: +{:.1} forward tokens per episode ({:.2}x the FLOPs of +control)",
+        extra / requests.len().max(1) as f64,
+        ratio(0, 4)
     );
     if a.json {
         println!(

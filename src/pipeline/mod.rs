@@ -22,7 +22,7 @@ use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
 use crate::score::prepare::prepare_episode;
-use crate::score::{Scorer, ScorerConfig};
+use crate::score::{RelevanceMethod, Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::store::Mirror;
 use crate::template::TeacherTemplate;
@@ -529,6 +529,12 @@ fn score_chunks(
                             .map_or(0, |f| f.after_response.len() + f.target.len());
                         if probe_len > max_positions {
                             p.request.followup = None;
+                        }
+                        // The history-only context serves `pmi_answer` alone.
+                        if cfg.score.relevance != RelevanceMethod::PmiAnswer {
+                            if let Some(f) = p.request.followup.as_mut() {
+                                f.after_history = None;
+                            }
                         }
                         let r = &p.request;
                         let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())
