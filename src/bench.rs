@@ -128,7 +128,13 @@ pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Ve
         }
         let tpl = crate::template::builtin(&ep.teacher_template);
         match crate::score::prepare::prepare_episode(tok, &ep, tpl.as_ref()) {
-            Ok(p) => requests.push(p.request),
+            Ok(mut p) => {
+                // What a `pmi` run adds (only scored when the scorer's `followup` is on).
+                let response = ep.completion.as_deref().unwrap_or_default();
+                p.request.followup =
+                    crate::score::prepare::followup_probe(tok, &ep, response, false);
+                requests.push(p.request)
+            }
             Err(e) => tracing::warn!("skipping episode: {e}"),
         }
     }

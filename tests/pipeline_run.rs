@@ -374,3 +374,47 @@ fn demonstrations_are_rolled_out_on_policy_and_reproducibly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `score.relevance = "pmi"` runs end to end (issue 15): the feedback probes are scored in the
+/// run, the dataset validates and records the method, and `relevance` is the PMI, not the KL.
+#[test]
+fn a_pmi_run_writes_pmi_relevance_and_validates() {
+    let dir = temp_dir("pmi");
+    let out = dir.join("out");
+    let p = pipeline(&dir, &out, &[sample("hints.jsonl")]);
+    ok(&run(&[
+        "run",
+        p.to_str().expect("utf8"),
+        "--no-progress",
+        "--set",
+        "score.relevance=pmi",
+    ]));
+    ok(&run(&["validate", out.to_str().expect("utf8")]));
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(manifest["dataset"]["relevance_method"], "pmi");
+    let q = run(&[
+        "query",
+        out.to_str().expect("utf8"),
+        "SELECT relevance, relevance_kl FROM dataset",
+        "--format",
+        "csv",
+    ]);
+    ok(&q);
+    let text = String::from_utf8_lossy(&q.stdout);
+    let rows: Vec<(f64, f64)> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (a, b) = l.split_once(',')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for (pmi, kl) in rows {
+        assert!((pmi - kl).abs() > 1e-6, "relevance fell back to kl: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

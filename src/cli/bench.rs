@@ -77,22 +77,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             followup,
             ..ScorerConfig::default()
         };
-        let b = if followup {
-            // As a `pmi` run scores it: the history-only context is for `pmi_answer` alone.
-            let pmi: Vec<_> = requests
-                .iter()
-                .cloned()
-                .map(|mut r| {
-                    if let Some(p) = r.followup.as_mut() {
-                        p.after_history = None;
-                    }
-                    r
-                })
-                .collect();
-            bench::scoring(&m.transformer, &pmi, cfg, label)?
-        } else {
-            bench::scoring(&m.transformer, &requests, cfg, label)?
-        };
+        let b = bench::scoring(&m.transformer, &requests, cfg, label)?;
         println!(
             "  {:<36} {:>6.2} episodes/s {:>7.1} response tokens/s | forward tokens {:>6} | {:.2} GFLOP/episode",
             b.label,

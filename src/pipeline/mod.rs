@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
-use crate::score::prepare::prepare_episode;
+use crate::score::prepare::{followup_probe, prepare_episode};
 use crate::score::{RelevanceMethod, Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::store::Mirror;
@@ -520,21 +520,20 @@ fn score_chunks(
                 };
                 match outcome {
                     Ok(mut p) => {
-                        // A feedback probe longer than the model's context is dropped (the
-                        // episode's relevance then falls back to `kl`).
-                        let probe_len = p
-                            .request
-                            .followup
-                            .as_ref()
-                            .map_or(0, |f| f.after_response.len() + f.target.len());
-                        if probe_len > max_positions {
-                            p.request.followup = None;
-                        }
-                        // The history-only context serves `pmi_answer` alone.
-                        if cfg.score.relevance != RelevanceMethod::PmiAnswer {
-                            if let Some(f) = p.request.followup.as_mut() {
-                                f.after_history = None;
-                            }
+                        // The feedback probes, only for the `pmi` methods (the history-only
+                        // context only for `pmi_answer`). One longer than the model's context
+                        // is dropped; the episode's relevance then falls back to `kl`.
+                        let method = cfg.score.relevance;
+                        if method.needs_followup() && sampled.is_none() {
+                            let with_history = method == RelevanceMethod::PmiAnswer;
+                            p.request.followup = ep
+                                .completion
+                                .as_deref()
+                                .and_then(|r| followup_probe(&m.tokenizer, ep, r, with_history))
+                                .filter(|f| {
+                                    f.after_response.len().max(f.bare.len()) + f.target.len()
+                                        <= max_positions
+                                });
                         }
                         let r = &p.request;
                         let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())

@@ -172,7 +172,9 @@ pub fn evaluate(
     for &(i, j) in &pairs {
         let ep = usable[i];
         let tpl = template_of(&ep.teacher_template);
-        let real = prepare_episode(&m.tokenizer, ep, tpl.as_ref())?;
+        let mut real = prepare_episode(&m.tokenizer, ep, tpl.as_ref())?;
+        let response = ep.completion.as_deref().unwrap_or_default();
+        real.request.followup = followup_probe(&m.tokenizer, ep, response, true);
         let swapped_ctx = PrivilegedContext {
             text: usable[j].privileged.text.clone(),
             solution: None,
@@ -195,8 +197,7 @@ pub fn evaluate(
         // The same response, followed by the borrowed follow-up.
         let mut borrowed = ep.clone();
         borrowed.privileged = swapped_ctx;
-        let response = ep.completion.as_deref().unwrap_or_default();
-        swapped.request.followup = followup_probe(&m.tokenizer, &borrowed, response);
+        swapped.request.followup = followup_probe(&m.tokenizer, &borrowed, response, true);
         let longest = |r: &ScoreRequest| {
             let probe = r
                 .followup

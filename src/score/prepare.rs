@@ -65,22 +65,26 @@ pub fn prepare_episode(
         ),
         None => None,
     };
-    let mut prepared = prepare(
+    prepare(
         tok,
         &episode.prompt,
         &episode.teacher_prompt,
         control.as_deref(),
         completion_ids,
-    )?;
-    prepared.request.followup = followup_probe(tok, episode, completion);
-    Ok(prepared)
+    )
 }
 
 /// The feedback scored as the next user turn (the PMI relevance methods): chat-log follow-ups,
 /// hints and unit-test output are each what the user (or the environment) said after the
 /// response. Demonstrations get none: a demonstration is not a reaction to the sampled response.
 /// `None` too when the template cannot render a context (the episode then falls back to `kl`).
-pub fn followup_probe(tok: &Tokenizer, episode: &Episode, response: &str) -> Option<FollowupProbe> {
+/// The history-only context (`pmi_answer`) is built only `with_history`.
+pub fn followup_probe(
+    tok: &Tokenizer,
+    episode: &Episode,
+    response: &str,
+    with_history: bool,
+) -> Option<FollowupProbe> {
     if episode.source_kind == SourceKind::Demonstration {
         return None;
     }
@@ -95,12 +99,17 @@ pub fn followup_probe(tok: &Tokenizer, episode: &Episode, response: &str) -> Opt
     let mut after = episode.prompt.clone();
     after.push(turn("assistant", response));
     after.push(turn("user", feedback));
-    let mut history = episode.prompt.clone();
-    history.push(turn("user", feedback));
+    // Some templates refuse two user turns in a row; `pmi_answer` is then not available.
+    let after_history = with_history
+        .then(|| {
+            let mut history = episode.prompt.clone();
+            history.push(turn("user", feedback));
+            tok.encode_chat_before_last(&history).ok()
+        })
+        .flatten();
     Some(FollowupProbe {
         after_response: tok.encode_chat_before_last(&after).ok()?,
-        // Some templates refuse two user turns in a row; `pmi_answer` is then not available.
-        after_history: tok.encode_chat_before_last(&history).ok(),
+        after_history,
         bare: tok
             .encode_chat_before_last(&[turn("user", feedback)])
             .ok()?,
