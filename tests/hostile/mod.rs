@@ -22,6 +22,39 @@ fn run_measured(args: &[&str]) -> (u64, bool, String) {
     (kb * 1024, out.status.success(), stderr)
 }
 
+/// How much more peak RSS a `run` over the OpenAI-format file `big` takes than one over
+/// `small` (same pipeline, same `extra` arguments); both runs must succeed.
+fn extra_peak_rss(dir: &Path, small: &Path, big: &Path, extra: &[&str], what: &str) -> u64 {
+    let measure = |input: &Path, out: &str| {
+        let out = dir.join(out);
+        let mut args = vec![
+            "run".to_string(),
+            pipeline(),
+            "--input".into(),
+            input.display().to_string(),
+            "--format".into(),
+            "openai".into(),
+            "--output".into(),
+            out.display().to_string(),
+            "--no-progress".into(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (peak, ok, err) = run_measured(&args);
+        assert!(ok, "{err}");
+        peak
+    };
+    let base = measure(small, "small-out");
+    let peak = measure(big, "big-out");
+    eprintln!(
+        "peak RSS: one short record {} MB, {what} {} MB (+{} MB)",
+        base >> 20,
+        peak >> 20,
+        peak.saturating_sub(base) >> 20
+    );
+    peak.saturating_sub(base)
+}
+
 /// One OpenAI-format conversation of `turns` messages of about `chars` characters each.
 fn conversation(turns: usize, chars: usize) -> String {
     let mut messages = Vec::with_capacity(turns);
@@ -52,31 +85,7 @@ fn a_400_turn_conversation_runs_in_bounded_memory() {
     std::fs::write(&big, conversation(400, 30_000) + "\n").expect("write");
     let small = dir.path().join("small.jsonl");
     std::fs::write(&small, conversation(4, 200) + "\n").expect("write");
-    let measure = |input: &Path, out: &str| {
-        let out = dir.path().join(out);
-        run_measured(&[
-            "run",
-            &pipeline(),
-            "--input",
-            input.to_str().expect("utf8"),
-            "--format",
-            "openai",
-            "--output",
-            out.to_str().expect("utf8"),
-            "--no-progress",
-        ])
-    };
-    let (base, ok, err) = measure(&small, "small-out");
-    assert!(ok, "{err}");
-    let (peak, ok, err) = measure(&big, "big-out");
-    assert!(ok, "{err}");
-    let extra = peak.saturating_sub(base);
-    eprintln!(
-        "peak RSS: one short record {} MB, 400 turns x 30 KB {} MB (+{} MB)",
-        base >> 20,
-        peak >> 20,
-        extra >> 20
-    );
+    let extra = extra_peak_rss(dir.path(), &small, &big, &[], "400 turns x 30 KB");
     assert!(
         extra < 300 << 20,
         "the 12 MB conversation costs {} MB more than a short record",
@@ -437,32 +446,12 @@ fn where_over_big_json_records_holds_a_bounded_block() {
     std::fs::write(&big, text.join("\n") + "\n").expect("write");
     let small = dir.path().join("small.jsonl");
     std::fs::write(&small, record(0, 100) + "\n").expect("write");
-    let measure = |input: &Path, out: &str| {
-        let out = dir.path().join(out);
-        run_measured(&[
-            "run",
-            &pipeline(),
-            "--input",
-            input.to_str().expect("utf8"),
-            "--format",
-            "openai",
-            "--where",
-            "id <> 'none'",
-            "--output",
-            out.to_str().expect("utf8"),
-            "--no-progress",
-        ])
-    };
-    let (base, ok, err) = measure(&small, "small-out");
-    assert!(ok, "{err}");
-    let (peak, ok, err) = measure(&big, "big-out");
-    assert!(ok, "{err}");
-    let extra = peak.saturating_sub(base);
-    eprintln!(
-        "--where peak RSS: one small record {} MB, 24 x 8 MB records {} MB (+{} MB)",
-        base >> 20,
-        peak >> 20,
-        extra >> 20
+    let extra = extra_peak_rss(
+        dir.path(),
+        &small,
+        &big,
+        &["--where", "id <> 'none'"],
+        "--where over 24 x 8 MB records",
     );
     // All 24 records at once would be 192 MB of text alone.
     assert!(extra < 150 << 20, "+{} MB", extra >> 20);
