@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut w = ShardWriter::new(&out, "sample", meta.clone(), ShardConfig::default())?;
     for ((ep, p), s) in eps.iter().zip(&prepared).zip(&scores) {
-        w.write_row(OutputRow::new(ep, p, s, s.relevance(cfg.relevance)))?;
+        w.write_row(OutputRow::new(ep, p, s, cfg.relevance))?;
     }
     let shards = w.finish()?;
     Manifest::new(meta, shards.clone(), serde_json::to_value(&ingest_stats)?).write(&out)?;

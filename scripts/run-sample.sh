@@ -9,8 +9,10 @@ cargo build --quiet
 out="$(./target/debug/hindsight run pipelines/chat_logs.toml "$@")"
 ./target/debug/hindsight validate "$out"
 ./target/debug/hindsight stats "$out"
-# The relevance self-check (real vs swapped follow-ups) goes next to the dataset; the report shows it.
-./target/debug/hindsight eval-relevance pipelines/chat_logs.toml --out "$out/relevance_eval.json"
+# The relevance self-check (relevant vs swapped, ack-only and unrelated follow-ups; the kinds of
+# sample-data/followups.jsonl are labelled) goes next to the dataset; the report shows it.
+./target/debug/hindsight eval-relevance pipelines/chat_logs.toml \
+  --labels pipelines/chat_logs.labels.jsonl --out "$out/relevance_eval.json"
 report="$(./target/debug/hindsight report "$out")"
 echo "dataset: $out"
 echo "report:  $report"

@@ -132,7 +132,7 @@ pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Ve
                 // What a `pmi` run adds (only scored when the scorer's `followup` is on).
                 let response = ep.completion.as_deref().unwrap_or_default();
                 p.request.followup =
-                    crate::score::prepare::followup_probe(tok, &ep, response, false);
+                    crate::score::prepare::followup_probe(tok, &ep, response, true);
                 requests.push(p.request)
             }
             Err(e) => tracing::warn!("skipping episode: {e}"),

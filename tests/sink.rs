@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use arrow_array::{
     Array, FixedSizeListArray, Float32Array, Int32Array, LargeListArray, RecordBatch,
 };
-use hindsight::score::prepare::prepare_episode;
+use hindsight::score::prepare::{followup_probe, prepare_episode};
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
 use hindsight::sink::schema::{column_nullable, column_type, type_name, COLUMNS};
 use hindsight::sink::{
@@ -31,11 +31,18 @@ fn scored() -> &'static (Vec<OutputRow>, DatasetMeta) {
             .iter()
             .map(|ep| {
                 let t = hindsight::template::builtin(&ep.teacher_template).expect("template");
-                prepare_episode(&m.tokenizer, ep, Some(&t)).expect("prepare")
+                let mut p = prepare_episode(&m.tokenizer, ep, Some(&t)).expect("prepare");
+                let response = ep.completion.as_deref().expect("logged response");
+                p.request.followup = followup_probe(&m.tokenizer, ep, response, true);
+                assert!(p.request.followup.is_some());
+                p
             })
             .collect();
         let requests: Vec<_> = prepared.iter().map(|p| p.request.clone()).collect();
-        let cfg = ScorerConfig::default();
+        let cfg = ScorerConfig {
+            followup: true,
+            ..ScorerConfig::default()
+        };
         let (scores, _) = Scorer::new(&m.transformer, cfg.clone())
             .score(&requests)
             .expect("score");
@@ -44,16 +51,10 @@ fn scored() -> &'static (Vec<OutputRow>, DatasetMeta) {
             .iter()
             .zip(&prepared)
             .zip(&scores)
-            .map(|((ep, p), s)| OutputRow::new(ep, p, s, s.relevance(cfg.relevance)))
+            .map(|((ep, p), s)| OutputRow::new(ep, p, s, RelevanceMethod::Pmi))
             .collect();
         let config = serde_json::json!({"scorer": cfg, "inputs": ["sample-data/hints.jsonl"]});
-        let meta = DatasetMeta::new(
-            &m.info,
-            cfg.top_k,
-            RelevanceMethod::ControlKl,
-            Some(0.0),
-            &config,
-        );
+        let meta = DatasetMeta::new(&m.info, cfg.top_k, RelevanceMethod::Pmi, None, &config);
         (rows, meta)
     })
 }
@@ -189,7 +190,7 @@ fn valid_dataset_validates_and_reads_back() {
         assert_eq!(get("top_k").as_deref(), Some("20"));
         assert_eq!(get("teacher_temperature").as_deref(), Some("1.0"));
         assert_eq!(get("weights_sha256"), Some(meta.weights_sha256.clone()));
-        assert_eq!(get("relevance_method").as_deref(), Some("control_kl"));
+        assert_eq!(get("relevance_method").as_deref(), Some("pmi"));
         assert_eq!(
             b.metadata().num_row_groups(),
             s.rows as usize,
@@ -401,6 +402,49 @@ fn wrong_advantages_and_other_row_invariants_are_caught() {
     assert_only(&rep, Some("sample_id"), "duplicate sample_id");
     assert_only(&rep, Some("teacher_topk_ids"), "outside the vocabulary");
     assert_eq!(rep.violations.len(), 4, "{rep}");
+}
+
+#[test]
+fn relevance_column_invariants_are_caught() {
+    let (rows, meta) = scored();
+    // Every row of the fixture has all five methods, `relevance` = `relevance_pmi`.
+    for r in rows {
+        assert_eq!(r.relevance, r.relevance_pmi, "{}", r.sample_id);
+        assert!(r.relevance_pmi.is_some() && r.relevance_pmi_mean.is_some());
+        assert!(r.relevance_pmi_answer.is_some() && r.relevance_control_kl.is_some());
+    }
+    let dir = temp_dir("relevance");
+    let mut rs = rows.clone();
+    // Row 0: `relevance` is another method's value.
+    rs[0].relevance = rs[0].relevance_control_kl;
+    // Row 1: PMI sum and mean disagree in sign, and pmi_answer without pmi on row 2.
+    rs[1].relevance_pmi_mean = rs[1]
+        .relevance_pmi
+        .map(|x| if x > 0.0 { -1.0 } else { 1.0 });
+    rs[2].relevance_pmi = None;
+    rs[2].relevance_pmi_mean = None;
+    rs[2].relevance = None;
+    write_dataset(&dir, &rs, meta);
+    let rep = validate(&dir).expect("validate");
+    let wrong = rep.find(Some("relevance"), "relevance_method is 'pmi'");
+    assert_eq!(wrong.len(), 1, "{rep}");
+    assert_eq!(wrong[0].row, Some(0));
+    assert_only(&rep, Some("relevance_pmi_mean"), "another sign");
+    assert_only(&rep, Some("relevance_pmi_answer"), "relevance_pmi is null");
+    assert_eq!(rep.violations.len(), 3, "{rep}");
+
+    // A threshold above a kept row's relevance: that row should have been dropped.
+    let dir = temp_dir("relevance-threshold");
+    let mut m = meta.clone();
+    let lowest = rows
+        .iter()
+        .filter_map(|r| r.relevance)
+        .fold(f32::INFINITY, f32::min);
+    m.relevance_threshold = Some(f64::from(lowest) + 1e-3);
+    write_dataset(&dir, rows, &m);
+    let rep = validate(&dir).expect("validate");
+    assert_only(&rep, Some("relevance"), "should have been dropped");
+    assert_eq!(rep.violations.len(), 1, "{rep}");
 }
 
 #[test]

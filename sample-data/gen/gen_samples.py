@@ -417,13 +417,129 @@ def hints():
     write("hints.jsonl", jl(recs))
 
 
+# ---------------------------------------------------------------- follow-up kinds (OpenAI messages)
+# Conversations whose follow-up is a relevant reaction to the answer (a correction, complaint or
+# refinement), only an acknowledgement, or a new question unrelated to the answer. The relevance
+# self-check (`hindsight eval-relevance --labels pipelines/chat_logs.labels.jsonl`) reports the
+# ROC AUC of each relevance method per kind; pipelines/chat_logs.labels.jsonl holds the kinds.
+FOLLOWUPS = [
+    # (id, kind, user, assistant, follow-up, reply to the follow-up)
+    ("fu-rel-01", "relevant", "Is 91 a prime number?", "Yes, 91 is a prime number.",
+     "No it isn't, 91 = 7 x 13. Why did you say it was prime?",
+     "You are right, I apologise: 91 = 7 x 13, so it is composite."),
+    ("fu-rel-02", "relevant", "Write a Python one-liner that reverses a string s.", "reversed(s)",
+     "That returns an iterator, not a string. I need a str back.",
+     "Use slicing: s[::-1] returns the reversed string."),
+    ("fu-rel-03", "relevant", "How long should I boil an egg for a runny yolk?", "Boil it for about 12 minutes.",
+     "12 minutes gives a hard yolk, I wanted it runny. Isn't it more like 6 minutes?",
+     "Yes, sorry: about 6 minutes in boiling water gives a runny yolk."),
+    ("fu-rel-04", "relevant", "Translate 'good night' into Spanish.", "Buenos días.",
+     "Buenos días means good morning, not good night.",
+     "You're right, good night is 'buenas noches'."),
+    ("fu-rel-05", "relevant", "Give me a SQL query that counts the rows of the table orders.", "SELECT * FROM orders;",
+     "That lists every row, it doesn't count them. Use COUNT.",
+     "SELECT COUNT(*) FROM orders;"),
+    ("fu-rel-06", "relevant", "What is the boiling point of water at sea level in Fahrenheit?", "Water boils at 100 degrees Fahrenheit at sea level.",
+     "100 is the Celsius value. In Fahrenheit it should be 212, right?",
+     "Correct: 212 °F, which is 100 °C."),
+    ("fu-rel-07", "relevant", "Suggest a name for my bakery.", "How about 'The Rolling Pin'?",
+     "The Rolling Pin is already taken in my town. Can you suggest something with a French touch?",
+     "How about 'Petit Levain'?"),
+    ("fu-rel-08", "relevant", "Explain what a hash map is in one sentence.",
+     "A hash map is a data structure that stores key-value pairs and uses a hash function to compute the index of the bucket where each value lives, allowing average constant-time lookups, insertions and deletions, although collisions must be handled with chaining or open addressing.",
+     "That sentence is way too long. Can you make it shorter and simpler?",
+     "A hash map stores values under keys so it can find them quickly."),
+    ("fu-rel-09", "relevant", "Who wrote the novel 1984?", "1984 was written by Aldous Huxley.",
+     "Huxley wrote Brave New World. 1984 is by George Orwell.",
+     "You're right, 1984 is by George Orwell."),
+    ("fu-rel-10", "relevant", "Convert 5 kilometres to miles.", "5 kilometres is about 8 miles.",
+     "You converted the wrong way: 5 miles is about 8 km. What is 5 km in miles?",
+     "5 km is about 3.1 miles."),
+    ("fu-rel-11", "relevant", "Quelle est la capitale du Canada ?", "La capitale du Canada est Toronto.",
+     "Non, Toronto est la plus grande ville, mais la capitale c'est Ottawa.",
+     "Vous avez raison, la capitale du Canada est Ottawa."),
+    ("fu-rel-12", "relevant", "Write a haiku about the sea.", "The sea is big and blue and it is very nice to swim in the sea.",
+     "That's not a haiku: a haiku has three lines of 5, 7 and 5 syllables.",
+     "Waves fold into foam / the tide counts the patient stones / gulls stitch sky to sea"),
+    ("fu-ack-01", "ack_only", "What is the capital of Portugal?", "The capital of Portugal is Lisbon.",
+     "thanks!", "You're welcome!"),
+    ("fu-ack-02", "ack_only", "How many minutes are in a day?", "There are 1,440 minutes in a day.",
+     "ok", "Let me know if you need anything else."),
+    ("fu-ack-03", "ack_only", "Give me a synonym for 'happy'.", "Cheerful.",
+     "Perfect, thank you so much", "Glad it helped!"),
+    ("fu-ack-04", "ack_only", "What does HTTP stand for?", "HTTP stands for HyperText Transfer Protocol.",
+     "great, thanks", "Any time!"),
+    ("fu-ack-05", "ack_only", "Comment dit-on « chat » en anglais ?", "On dit « cat ».",
+     "merci !", "Avec plaisir !"),
+    ("fu-ack-06", "ack_only", "Which planet is closest to the sun?", "Mercury is the closest planet to the sun.",
+     "Got it, thanks.", "You're welcome."),
+    ("fu-ack-07", "ack_only", "What is 15% of 200?", "15% of 200 is 30.",
+     "ok thank you", "Happy to help."),
+    ("fu-ack-08", "ack_only", "Recommend a podcast about history.", "Try 'Hardcore History' by Dan Carlin.",
+     "Awesome, thanks a lot!", "Enjoy listening!"),
+    ("fu-ack-09", "ack_only", "How do I exit vim?", "Press Esc, then type :q and press Enter (or :q! to discard changes).",
+     "thx", "No problem."),
+    ("fu-ack-10", "ack_only", "What year did the Berlin Wall fall?", "The Berlin Wall fell in 1989.",
+     "Cool, thank you!", "You're welcome!"),
+    ("fu-ack-11", "ack_only", "Name a primary colour.", "Red is a primary colour.",
+     "okay", "Anything else?"),
+    ("fu-ack-12", "ack_only", "How do I say 'thank you' in Italian?", "Grazie.",
+     "Thanks!", "Prego!"),
+    ("fu-unr-01", "unrelated", "What is the capital of Peru?", "The capital of Peru is Lima.",
+     "Can you recommend a good laptop for programming under 1000 dollars?",
+     "A MacBook Air M2 or a ThinkPad T14 are both solid choices."),
+    ("fu-unr-02", "unrelated", "How do I make pancakes?", "Mix flour, milk, eggs and a pinch of salt, then fry ladlefuls in a hot buttered pan.",
+     "What's the difference between TCP and UDP?",
+     "TCP is connection-oriented and reliable; UDP is connectionless and faster but unreliable."),
+    ("fu-unr-03", "unrelated", "Write a Python function that adds two numbers.", "def add(a, b):\n    return a + b",
+     "Who won the football world cup in 2014?", "Germany won the 2014 FIFA World Cup."),
+    ("fu-unr-04", "unrelated", "What is photosynthesis?", "Photosynthesis is how plants turn light, water and carbon dioxide into sugar and oxygen.",
+     "Suggest a name for my new cat.", "How about 'Mochi'?"),
+    ("fu-unr-05", "unrelated", "Translate 'apple' into German.", "Apfel.",
+     "How many moons does Jupiter have?", "Jupiter has 95 known moons."),
+    ("fu-unr-06", "unrelated", "What is the tallest building in the world?", "The Burj Khalifa in Dubai, at 828 m.",
+     "Give me a recipe for a vegan chocolate cake.", "Mix flour, cocoa, sugar, baking soda, oil, vinegar and water, then bake at 180 °C for 30 minutes."),
+    ("fu-unr-07", "unrelated", "Explain what an API is.", "An API is a defined way for programs to talk to each other.",
+     "By the way, what time zone is Tokyo in?", "Tokyo uses Japan Standard Time, UTC+9."),
+    ("fu-unr-08", "unrelated", "How many players are on a basketball team on court?", "Five players per team are on the court.",
+     "Can you write a short poem about autumn leaves?", "Amber leaves let go / and drift on the cooling air / to rest on the ground."),
+    ("fu-unr-09", "unrelated", "What is the chemical symbol for gold?", "Au.",
+     "What's a good stretching routine for lower back pain?", "Try knee-to-chest stretches, cat-cow and child's pose, 30 seconds each."),
+    ("fu-unr-10", "unrelated", "Quelle est la date de la fête nationale française ?", "Le 14 juillet.",
+     "Comment installer Python sur Windows ?", "Téléchargez l'installateur sur python.org et cochez « Add Python to PATH »."),
+    ("fu-unr-11", "unrelated", "Summarise the plot of Romeo and Juliet in one line.", "Two young lovers from feuding families secretly marry and die tragically.",
+     "How do I change a flat tyre?", "Loosen the nuts, jack up the car, swap the wheel, then tighten the nuts in a star pattern."),
+    ("fu-unr-12", "unrelated", "What is the square root of 144?", "12.",
+     "Which is the best time of year to visit Iceland?", "June to August for the midnight sun, or winter for the northern lights."),
+]
+
+
+def followups():
+    recs, labels = [], []
+    for fid, kind, user, answer, follow, reply in FOLLOWUPS:
+        recs.append({"id": fid, "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": follow},
+            {"role": "assistant", "content": reply},
+        ]})
+        # The episode of the first assistant turn has turn_index 1; its follow-up is the next user turn.
+        labels.append({"conversation_id": fid, "turn_index": 1, "kind": kind})
+    write("followups.jsonl", jl(recs))
+    # Labels are evaluation metadata, not input: they live beside the pipeline they evaluate
+    # (a file in sample-data/ would be read as input by a run over the whole directory).
+    with open(os.path.join(OUT, "..", "pipelines", "chat_logs.labels.jsonl"), "wb") as f:
+        f.write(jl(labels))
+
+
+GENERATORS = [wildchat_parquet, wildchat_jsonl, wildchat_48m, sharegpt, openai, demonstrations,
+              unit_tests, hints, followups]
+
 if __name__ == "__main__":
-    wildchat_parquet()
-    wildchat_jsonl()
-    wildchat_48m()
-    sharegpt()
-    openai()
-    demonstrations()
-    unit_tests()
-    hints()
+    # `gen_samples.py followups` regenerates only the files of the named generators.
+    import sys
+    wanted = set(sys.argv[1:])
+    for g in GENERATORS:
+        if not wanted or g.__name__ in wanted:
+            g()
     print("ok")

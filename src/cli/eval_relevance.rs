@@ -1,7 +1,9 @@
 //! `hindsight eval-relevance PIPELINE.toml`: the relevance self-check on chat logs. Scores each
-//! episode with its real follow-up and with one from another conversation and prints the ROC AUC
-//! and best threshold of every relevance method, so the method and threshold are chosen on
-//! evidence. `--out` writes the JSON that `hindsight report` shows.
+//! episode with its real follow-up (and relevant ones again with one from another
+//! conversation) and prints the ROC AUC of every relevance method, overall and per irrelevant
+//! kind, with the threshold that keeps at most `--target-fpr` of irrelevant follow-ups, so the
+//! method and threshold are chosen on evidence. `--out` writes the JSON that `hindsight report`
+//! shows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +12,9 @@ use clap::Args;
 
 use crate::config::PipelineConfig;
 use crate::episode::{self, IngestOptions};
-use crate::report::relevance_eval::{evaluate, RelevanceEval};
+use crate::report::relevance_eval::{
+    evaluate, read_labels, Labels, RelevanceEval, DEFAULT_TARGET_FPR, RELEVANT,
+};
 use crate::score::ScorerConfig;
 
 /// Arguments of `hindsight eval-relevance`.
@@ -28,27 +32,49 @@ pub struct EvalRelevanceArgs {
     /// relevance_eval.json and `hindsight report` shows it).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Score at most this many episodes (each twice).
+    /// Score at most this many episodes (relevant ones twice).
     #[arg(long, default_value_t = 500)]
     pub max_episodes: usize,
+    /// Follow-up kinds, JSONL: {"conversation_id": "...", "turn_index": 1, "kind":
+    /// "relevant" | "ack_only" | "unrelated"} per line. Unlabelled follow-ups are `ack_only`
+    /// when the ack-only prefilter flagged them, else `relevant`.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The share of irrelevant follow-ups the suggested threshold may keep.
+    #[arg(long, default_value_t = DEFAULT_TARGET_FPR)]
+    pub target_fpr: f64,
 }
 
 fn table(r: &RelevanceEval) -> String {
+    let kinds: Vec<&String> = r.kinds.keys().filter(|k| *k != RELEVANT).collect();
+    let counts: Vec<String> = r.kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     let mut s = format!(
-        "relevance self-check: {} episodes, each with its real follow-up vs one from another conversation ({} skipped)\n\
-         {:<12} {:>7} {:>15} {:>6} {:>6} {:>10} {:>10}\n",
-        r.pairs, r.skipped, "method", "AUC", "best threshold", "TPR", "FPR", "mean real", "mean swap"
+        "relevance self-check: {} ({} labelled, {} skipped)\n",
+        counts.join(", "),
+        r.labelled,
+        r.skipped
     );
+    s.push_str(&format!("{:<12} {:>7}", "method", "AUC"));
+    for k in &kinds {
+        s.push_str(&format!(" {:>11}", format!("AUC {k}")));
+    }
+    s.push_str(&format!(
+        " {:>12} {:>6} {:>6}\n",
+        format!("t@FPR{:.2}", r.target_fpr),
+        "kept+",
+        "kept-"
+    ));
     for m in &r.methods {
+        s.push_str(&format!("{:<12} {:>7.3}", m.method, m.auc));
+        for k in &kinds {
+            let auc = m.auc_by_kind.get(*k).copied().unwrap_or(f64::NAN);
+            s.push_str(&format!(" {auc:>11.3}"));
+        }
         s.push_str(&format!(
-            "{:<12} {:>7.3} {:>15.4} {:>6.2} {:>6.2} {:>10.4} {:>10.4}{}\n",
-            m.method,
-            m.auc,
-            m.best_threshold,
-            m.tpr_at_best,
-            m.fpr_at_best,
-            m.mean_real,
-            m.mean_swapped,
+            " {:>12.4} {:>6.2} {:>6.2}{}\n",
+            m.threshold_at_target,
+            m.tpr_at_target,
+            m.fpr_at_target,
             if m.method == r.best_method {
                 "  <- best"
             } else {
@@ -56,6 +82,9 @@ fn table(r: &RelevanceEval) -> String {
             }
         ));
     }
+    s.push_str(
+        "kept+: share of relevant follow-ups kept at the threshold; kept-: share of irrelevant ones\n",
+    );
     s
 }
 
@@ -91,7 +120,22 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
         prefix_sharing: cfg.score.prefix_sharing,
         ..ScorerConfig::default()
     };
-    let result = evaluate(&m, &episodes, &template_of, &scorer_cfg, a.max_episodes)?;
+    let labels = match &a.labels {
+        Some(p) => read_labels(p)?,
+        None => Labels::new(),
+    };
+    if !(0.0..=1.0).contains(&a.target_fpr) {
+        anyhow::bail!("--target-fpr must be within [0, 1], got {}", a.target_fpr);
+    }
+    let result = evaluate(
+        &m,
+        &episodes,
+        &template_of,
+        &scorer_cfg,
+        &labels,
+        a.max_episodes,
+        a.target_fpr,
+    )?;
     if let Some(out) = &a.out {
         let json = serde_json::to_vec_pretty(&result)?;
         crate::pipeline::state::write_atomic(out, &json)?;

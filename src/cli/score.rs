@@ -47,9 +47,16 @@ pub struct ScoreArgs {
     pub strict: bool,
 }
 
+/// `score` lines carry no follow-up to probe, so only the KL methods apply here.
 fn parse_relevance(s: &str) -> Result<RelevanceMethod, String> {
     RelevanceMethod::parse(s)
-        .ok_or_else(|| format!("unknown relevance method '{s}' (kl, control_kl)"))
+        .filter(|m| !m.needs_followup())
+        .ok_or_else(|| {
+            format!(
+                "relevance method '{s}' is not available in `score` (kl, control_kl; the pmi \
+                 methods need a follow-up turn: use `run`)"
+            )
+        })
 }
 
 /// One input line.
@@ -88,7 +95,8 @@ pub struct ScoreOutput<'a> {
     pub prompt_ids: &'a [u32],
     pub teacher_prompt_ids: &'a [u32],
     pub completion_ids: &'a [u32],
-    pub relevance: f32,
+    /// Null only where the method lacks its input (`control_kl` without a control context).
+    pub relevance: Option<f32>,
     #[serde(flatten)]
     pub scores: &'a EpisodeScores,
 }

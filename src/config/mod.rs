@@ -116,9 +116,19 @@ pub struct ScoreConfig {
     pub prefix_sharing: bool,
     pub relevance: RelevanceMethod,
     /// Rows whose relevance is below this are dropped (counted, with examples in the report).
-    pub relevance_threshold: f32,
+    /// Unset, the method's measured default ([`RelevanceMethod::default_threshold`]); a loaded
+    /// config always holds the resolved value, so the dataset identity records it.
+    pub relevance_threshold: Option<f32>,
     /// Episodes per scoring batch handed to the scorer (bounds memory and latency).
     pub batch_episodes: usize,
+}
+
+impl ScoreConfig {
+    /// The threshold in effect: the configured one, else the method's default.
+    pub fn threshold(&self) -> f32 {
+        self.relevance_threshold
+            .unwrap_or_else(|| self.relevance.default_threshold())
+    }
 }
 
 impl Default for ScoreConfig {
@@ -127,8 +137,8 @@ impl Default for ScoreConfig {
             top_k: 20,
             token_budget: 4096,
             prefix_sharing: true,
-            relevance: RelevanceMethod::ControlKl,
-            relevance_threshold: 0.0,
+            relevance: RelevanceMethod::Pmi,
+            relevance_threshold: None,
             batch_episodes: 32,
         }
     }
@@ -173,9 +183,10 @@ impl PipelineConfig {
         for o in overrides {
             apply_override(&mut value, o)?;
         }
-        let cfg: PipelineConfig = value
+        let mut cfg: PipelineConfig = value
             .try_into()
             .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        cfg.score.relevance_threshold = Some(cfg.score.threshold());
         cfg.validate()?;
         Ok(cfg)
     }
@@ -183,6 +194,11 @@ impl PipelineConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.input.paths.is_empty() {
             return Err(ConfigError::Invalid("input.paths is empty".into()));
+        }
+        if !self.score.threshold().is_finite() {
+            return Err(ConfigError::Invalid(
+                "score.relevance_threshold must be a finite number".into(),
+            ));
         }
         if self.input.chunk_records == 0 {
             return Err(ConfigError::Invalid(

@@ -22,7 +22,7 @@ use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
 use crate::score::prepare::{followup_probe, prepare_episode};
-use crate::score::{RelevanceMethod, Scorer, ScorerConfig};
+use crate::score::{Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::store::Mirror;
 use crate::template::TeacherTemplate;
@@ -145,6 +145,8 @@ struct ScoredChunk {
     rows: Vec<OutputRow>,
     counts: BTreeMap<String, u64>,
     kl: KlTotals,
+    /// `relevance` of the rows dropped under the threshold (the report's histogram).
+    dropped_relevance: Vec<f32>,
 }
 
 /// Token counter for the length prefilter, backed by the model's real tokenizer.
@@ -177,7 +179,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         &m.info,
         cfg.score.top_k,
         cfg.score.relevance,
-        Some(cfg.score.relevance_threshold as f64),
+        Some(f64::from(cfg.score.threshold())),
         &identity,
     );
     let config_sha256 = meta.pipeline_config_sha256.clone();
@@ -185,6 +187,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         config_sha256: config_sha256.clone(),
         weights_sha256: m.info.weights_sha256.clone(),
         tokenizer_sha256: m.info.tokenizer_sha256.clone(),
+        contract_sha256: crate::sink::schema::contract_sha256(),
     };
     let state = match task {
         Some(_) => RunState::open_shared(&out_dir, &binding)?,
@@ -445,6 +448,7 @@ fn score_chunks(
         ..ScorerConfig::default()
     };
     let scorer = Scorer::new(&m.transformer, scorer_cfg);
+    let threshold = cfg.score.threshold();
     let mut templates: HashMap<String, Option<TeacherTemplate>> = HashMap::new();
     let custom = cfg.episode.custom_templates.clone();
     let max_positions = m.transformer.max_positions();
@@ -487,6 +491,7 @@ fn score_chunks(
         let mut counts = BTreeMap::new();
         let mut rows = Vec::new();
         let mut kl = KlTotals::default();
+        let mut dropped = Vec::new();
         for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
             let mut prepared = Vec::new();
             let mut kept: Vec<&Episode> = Vec::new();
@@ -520,16 +525,14 @@ fn score_chunks(
                 };
                 match outcome {
                     Ok(mut p) => {
-                        // The feedback probes, only for the `pmi` methods (the history-only
-                        // context only for `pmi_answer`). One longer than the model's context
-                        // is dropped; the episode's relevance then falls back to `kl`.
-                        let method = cfg.score.relevance;
-                        if method.needs_followup() && sampled.is_none() {
-                            let with_history = method == RelevanceMethod::PmiAnswer;
+                        // The feedback probes, in runs with a `pmi` method (then all three
+                        // PMI columns are recorded). A probe longer than the model's context
+                        // is dropped; the PMI columns and a PMI `relevance` are then null.
+                        if cfg.score.relevance.needs_followup() && sampled.is_none() {
                             p.request.followup = ep
                                 .completion
                                 .as_deref()
-                                .and_then(|r| followup_probe(&m.tokenizer, ep, r, with_history))
+                                .and_then(|r| followup_probe(&m.tokenizer, ep, r, true))
                                 .filter(|f| {
                                     f.after_response.len().max(f.bare.len()) + f.target.len()
                                         <= max_positions
@@ -560,10 +563,16 @@ fn score_chunks(
             let (scores, _) = scorer.score(&requests)?;
             for ((ep, p), s) in kept.iter().zip(&prepared).zip(&scores) {
                 bump(&mut counts, "episodes_scored", 1);
-                let relevance = s.relevance(cfg.score.relevance);
-                let row = OutputRow::new(ep, p, s, relevance);
-                if relevance < cfg.score.relevance_threshold {
+                let row = OutputRow::new(ep, p, s, cfg.score.relevance);
+                // A row the method does not apply to (a demonstration under `pmi`) is kept and
+                // counted; its `relevance` is null.
+                let relevance = row.relevance;
+                if relevance.is_none() {
+                    bump(&mut counts, "relevance_not_applicable", 1);
+                }
+                if let Some(relevance) = relevance.filter(|&r| r < threshold) {
                     bump(&mut counts, "filtered:low_relevance", 1);
+                    dropped.push(relevance);
                     if out.examples.len() < 20 {
                         out.examples.push(DroppedExample {
                             sample_id: row.sample_id.clone(),
@@ -601,6 +610,7 @@ fn score_chunks(
             rows,
             counts,
             kl,
+            dropped_relevance: dropped,
         };
         if tx.send(scored).is_err() {
             return Err(PipelineError::Stage("writer stopped early".into()));
@@ -724,6 +734,7 @@ fn write_chunks(
             chunk_index: chunk.index,
             counts: chunk.counts,
             kl: chunk.kl,
+            dropped_relevance: chunk.dropped_relevance,
             task: task.map(|t| TaskTag {
                 index: t.index,
                 num_tasks: t.count,
@@ -783,8 +794,10 @@ fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestSt
     let mut shards = Vec::new();
     let mut totals: BTreeMap<String, u64> = BTreeMap::new();
     let mut kl = KlTotals::default();
+    let mut dropped: Vec<f32> = Vec::new();
     for c in state.committed() {
         kl.add(&c.kl);
+        dropped.extend(&c.dropped_relevance);
         shards.extend(c.shards.iter().cloned());
         for (k, v) in &c.counts {
             bump(&mut totals, k, *v);
@@ -795,6 +808,7 @@ fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestSt
         "episodes": totals,
         "ingest_last_run": ingest,
         "kl": kl,
+        "dropped_relevance": crate::sink::DroppedRelevance::of(dropped),
     });
     Manifest::new(meta.clone(), shards, stats)
 }

@@ -126,6 +126,11 @@ pub struct DatasetBinding {
     pub config_sha256: String,
     pub weights_sha256: String,
     pub tokenizer_sha256: String,
+    /// [`crate::sink::schema::contract_sha256`] of the build that wrote the directory, so a
+    /// newer build with other columns never appends shards of another layout (empty in
+    /// directories written before it was recorded: they are refused too).
+    #[serde(default)]
+    pub contract_sha256: String,
 }
 
 /// A committed chunk.
@@ -141,6 +146,9 @@ pub struct ChunkState {
     /// KL (the report's top-k coverage needs the exact value, which the shards cannot give).
     #[serde(default)]
     pub kl: KlTotals,
+    /// `relevance` of the rows this chunk dropped under the threshold (the report's histogram).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped_relevance: Vec<f32>,
     /// Set while the chunk was written by a sharded task and not yet merged by `finalize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskTag>,
@@ -231,6 +239,11 @@ impl RunState {
                     "tokenizer",
                     &existing.tokenizer_sha256,
                     &binding.tokenizer_sha256,
+                ),
+                (
+                    "output contract (columns)",
+                    &existing.contract_sha256,
+                    &binding.contract_sha256,
                 ),
             ];
             for (what, a, b) in checks {
@@ -384,6 +397,9 @@ fn refuse_foreign_directory(dir: &Path) -> Result<(), StateError> {
 }
 
 fn short(h: &str) -> String {
+    if h.is_empty() {
+        return "none recorded, an older build".into();
+    }
     h.chars().take(12).collect()
 }
 

@@ -96,13 +96,14 @@ pub fn row_header(row: &OutputRow) -> String {
         row.advantages.iter().sum::<f32>() / row.advantages.len() as f32
     };
     format!(
-        "sample {}  ({} from {}#{}, template {})\nrelevance {:.4}  relevance_kl {:.4}  tokens {}  mean advantage {:.3}\nuser: {}\nprivileged: {}\n",
+        "sample {}  ({} from {}#{}, template {})\nrelevance {}  relevance_kl {:.4}  tokens {}  mean advantage {:.3}\nuser: {}\nprivileged: {}\n",
         visible(&row.sample_id),
         row.source_kind,
         visible(&row.source_uri),
         row.source_record,
         visible(&row.teacher_template),
-        row.relevance,
+        row.relevance
+            .map_or_else(|| "null (method does not apply)".into(), |r| format!("{r:.4}")),
         row.relevance_kl,
         row.num_completion_tokens,
         mean_adv,

@@ -136,6 +136,13 @@ pub struct Histogram {
     pub mean: f64,
     /// Values clipped into the end bins.
     pub clipped: u64,
+    /// Rows dropped by the relevance filter, in the same bins (the relevance histogram only:
+    /// kept rows are in `counts`, dropped ones here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<Vec<u64>>,
+    /// The dataset's relevance threshold, drawn as a line (the relevance histogram only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
 }
 
 impl Histogram {
@@ -150,7 +157,50 @@ impl Histogram {
             n: 0,
             mean: 0.0,
             clipped: 0,
+            dropped: None,
+            threshold: None,
         }
+    }
+
+    /// The bin of `x` (clamped into the end bins).
+    fn bin(&self, x: f64) -> usize {
+        let bins = self.counts.len();
+        let pos = (x - self.lo) / (self.hi - self.lo) * bins as f64;
+        (pos.floor().max(0.0) as usize).min(bins - 1)
+    }
+
+    /// The relevance of kept rows (`kept`) against the rows the filter dropped: one range over
+    /// both, kept rows in `counts`, dropped ones in `dropped` (each stored value stands for
+    /// `count / values.len()` rows, see [`crate::sink::DroppedRelevance`]).
+    fn kept_vs_dropped(
+        kept: &[f64],
+        dropped: &crate::sink::DroppedRelevance,
+        threshold: Option<f64>,
+        bins: usize,
+    ) -> Self {
+        let d: Vec<f64> = dropped.values.iter().map(|&x| f64::from(x)).collect();
+        let all = kept.iter().chain(&d).copied().chain(threshold);
+        let lo = all.clone().fold(f64::INFINITY, f64::min);
+        let hi = all.fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let mut h = Self::new(
+            "relevance",
+            "relevance per row: kept and dropped by the filter",
+            lo,
+            hi,
+            bins,
+        );
+        for &v in kept {
+            h.add(v);
+        }
+        let weight = dropped.count as f64 / d.len().max(1) as f64;
+        let mut sums = vec![0.0f64; h.counts.len()];
+        for &v in &d {
+            sums[h.bin(v)] += weight;
+        }
+        h.dropped = Some(sums.iter().map(|x| x.round() as u64).collect());
+        h.threshold = threshold;
+        h
     }
 
     fn add(&mut self, x: f64) {
@@ -158,12 +208,10 @@ impl Histogram {
             self.clipped += 1;
             return;
         }
-        let bins = self.counts.len();
-        let pos = (x - self.lo) / (self.hi - self.lo) * bins as f64;
         if x < self.lo || x > self.hi {
             self.clipped += 1;
         }
-        let i = (pos.floor().max(0.0) as usize).min(bins - 1);
+        let i = self.bin(x);
         self.counts[i] += 1;
         self.n += 1;
         self.mean += (x - self.mean) / self.n as f64;
@@ -202,7 +250,8 @@ pub struct SampleView {
     pub source_kind: String,
     pub source: String,
     pub teacher_template: String,
-    pub relevance: f32,
+    /// Null where the dataset's method does not apply to the row.
+    pub relevance: Option<f32>,
     pub relevance_kl: f32,
     /// The student's last message (what the response answers).
     pub last_user: String,
@@ -264,6 +313,12 @@ pub fn build(
         .collect();
 
     let d = &manifest.dataset;
+    // Datasets written before the dropped values were recorded show kept rows only.
+    let dropped: crate::sink::DroppedRelevance = manifest
+        .stats
+        .get("dropped_relevance")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
     Ok(ReportData {
         dataset: DatasetSummary {
             dir: dir.display().to_string(),
@@ -277,7 +332,7 @@ pub fn build(
             bytes: manifest.totals.bytes,
         },
         funnel,
-        histograms: scan.histograms(),
+        histograms: scan.histograms(&dropped, d.relevance_threshold),
         coverage,
         samples,
         relevance_eval,
@@ -587,7 +642,9 @@ impl Scan {
     }
 
     fn add(&mut self, row: OutputRow) {
-        self.relevance.push(f64::from(row.relevance));
+        if let Some(r) = row.relevance {
+            self.relevance.push(f64::from(r));
+        }
         self.lengths.push(f64::from(row.num_completion_tokens));
         self.prompt_lengths.push(row.prompt_ids.len() as f64);
         for &a in &row.advantages {
@@ -618,6 +675,8 @@ impl Scan {
         if n == 0 {
             return;
         }
+        // Rows without a relevance (the method does not apply) are only drawn at random.
+        let ranked = row.relevance.is_some();
         // Ties are broken by sample_id so the choice does not depend on shard order.
         let higher = |a: &OutputRow, b: &OutputRow| {
             a.relevance > b.relevance || (a.relevance == b.relevance && a.sample_id < b.sample_id)
@@ -627,7 +686,7 @@ impl Scan {
             .iter()
             .position(|r| higher(&row, r))
             .unwrap_or(self.highest.len());
-        if pos < n {
+        if ranked && pos < n {
             self.highest.insert(pos, row.clone());
             self.highest.truncate(n);
         }
@@ -636,7 +695,7 @@ impl Scan {
             .iter()
             .position(|r| higher(r, &row))
             .unwrap_or(self.lowest.len());
-        if pos < n {
+        if ranked && pos < n {
             self.lowest.insert(pos, row.clone());
             self.lowest.truncate(n);
         }
@@ -676,9 +735,13 @@ impl Scan {
         out
     }
 
-    fn histograms(&self) -> Vec<Histogram> {
+    fn histograms(
+        &self,
+        dropped: &crate::sink::DroppedRelevance,
+        threshold: Option<f64>,
+    ) -> Vec<Histogram> {
         vec![
-            Histogram::of("relevance", "relevance per row", &self.relevance, 24),
+            Histogram::kept_vs_dropped(&self.relevance, dropped, threshold, 24),
             self.advantages.clone(),
             Histogram::of(
                 "completion_tokens",

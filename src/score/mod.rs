@@ -28,15 +28,20 @@ pub enum RelevanceMethod {
     Kl,
     /// Mean KL(teacher with the real context ‖ teacher with a neutral control context): how much
     /// the feedback itself, rather than the template text, moves the teacher.
-    #[default]
     ControlKl,
     /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅): how much
-    /// the conversation makes the feedback (as the next user turn) predictable.
+    /// the conversation makes the feedback (as the next user turn) predictable. The default:
+    /// it separates best on the sample data (`eval-relevance`).
+    #[default]
     Pmi,
     /// [`RelevanceMethod::Pmi`] divided by the feedback's token count.
     PmiMean,
     /// log p(f | history, response) − log p(f | history): what the response itself adds.
     PmiAnswer,
+    /// `pmi + ln(max(control_kl, 1e-6))`: the feedback must both relate to the conversation
+    /// and move the teacher (a product of the PMI's likelihood ratio and the teacher's KL, in
+    /// log space).
+    PmiControl,
 }
 
 impl RelevanceMethod {
@@ -48,12 +53,31 @@ impl RelevanceMethod {
             Self::Pmi => "pmi",
             Self::PmiMean => "pmi_mean",
             Self::PmiAnswer => "pmi_answer",
+            Self::PmiControl => "pmi_control",
+        }
+    }
+
+    /// The threshold a pipeline uses when `score.relevance_threshold` is not set: for the PMI
+    /// methods, the lowest threshold that keeps at most 20% of the irrelevant follow-ups of the
+    /// sample data (`eval-relevance --labels pipelines/chat_logs.labels.jsonl`, embedded
+    /// model), rounded up; for `kl` and `control_kl`, 0 (keep all: they barely separate).
+    /// Thresholds are model-specific: measure yours with `eval-relevance`.
+    pub fn default_threshold(self) -> f32 {
+        match self {
+            Self::Kl | Self::ControlKl => 0.0,
+            Self::Pmi => 4.0,
+            Self::PmiMean => 0.51,
+            Self::PmiAnswer => 2.6,
+            Self::PmiControl => 0.6,
         }
     }
 
     /// Whether the method reads the feedback probes ([`ScorerConfig::followup`]).
     pub fn needs_followup(self) -> bool {
-        matches!(self, Self::Pmi | Self::PmiMean | Self::PmiAnswer)
+        matches!(
+            self,
+            Self::Pmi | Self::PmiMean | Self::PmiAnswer | Self::PmiControl
+        )
     }
 
     /// Parses a config / CLI value.
@@ -64,6 +88,7 @@ impl RelevanceMethod {
             "pmi" => Some(Self::Pmi),
             "pmi_mean" => Some(Self::PmiMean),
             "pmi_answer" => Some(Self::PmiAnswer),
+            "pmi_control" => Some(Self::PmiControl),
             _ => None,
         }
     }
@@ -189,9 +214,11 @@ pub struct EpisodeScores {
 }
 
 impl EpisodeScores {
-    /// The relevance value for the configured method, `None` when this episode lacks what the
-    /// method needs (no control context, no feedback probe).
-    pub fn relevance_of(&self, method: RelevanceMethod) -> Option<f32> {
+    /// The relevance value of `method`, `None` when this episode lacks what the method needs
+    /// (no control context; no feedback probe, e.g. a demonstration; no history-only context).
+    /// There is no fallback to another method: scales differ, and a threshold set for one
+    /// method would drop rows scored by another.
+    pub fn relevance(&self, method: RelevanceMethod) -> Option<f32> {
         match method {
             RelevanceMethod::Kl => Some(self.relevance_kl),
             RelevanceMethod::ControlKl => self.relevance_control_kl,
@@ -200,14 +227,18 @@ impl EpisodeScores {
             RelevanceMethod::PmiAnswer => {
                 self.followup.and_then(|f| f.pmi_answer()).map(|v| v as f32)
             }
+            RelevanceMethod::PmiControl => {
+                let (f, kl) = (self.followup?, self.relevance_control_kl?);
+                Some(pmi_control(f.pmi(), f64::from(kl)) as f32)
+            }
         }
     }
+}
 
-    /// The relevance value for the configured method (falls back to `kl` when the episode lacks
-    /// what the method needs).
-    pub fn relevance(&self, method: RelevanceMethod) -> f32 {
-        self.relevance_of(method).unwrap_or(self.relevance_kl)
-    }
+/// The `pmi_control` combination: `pmi + ln(max(control_kl, 1e-6))` (the floor keeps a teacher
+/// that does not move at all finite). `validate` recomputes it from the stored columns.
+pub fn pmi_control(pmi: f64, control_kl: f64) -> f64 {
+    pmi + control_kl.max(1e-6).ln()
 }
 
 /// Work counters, for benchmarks and run reports.

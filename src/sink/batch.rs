@@ -248,8 +248,18 @@ pub fn rows_to_batch(rows: &[OutputRow], k: usize) -> SinkResult<RecordBatch> {
         Arc::new(Float32Array::from_iter_values(
             rows.iter().map(|r| r.relevance_kl),
         )),
-        Arc::new(Float32Array::from_iter_values(
-            rows.iter().map(|r| r.relevance),
+        Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.relevance))),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.relevance_control_kl),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.relevance_pmi),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.relevance_pmi_mean),
+        )),
+        Arc::new(Float32Array::from_iter(
+            rows.iter().map(|r| r.relevance_pmi_answer),
         )),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
@@ -426,6 +436,11 @@ pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
     let ntok = column::<Int32Array>(batch, "num_completion_tokens")?;
     let rel_kl = column::<Float32Array>(batch, "relevance_kl")?;
     let rel = column::<Float32Array>(batch, "relevance")?;
+    let rel_control = column::<Float32Array>(batch, "relevance_control_kl")?;
+    let rel_pmi = column::<Float32Array>(batch, "relevance_pmi")?;
+    let rel_pmi_mean = column::<Float32Array>(batch, "relevance_pmi_mean")?;
+    let rel_pmi_answer = column::<Float32Array>(batch, "relevance_pmi_answer")?;
+    let opt = |a: &Float32Array, i: usize| a.is_valid(i).then(|| a.value(i));
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
         rows.push(OutputRow {
@@ -459,7 +474,11 @@ pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
             student_topk_logprobs: student_topk.next().unwrap_or_default(),
             num_completion_tokens: ntok.value(i),
             relevance_kl: rel_kl.value(i),
-            relevance: rel.value(i),
+            relevance: opt(rel, i),
+            relevance_control_kl: opt(rel_control, i),
+            relevance_pmi: opt(rel_pmi, i),
+            relevance_pmi_mean: opt(rel_pmi_mean, i),
+            relevance_pmi_answer: opt(rel_pmi_answer, i),
             k,
         });
     }

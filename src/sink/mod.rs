@@ -23,5 +23,5 @@ pub use meta::DatasetMeta;
 pub use row::{sample_id, OutputRow};
 pub use schema::{contract_schema, SCHEMA_VERSION};
 pub use shard::{ShardConfig, ShardInfo, ShardWriter};
-pub use stats::{dataset_stats, DatasetStats};
+pub use stats::{dataset_stats, DatasetStats, DroppedRelevance};
 pub use validate::{validate, ValidationReport, Violation};

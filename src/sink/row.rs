@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::schema::SCHEMA_VERSION;
 use crate::episode::{Episode, Message};
 use crate::score::prepare::Prepared;
-use crate::score::EpisodeScores;
+use crate::score::{EpisodeScores, RelevanceMethod};
 
 /// Every contract column of one row (see `docs/CONTRACT.md`). Token ids are stored as the
 /// contract's int32; top-k columns are flattened row-major (`T * k` values).
@@ -74,8 +74,22 @@ pub struct OutputRow {
     pub num_completion_tokens: i32,
     /// Mean KL(teacher ‖ student), top-k + tail estimate.
     pub relevance_kl: f32,
-    /// The filter score (its definition is recorded in the dataset metadata).
-    pub relevance: f32,
+    /// The filter score: the value of the method recorded in the dataset metadata
+    /// (`relevance_method`). Null where that method does not apply to the row (e.g. the `pmi`
+    /// methods on a demonstration, which is no reaction to a response); such rows are not
+    /// filtered.
+    pub relevance: Option<f32>,
+    /// Mean KL(teacher with the real context ‖ teacher with the neutral control context);
+    /// null without a control context.
+    pub relevance_control_kl: Option<f32>,
+    /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅); null where
+    /// the feedback was not probed (a demonstration, a run with a KL method, a probe longer
+    /// than the model's context).
+    pub relevance_pmi: Option<f32>,
+    /// `relevance_pmi` divided by the feedback's token count.
+    pub relevance_pmi_mean: Option<f32>,
+    /// Σ log p(f | history, response) − log p(f | history): what the response itself adds.
+    pub relevance_pmi_answer: Option<f32>,
     /// Width of the top-k columns (not a column: recorded once, in metadata).
     #[serde(skip)]
     pub k: usize,
@@ -128,13 +142,13 @@ fn privileged_text(episode: &Episode) -> String {
 }
 
 impl OutputRow {
-    /// Builds the row of one scored episode. `relevance` is the configured filter score
-    /// (usually `scores.relevance(method)`), passed in so the caller decides the definition.
+    /// Builds the row of one scored episode; `method` defines the `relevance` column (every
+    /// method's value is recorded in its own column as well).
     pub fn new(
         episode: &Episode,
         prepared: &Prepared,
         scores: &EpisodeScores,
-        relevance: f32,
+        method: RelevanceMethod,
     ) -> OutputRow {
         let req = &prepared.request;
         let t = req.completion_ids.len();
@@ -169,7 +183,11 @@ impl OutputRow {
             student_topk_logprobs: scores.student_topk_logprobs.clone(),
             num_completion_tokens: i32::try_from(t).unwrap_or(i32::MAX),
             relevance_kl: scores.relevance_kl,
-            relevance,
+            relevance: scores.relevance(method),
+            relevance_control_kl: scores.relevance(RelevanceMethod::ControlKl),
+            relevance_pmi: scores.relevance(RelevanceMethod::Pmi),
+            relevance_pmi_mean: scores.relevance(RelevanceMethod::PmiMean),
+            relevance_pmi_answer: scores.relevance(RelevanceMethod::PmiAnswer),
             k: scores.k,
         }
     }

@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: u16 = 1;
 pub const DEFAULT_TOP_K: usize = 20;
 
 /// Column names in schema order (the order shards store them in).
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 35] = [
     "schema_version",
     "sample_id",
     "source_kind",
@@ -47,6 +47,27 @@ pub const COLUMNS: [&str; 31] = [
     "num_completion_tokens",
     "relevance_kl",
     "relevance",
+    "relevance_control_kl",
+    "relevance_pmi",
+    "relevance_pmi_mean",
+    "relevance_pmi_answer",
+];
+
+/// The per-method relevance columns, as (column, method): every method's value is recorded
+/// where it was computed, whichever one the filter used. The `pmi_control` combination has no
+/// column: it is a function of `relevance_pmi` and `relevance_control_kl`.
+pub const RELEVANCE_COLUMNS: [(&str, crate::score::RelevanceMethod); 5] = [
+    ("relevance_kl", crate::score::RelevanceMethod::Kl),
+    (
+        "relevance_control_kl",
+        crate::score::RelevanceMethod::ControlKl,
+    ),
+    ("relevance_pmi", crate::score::RelevanceMethod::Pmi),
+    ("relevance_pmi_mean", crate::score::RelevanceMethod::PmiMean),
+    (
+        "relevance_pmi_answer",
+        crate::score::RelevanceMethod::PmiAnswer,
+    ),
 ];
 
 /// Allowed values of the dictionary columns (anything else is a contract violation).
@@ -122,14 +143,45 @@ pub fn column_type(column: &str, k: usize) -> Option<DataType> {
         }
         "teacher_topk_ids" => large_list_topk(DataType::Int32, k),
         "teacher_topk_logprobs" | "student_topk_logprobs" => large_list_topk(DataType::Float32, k),
-        "relevance_kl" | "relevance" => DataType::Float32,
+        "relevance_kl"
+        | "relevance"
+        | "relevance_control_kl"
+        | "relevance_pmi"
+        | "relevance_pmi_mean"
+        | "relevance_pmi_answer" => DataType::Float32,
         _ => return None,
     })
 }
 
 /// Whether `column` may hold nulls (only where the input may not know the value).
 pub fn column_nullable(column: &str) -> bool {
-    matches!(column, "conversation_id" | "event_time")
+    matches!(
+        column,
+        "conversation_id"
+            | "event_time"
+            | "relevance"
+            | "relevance_control_kl"
+            | "relevance_pmi"
+            | "relevance_pmi_mean"
+            | "relevance_pmi_answer"
+    )
+}
+
+/// sha256 (hex) of the contract's column names, types and nullability (K written as `K`):
+/// a dataset directory is bound to it, so shards of one dataset always share one layout.
+pub fn contract_sha256() -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(format!("v{SCHEMA_VERSION}\n"));
+    for f in contract_schema(0).fields() {
+        h.update(format!(
+            "{} {} {}\n",
+            f.name(),
+            type_name(f.data_type()),
+            f.is_nullable()
+        ));
+    }
+    hex::encode(h.finalize())
 }
 
 /// The contract schema for top-k width `k`, without metadata (metadata lives in the Parquet

@@ -45,13 +45,17 @@ const FLOAT_COLUMNS: [&str; 6] = [
 /// Scalar columns that keep chunk statistics (cheap, and useful for predicate pushdown on
 /// relevance and length); every other column has statistics off, since min/max of long lists and
 /// texts only bloat the footer.
-const STATS_COLUMNS: [&str; 6] = [
+const STATS_COLUMNS: [&str; 10] = [
     "source_record",
     "turn_index",
     "event_time",
     "num_completion_tokens",
     "relevance_kl",
     "relevance",
+    "relevance_control_kl",
+    "relevance_pmi",
+    "relevance_pmi_mean",
+    "relevance_pmi_answer",
 ];
 
 /// Sharding and encoding settings.

@@ -69,6 +69,37 @@ impl fmt::Display for Summary {
     }
 }
 
+/// The `relevance` of every row dropped under the threshold, for the report's histogram of
+/// dropped vs kept rows (kept rows are in the shards). Bounded: beyond
+/// [`DroppedRelevance::MAX_VALUES`] rows, evenly spaced order statistics stand for the rest,
+/// each `count / values.len()` rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRelevance {
+    /// Rows dropped as `low_relevance`.
+    pub count: u64,
+    /// Their values, ascending (all of them, or evenly spaced order statistics).
+    pub values: Vec<f32>,
+}
+
+impl DroppedRelevance {
+    /// Most values kept in the manifest.
+    pub const MAX_VALUES: usize = 4096;
+
+    /// Summarises the dropped values (any order).
+    pub fn of(mut values: Vec<f32>) -> Self {
+        values.retain(|x| x.is_finite());
+        values.sort_by(f32::total_cmp);
+        let count = values.len() as u64;
+        if values.len() > Self::MAX_VALUES {
+            let n = values.len();
+            values = (0..Self::MAX_VALUES)
+                .map(|i| values[i * (n - 1) / (Self::MAX_VALUES - 1)])
+                .collect();
+        }
+        DroppedRelevance { count, values }
+    }
+}
+
 /// What a dataset holds, for humans (`Display`) and scripts (serde).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DatasetStats {
@@ -100,6 +131,9 @@ pub struct DatasetStats {
     pub relevance: Summary,
     /// `relevance_kl` distribution.
     pub relevance_kl: Summary,
+    /// The other per-method columns (`relevance_control_kl`, `relevance_pmi`, ...): the
+    /// distribution of their non-null values (`count` says how many rows have one).
+    pub relevance_by_method: BTreeMap<String, Summary>,
     /// Response length (T) distribution.
     pub completion_tokens: Summary,
     /// Student prompt length distribution.
@@ -112,7 +146,7 @@ pub struct DatasetStats {
     pub run: serde_json::Value,
 }
 
-const STATS_COLUMNS: [&str; 7] = [
+const STATS_COLUMNS: [&str; 11] = [
     "source_kind",
     "teacher_template",
     "prompt_ids",
@@ -120,6 +154,18 @@ const STATS_COLUMNS: [&str; 7] = [
     "num_completion_tokens",
     "relevance_kl",
     "relevance",
+    "relevance_control_kl",
+    "relevance_pmi",
+    "relevance_pmi_mean",
+    "relevance_pmi_answer",
+];
+
+/// The per-method columns summarised in [`DatasetStats::relevance_by_method`].
+const METHOD_COLUMNS: [&str; 4] = [
+    "relevance_control_kl",
+    "relevance_pmi",
+    "relevance_pmi_mean",
+    "relevance_pmi_answer",
 ];
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> SinkResult<&'a T> {
@@ -154,6 +200,7 @@ pub fn dataset_stats(dir: &Path) -> SinkResult<DatasetStats> {
     };
     let (mut rel, mut rel_kl, mut lens, mut plens) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut by_method: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for shard in &m.shards {
         let path = dir.join(&shard.file);
         let file = File::open(&path).map_err(|e| SinkError::io("opening", &path, e))?;
@@ -212,6 +259,14 @@ pub fn dataset_stats(dir: &Path) -> SinkResult<DatasetStats> {
                     .flatten()
                     .map(f64::from),
             );
+            for name in METHOD_COLUMNS {
+                by_method.entry(name).or_default().extend(
+                    col::<Float32Array>(&b, name)?
+                        .iter()
+                        .flatten()
+                        .map(f64::from),
+                );
+            }
         }
     }
     s.bytes_on_disk = s.shard_bytes + manifest_bytes;
@@ -222,6 +277,10 @@ pub fn dataset_stats(dir: &Path) -> SinkResult<DatasetStats> {
     };
     s.relevance = Summary::of(rel);
     s.relevance_kl = Summary::of(rel_kl);
+    s.relevance_by_method = by_method
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Summary::of(v)))
+        .collect();
     s.completion_tokens = Summary::of(lens);
     s.prompt_length = Summary::of(plens);
     Ok(s)
@@ -248,6 +307,11 @@ impl fmt::Display for DatasetStats {
         )?;
         writeln!(f, "  relevance     {}", self.relevance)?;
         writeln!(f, "  relevance_kl  {}", self.relevance_kl)?;
+        for (name, summary) in &self.relevance_by_method {
+            if summary.count > 0 {
+                writeln!(f, "  {name}  {summary}")?;
+            }
+        }
         writeln!(f, "  response len  {}", self.completion_tokens)?;
         writeln!(f, "  prompt len    {}", self.prompt_length)?;
         let counts = |m: &BTreeMap<String, u64>| {
@@ -262,11 +326,39 @@ impl fmt::Display for DatasetStats {
             serde_json::Value::Object(m) if !m.is_empty() => {
                 writeln!(f, "  run:")?;
                 for (k, v) in m {
-                    writeln!(f, "    {k}: {v}")?;
+                    match serde_json::from_value::<DroppedRelevance>(v.clone()) {
+                        // Up to 4096 values: summarised here, drawn by the report.
+                        Ok(d) if k == "dropped_relevance" => {
+                            let values = d.values.iter().map(|&x| f64::from(x)).collect();
+                            writeln!(f, "    {k}: {} rows, {}", d.count, Summary::of(values))?;
+                        }
+                        _ => writeln!(f, "    {k}: {v}")?,
+                    }
                 }
             }
             _ => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DroppedRelevance;
+
+    #[test]
+    fn dropped_relevance_keeps_all_values_or_evenly_spaced_order_statistics() {
+        let small = DroppedRelevance::of(vec![3.0, f32::NAN, -1.0, 2.0]);
+        assert_eq!(small.count, 3);
+        assert_eq!(small.values, [-1.0, 2.0, 3.0]);
+        let n = 3 * DroppedRelevance::MAX_VALUES + 7;
+        let big = DroppedRelevance::of((0..n).rev().map(|i| i as f32).collect());
+        assert_eq!(big.count, n as u64);
+        assert_eq!(big.values.len(), DroppedRelevance::MAX_VALUES);
+        // The smallest and largest values are kept; the rest are evenly spaced ranks.
+        assert_eq!(big.values[0], 0.0);
+        assert_eq!(big.values[DroppedRelevance::MAX_VALUES - 1], (n - 1) as f32);
+        let mid = big.values[DroppedRelevance::MAX_VALUES / 2];
+        assert!((mid - (n / 2) as f32).abs() <= 3.0, "{mid}");
     }
 }

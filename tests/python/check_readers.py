@@ -6,6 +6,7 @@ the contract, per-token alignment, and that `prompt` / `privileged_context` have
 SDFT/SDPO trainers take (a list of {"role", "content"} messages and a string).
 """
 import json
+import math
 import os
 import sys
 
@@ -38,9 +39,15 @@ def main(d: str) -> None:
     assert s.field("event_time").type == pa.timestamp("us", tz="UTC")
     prompt_t = s.field("prompt").type
     assert pa.types.is_list(prompt_t) and prompt_t.value_type.names == ["role", "content"]
+    for name in ("relevance", "relevance_kl", "relevance_control_kl", "relevance_pmi",
+                 "relevance_pmi_mean", "relevance_pmi_answer"):
+        assert s.field(name).type == pa.float32(), name
     meta = pq.ParquetFile(files[0]).metadata.metadata
     assert meta[b"weights_sha256"].decode() == manifest["dataset"]["weights_sha256"]
 
+    method = manifest["dataset"]["relevance_method"]
+    method_column = "relevance_kl" if method == "kl" else f"relevance_{method}"
+    threshold = manifest["dataset"]["relevance_threshold"]
     rows = table.to_pylist()
     for r in rows:
         t = len(r["completion_ids"])
@@ -50,6 +57,17 @@ def main(d: str) -> None:
         assert all(len(x) == k for x in r["teacher_topk_ids"])
         for a, tl, sl in zip(r["advantages"], r["teacher_logprobs"], r["student_logprobs"]):
             assert abs(a - (tl - sl)) < 1e-5
+        # `relevance` is the configured method's column, null exactly where that one is
+        # (`pmi_control` is computed from two columns).
+        if method == "pmi_control":
+            p, c = r["relevance_pmi"], r["relevance_control_kl"]
+            want = None if p is None or c is None else p + math.log(max(c, 1e-6))
+            assert (want is None) == (r["relevance"] is None), (want, r["relevance"])
+            assert want is None or abs(r["relevance"] - want) <= 1e-4 * max(1.0, abs(want))
+        else:
+            assert r["relevance"] == r[method_column], (r["relevance"], method_column, r[method_column])
+        if threshold is not None and r["relevance"] is not None:
+            assert r["relevance"] >= threshold, (r["relevance"], threshold)
 
     # TRL SDFT/SDPO trainers take conversational `prompt` plus a `privileged_context` string.
     import datasets
