@@ -77,7 +77,7 @@ pub fn prepare_episode(
 /// The feedback scored as the next user turn (the PMI relevance methods): chat-log follow-ups,
 /// hints and unit-test output are each what the user (or the environment) said after the
 /// response. Demonstrations get none: a demonstration is not a reaction to the sampled response.
-/// `None` too when the template cannot render a context (the episode then falls back to `kl`).
+/// `None` too when the template cannot render a context (the PMI columns are then null).
 /// The history-only context (`pmi_answer`) is built only `with_history`.
 pub fn followup_probe(
     tok: &Tokenizer,
