@@ -35,8 +35,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use futures::StreamExt;
 use hindsight::ingest::formats::parse_time_us;
-use hindsight::ingest::{InputFile, ReaderOptions, RecordSource};
-use hindsight::sql::{FilteredSource, SourceItem, WherePredicate};
+use hindsight::ingest::{BoundPredicate, InputSource, SourceItem};
+use hindsight::ingest::{InputFile, ReaderOptions};
+use hindsight::sql::WherePredicate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -403,8 +404,13 @@ fn main() {
     let files = vec![InputFile::new(path.clone())];
     let opts = ReaderOptions::default();
     let t = Instant::now();
-    let pred = Arc::new(WherePredicate::compile(PREDICATE, &files, &opts).expect("predicate"));
-    let mut source = FilteredSource::new(files.clone(), opts.clone(), Some(pred));
+    let pred: Arc<dyn BoundPredicate> =
+        Arc::new(WherePredicate::compile(PREDICATE, &files, &opts).expect("predicate"));
+    let mut source = InputSource::new(
+        files.clone(),
+        opts.clone(),
+        Some((PREDICATE.to_string(), pred)),
+    );
     let (mut matched, mut filtered) = (0u64, 0u64);
     for item in source.by_ref() {
         match item {
@@ -433,7 +439,11 @@ fn main() {
     // (d) hindsight's plain record reader, filter the records in Rust afterwards.
     let t = Instant::now();
     let mut matched = 0u64;
-    for rec in RecordSource::from_files(files, opts).flatten() {
+    let plain = InputSource::new(files, opts, None).filter_map(|item| match item {
+        SourceItem::Record(rec) => Some(rec),
+        _ => None,
+    });
+    for rec in plain {
         let v = &rec.value;
         let keep = v["language"] == "English"
             && v["toxic"] == false

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
 
-# Headless Chromium renders the HTML report in tests/report_views.rs (Debian's package).
+# Headless Chromium renders the HTML report in tests/it/report_views.rs (Debian's package).
 if ! command -v chromium >/dev/null 2>&1 && [ -z "${HINDSIGHT_CHROMIUM:-}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
@@ -18,7 +18,7 @@ if ! command -v chromium >/dev/null 2>&1 && [ -z "${HINDSIGHT_CHROMIUM:-}" ]; th
   fi
 fi
 
-# tests/hostile/ measures peak memory with GNU time (Debian's package `time`).
+# tests/it/hostile.rs measures peak memory with GNU time (Debian's package `time`).
 if [ ! -x /usr/bin/time ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
@@ -34,7 +34,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
   'moto[server]==5.2.5'
-# tests/object_store.rs starts this S3-compatible server itself.
+# tests/it/object_store.rs starts this S3-compatible server itself.
 export HINDSIGHT_MOTO_SERVER="$PWD/$venv/bin/moto_server"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

@@ -103,7 +103,7 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
         episode: cfg.episode.clone(),
         reader: cfg.input.reader_options(),
         quarantine_path: None,
-        where_sql: cfg.input.r#where.clone(),
+        predicate: crate::sql::SqlWhere::optional(cfg.input.r#where.as_deref()),
     })?;
     let episodes: Vec<_> = stream.by_ref().collect();
     let stats = stream.finish()?;

@@ -40,7 +40,7 @@ pub struct IngestStats {
     /// What the input predicate (`input.where`) did, when there is one; the records it rejected
     /// are `records_filtered["where"]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub where_filter: Option<crate::sql::WhereStats>,
+    pub where_filter: Option<crate::ingest::WhereStats>,
 }
 
 /// How many example locations are kept per filter reason.

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -19,8 +20,9 @@ use super::{Episode, SourceFormat};
 use crate::ingest::formats::{self, Parsed, UnitTestRecord};
 use crate::ingest::quarantine::{QuarantineEntry, QuarantineReason, QuarantineWriter};
 use crate::ingest::IngestError;
-use crate::ingest::{expand_inputs, RawRecord, ReaderOptions};
-use crate::sql::{FilteredSource, SourceItem, WherePredicate};
+use crate::ingest::{
+    expand_inputs, InputPredicate, InputSource, RawRecord, ReaderOptions, SourceItem,
+};
 
 /// What to ingest and how.
 #[derive(Debug, Clone, Default)]
@@ -36,9 +38,9 @@ pub struct IngestOptions {
     /// Where to write `quarantine.jsonl`; `None` keeps entries in memory
     /// ([`EpisodeStream::quarantined`]), which suits tests and small runs.
     pub quarantine_path: Option<PathBuf>,
-    /// SQL predicate over the records' top-level columns (`input.where`); records it does not
-    /// select are counted as filtered `where` (see `crate::sql::filter`).
-    pub where_sql: Option<String>,
+    /// Predicate over the records (`input.where`, in SQL: `crate::sql::SqlWhere`); records it
+    /// does not select are counted as filtered `where`.
+    pub predicate: Option<Arc<dyn InputPredicate>>,
 }
 
 /// Opens every input and returns the episode stream. Fails only on user errors (an input that
@@ -46,12 +48,8 @@ pub struct IngestOptions {
 pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
     let files = expand_inputs(&opts.inputs)?;
     // The predicate is checked against every input before anything is read.
-    let predicate = match opts.where_sql.as_deref() {
-        Some(sql) => Some(std::sync::Arc::new(WherePredicate::compile(
-            sql,
-            &files,
-            &opts.reader,
-        )?)),
+    let predicate = match &opts.predicate {
+        Some(p) => Some((p.text().to_string(), p.bind(&files, &opts.reader)?)),
         None => None,
     };
     let input_bytes = files
@@ -60,7 +58,7 @@ pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
         .map(|m| m.len())
         .sum();
     let file_count = files.len() as u64;
-    let source = FilteredSource::new(files, opts.reader.clone(), predicate);
+    let source = InputSource::new(files, opts.reader.clone(), predicate);
     let builder = EpisodeBuilder::new(opts.episode.clone())?;
     let filters = Prefilters::new(opts.episode.prefilter.clone())?;
     let writer = match &opts.quarantine_path {
@@ -93,7 +91,7 @@ pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
 
 /// A stream of episodes; iterate it, then call [`EpisodeStream::finish`] for the statistics.
 pub struct EpisodeStream {
-    source: FilteredSource,
+    source: InputSource,
     input_bytes: u64,
     override_format: Option<SourceFormat>,
     builder: EpisodeBuilder,

@@ -35,7 +35,7 @@ pub enum IngestError {
     },
     /// A teacher template is unknown or malformed.
     #[error("template error: {0}")]
-    Template(String),
+    Template(#[from] crate::template::TemplateError),
     /// The ingest configuration is inconsistent.
     #[error("config error: {0}")]
     Config(String),
@@ -44,10 +44,10 @@ pub enum IngestError {
     Store(#[from] crate::store::StoreError),
     /// The input predicate (`input.where`) is invalid for these inputs.
     #[error(transparent)]
-    Where(#[from] crate::sql::SqlError),
+    Where(#[from] super::source::PredicateError),
     /// A format name given as an override is unknown.
-    #[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
-    UnknownFormat(String),
+    #[error(transparent)]
+    UnknownFormat(#[from] crate::record::UnknownFormat),
 }
 
 impl IngestError {

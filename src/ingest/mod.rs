@@ -16,15 +16,17 @@ pub mod json_array;
 pub mod jsonl;
 pub mod parquet_rows;
 pub mod quarantine;
-
-use std::collections::VecDeque;
-use std::path::PathBuf;
+pub mod source;
 
 use serde::{Deserialize, Serialize};
 
 pub use error::IngestError;
 pub use input::{expand_inputs, Compression, FileKind, InputFile};
 pub use quarantine::{QuarantineEntry, QuarantineReason, QuarantineWriter, SNIPPET_MAX_BYTES};
+pub use source::{
+    BoundPredicate, InputPredicate, InputSource, PredicateError, SourceItem, SourceItems,
+    WhereStats,
+};
 
 /// One record as read from a file, before any format is applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,69 +117,4 @@ pub fn opened_kind(file: &InputFile, opened: &input::Opened) -> FileKind {
     file.kind
         .or_else(|| input::sniff_kind(&opened.magic))
         .unwrap_or(FileKind::Jsonl)
-}
-
-/// A streaming record iterator over many inputs (paths, directories, globs), file by file in a
-/// deterministic (sorted) order.
-pub struct RecordSource {
-    files: VecDeque<InputFile>,
-    current: Option<FileRecords>,
-    opts: ReaderOptions,
-    all_files: Vec<InputFile>,
-}
-
-impl RecordSource {
-    /// Expands the inputs (fails if one matches nothing) and prepares to read them lazily.
-    pub fn open(
-        inputs: &[String],
-        opts: ReaderOptions,
-    ) -> Result<Self, crate::ingest::IngestError> {
-        let files = expand_inputs(inputs)?;
-        Ok(Self::from_files(files, opts))
-    }
-
-    /// Reads an already expanded file list.
-    pub fn from_files(files: Vec<InputFile>, opts: ReaderOptions) -> Self {
-        RecordSource {
-            all_files: files.clone(),
-            files: files.into(),
-            current: None,
-            opts,
-        }
-    }
-
-    /// The files this source reads, in order.
-    pub fn files(&self) -> &[InputFile] {
-        &self.all_files
-    }
-
-    /// Total size on disk of all inputs (for throughput reports).
-    pub fn total_bytes(&self) -> u64 {
-        self.all_files
-            .iter()
-            .map(|f| crate::store::input_size(&f.path.to_string_lossy()))
-            .sum()
-    }
-
-    /// Paths of the inputs.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        self.all_files.iter().map(|f| f.path.clone()).collect()
-    }
-}
-
-impl Iterator for RecordSource {
-    type Item = RecordResult;
-
-    fn next(&mut self) -> Option<RecordResult> {
-        loop {
-            if let Some(cur) = self.current.as_mut() {
-                if let Some(item) = cur.next() {
-                    return Some(item);
-                }
-                self.current = None;
-            }
-            let file = self.files.pop_front()?;
-            self.current = Some(open_file(&file, &self.opts));
-        }
-    }
 }

@@ -9,9 +9,10 @@
 //! a fixed order after every commit, so it never lists a partial or duplicate shard.
 
 pub mod state;
+pub mod steps;
 pub mod tasks;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
@@ -21,13 +22,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
-use crate::score::prepare::{followup_probe, prepare_episode};
-use crate::score::{Scorer, ScorerConfig};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
 use crate::store::Mirror;
-use crate::template::TeacherTemplate;
 use crate::util::sha256_hex;
 use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState, TaskTag};
+use steps::{ChunkOutput, ScoringSteps};
+pub use steps::{DropReason, StepCounts};
 pub use tasks::{finalize, FinalizeReport, TaskMarker, TaskSlice};
 
 /// Errors that stop a run (bad records never do: they are quarantined or filtered).
@@ -86,8 +86,8 @@ pub struct RunReport {
     /// Chunks left to the other sharded tasks (0 in a single-task run).
     pub chunks_other_tasks: u64,
     pub orphans_removed: u64,
-    /// Per-reason counts for episodes of chunks processed in this run.
-    pub counts: BTreeMap<String, u64>,
+    /// What the scoring steps did with the episodes of chunks processed in this run.
+    pub counts: StepCounts,
     pub shards_written: u64,
     pub seconds: f64,
     pub episodes_per_second: f64,
@@ -99,7 +99,7 @@ pub struct RunReport {
 impl RunReport {
     /// A short human summary.
     pub fn summary(&self) -> String {
-        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        let c = &self.counts;
         format!(
             "records read {}, quarantined {}, episodes built {}; chunks: {} seen, {} already done, {} committed; \
              episodes scored {}, rows written {}, dropped for low relevance {}; {:.1}s ({:.2} episodes/s)\n\
@@ -110,9 +110,9 @@ impl RunReport {
             self.chunks_seen,
             self.chunks_already_committed,
             self.chunks_committed,
-            c("episodes_scored"),
-            c("rows_written"),
-            c("filtered:low_relevance"),
+            c.episodes_scored,
+            c.rows_written,
+            c.dropped(DropReason::LowRelevance),
             self.seconds,
             self.episodes_per_second,
             self.output_dir.display()
@@ -143,7 +143,7 @@ struct ScoredChunk {
     index: u64,
     ordinal: u64,
     rows: Vec<OutputRow>,
-    counts: BTreeMap<String, u64>,
+    counts: StepCounts,
     kl: KlTotals,
     /// `relevance` of the rows dropped under the threshold (the report's histogram).
     dropped_relevance: Vec<f32>,
@@ -246,7 +246,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
             Some(t) => out_dir.join(t.quarantine_rel()),
             None => out_dir.join("quarantine.jsonl"),
         }),
-        where_sql: cfg.input.r#where.clone(),
+        predicate: crate::sql::SqlWhere::optional(cfg.input.r#where.as_deref()),
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
     let chunk_records = cfg.input.chunk_records as u64;
@@ -300,7 +300,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         build_manifest(&meta, &state, Some(&ingest)).write(&out_dir)?;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let scored_eps = scoring.counts.get("episodes_scored").copied().unwrap_or(0);
+    let scored_eps = scoring.counts.episodes_scored;
     let report = RunReport {
         output_dir: PathBuf::from(mirror.label()),
         config_sha256,
@@ -412,7 +412,7 @@ fn read_chunks(
 }
 
 struct ScoringOutcome {
-    counts: BTreeMap<String, u64>,
+    counts: StepCounts,
     chunks_seen: u64,
     chunks_skipped: u64,
     chunks_sent: u64,
@@ -425,10 +425,6 @@ struct ScoringOutcome {
     inputs_sha256: String,
 }
 
-fn bump(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
-    *counts.entry(key.to_string()).or_insert(0) += n;
-}
-
 fn score_chunks(
     cfg: &PipelineConfig,
     m: &LoadedModel,
@@ -438,23 +434,10 @@ fn score_chunks(
     seen_ids: &mut HashSet<String>,
     opts: &RunOptions,
 ) -> Result<ScoringOutcome, PipelineError> {
-    let scorer_cfg = ScorerConfig {
-        top_k: cfg.score.top_k,
-        token_budget: cfg.score.token_budget,
-        prefix_sharing: cfg.score.prefix_sharing,
-        relevance: cfg.score.relevance,
-        control: true,
-        followup: cfg.score.relevance.needs_followup(),
-        ..ScorerConfig::default()
-    };
-    let scorer = Scorer::new(&m.transformer, scorer_cfg);
-    let threshold = cfg.score.threshold();
-    let mut templates: HashMap<String, Option<TeacherTemplate>> = HashMap::new();
-    let custom = cfg.episode.custom_templates.clone();
-    let max_positions = m.transformer.max_positions();
+    let mut steps = ScoringSteps::new(cfg, m, seen_ids);
     let progress = progress_bar(opts.progress);
     let mut out = ScoringOutcome {
-        counts: BTreeMap::new(),
+        counts: StepCounts::default(),
         chunks_seen: 0,
         chunks_skipped: 0,
         chunks_sent: 0,
@@ -488,129 +471,23 @@ fn score_chunks(
             out.stopped_early = true;
             break;
         }
-        let mut counts = BTreeMap::new();
-        let mut rows = Vec::new();
-        let mut kl = KlTotals::default();
-        let mut dropped = Vec::new();
+        let mut scored = ChunkOutput::default();
         for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
-            let mut prepared = Vec::new();
-            let mut kept: Vec<&Episode> = Vec::new();
-            // Episodes without a logged response are rolled out from the student first.
-            let mut expanded: Vec<(Episode, Option<Vec<u32>>)> = Vec::with_capacity(batch.len());
-            for ep in batch {
-                if ep.completion.is_some() {
-                    expanded.push((ep.clone(), None));
-                    continue;
-                }
-                match rollout(m, ep, &cfg.rollout) {
-                    Ok(samples) => {
-                        bump(&mut counts, "rollouts", samples.len() as u64);
-                        expanded.extend(samples.into_iter().map(|(e, ids)| (e, Some(ids))));
-                    }
-                    Err(e) => {
-                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "rollout failed: {}", crate::util::terminal_safe(&e.to_string()));
-                        bump(&mut counts, "filtered:rollout_error", 1);
-                    }
-                }
-            }
-            for (ep, sampled) in &expanded {
-                let tpl = templates
-                    .entry(ep.teacher_template.clone())
-                    .or_insert_with(|| crate::template::resolve(&ep.teacher_template, &custom).ok())
-                    .clone();
-                let outcome = match sampled {
-                    // Rollouts keep the sampled ids exactly; only logged responses are encoded.
-                    Some(ids) => prepare_sampled(m, ep, tpl.as_ref(), ids.clone()),
-                    None => prepare_episode(&m.tokenizer, ep, tpl.as_ref()),
-                };
-                match outcome {
-                    Ok(mut p) => {
-                        // The feedback probes, in runs with a `pmi` method (then all three
-                        // PMI columns are recorded). A probe longer than the model's context
-                        // is dropped; the PMI columns and a PMI `relevance` are then null.
-                        if cfg.score.relevance.needs_followup() && sampled.is_none() {
-                            p.request.followup = ep
-                                .completion
-                                .as_deref()
-                                .and_then(|r| followup_probe(&m.tokenizer, ep, r, true))
-                                .filter(|f| {
-                                    f.after_response.len().max(f.bare.len()) + f.target.len()
-                                        <= max_positions
-                                });
-                        }
-                        let r = &p.request;
-                        let longest = r.prompt_ids.len().max(r.teacher_prompt_ids.len())
-                            + r.completion_ids.len();
-                        if longest > max_positions {
-                            bump(&mut counts, "filtered:exceeds_model_context", 1);
-                        } else if r.completion_ids.is_empty() {
-                            bump(&mut counts, "filtered:empty_completion", 1);
-                        } else {
-                            prepared.push(p);
-                            kept.push(ep);
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot tokenize episode: {}", crate::util::terminal_safe(&e.to_string()));
-                        bump(&mut counts, "filtered:tokenization_error", 1);
-                    }
-                }
-            }
-            if prepared.is_empty() {
-                continue;
-            }
-            let requests: Vec<_> = prepared.iter().map(|p| p.request.clone()).collect();
-            let (scores, _) = scorer.score(&requests)?;
-            for ((ep, p), s) in kept.iter().zip(&prepared).zip(&scores) {
-                bump(&mut counts, "episodes_scored", 1);
-                let row = OutputRow::new(ep, p, s, cfg.score.relevance);
-                // A row the method does not apply to (a demonstration under `pmi`) is kept and
-                // counted; its `relevance` is null.
-                let relevance = row.relevance;
-                if relevance.is_none() {
-                    bump(&mut counts, "relevance_not_applicable", 1);
-                }
-                if let Some(relevance) = relevance.filter(|&r| r < threshold) {
-                    bump(&mut counts, "filtered:low_relevance", 1);
-                    dropped.push(relevance);
-                    if out.examples.len() < 20 {
-                        out.examples.push(DroppedExample {
-                            sample_id: row.sample_id.clone(),
-                            source_uri: row.source_uri.clone(),
-                            source_record: row.source_record,
-                            relevance,
-                            privileged_context: row.privileged_context.chars().take(300).collect(),
-                        });
-                    }
-                    continue;
-                }
-                if !seen_ids.insert(row.sample_id.clone()) {
-                    bump(&mut counts, "filtered:duplicate_across_runs", 1);
-                    continue;
-                }
-                bump(&mut counts, "rows_written", 1);
-                bump(&mut counts, "response_tokens", row.response_tokens() as u64);
-                kl.tokens += s.kl_full_vocab.len() as u64;
-                kl.exact += s.kl_full_vocab.iter().map(|&x| f64::from(x)).sum::<f64>();
-                kl.topk_tail += s.kl_topk_tail.iter().map(|&x| f64::from(x)).sum::<f64>();
-                rows.push(row);
-            }
+            steps.run_batch(batch, &mut scored)?;
             if let Some(pb) = &progress {
                 pb.inc(batch.len() as u64);
             }
         }
-        for (k, v) in &counts {
-            bump(&mut out.counts, k, *v);
-        }
+        out.counts.add(&scored.counts);
         let scored = ScoredChunk {
             id: chunk.id,
             source_uri: chunk.source_uri,
             index: chunk.index,
             ordinal: chunk.ordinal,
-            rows,
-            counts,
-            kl,
-            dropped_relevance: dropped,
+            rows: scored.rows,
+            counts: scored.counts,
+            kl: scored.kl,
+            dropped_relevance: scored.dropped_relevance,
         };
         if tx.send(scored).is_err() {
             return Err(PipelineError::Stage("writer stopped early".into()));
@@ -620,74 +497,8 @@ fn score_chunks(
     if let Some(pb) = progress {
         pb.finish_and_clear();
     }
+    out.examples = steps.examples().to_vec();
     out.inputs_sha256 = hex::encode(sha2::Digest::finalize(all_ids));
-    Ok(out)
-}
-
-/// Prepares a rolled-out episode from its sampled ids (never re-encoded from text).
-fn prepare_sampled(
-    m: &LoadedModel,
-    ep: &Episode,
-    template: Option<&TeacherTemplate>,
-    ids: Vec<u32>,
-) -> crate::error::Result<crate::score::prepare::Prepared> {
-    let control = match template {
-        Some(t) => Some(
-            t.apply_control(&ep.prompt)
-                .map_err(|e| crate::error::Error::Template(e.to_string()))?,
-        ),
-        None => None,
-    };
-    crate::score::prepare::prepare(
-        &m.tokenizer,
-        &ep.prompt,
-        &ep.teacher_prompt,
-        control.as_deref(),
-        ids,
-    )
-}
-
-/// Samples `cfg.n` student responses for an episode without one. The seed is derived from the
-/// run seed and the episode's provenance, so a resumed run samples the same tokens whatever else
-/// is in its batch. Returns each sample as an episode (response text decoded for reading) with
-/// its exact sampled ids.
-fn rollout(
-    m: &LoadedModel,
-    ep: &Episode,
-    cfg: &crate::model::generate::GenerationConfig,
-) -> crate::error::Result<Vec<(Episode, Vec<u32>)>> {
-    let prompt = m.tokenizer.encode_chat(&ep.prompt, true)?.ids;
-    let p = &ep.provenance;
-    let key = format!(
-        "{}\0{}\0{}\0{}",
-        cfg.seed, p.source_uri, p.source_record, p.turn_index
-    );
-    let seed = u64::from_str_radix(&sha256_hex(key.as_bytes())[..16], 16).unwrap_or(cfg.seed);
-    let run_cfg = crate::model::generate::GenerationConfig {
-        seed,
-        ..cfg.clone()
-    };
-    let eot = m.tokenizer.eot_id();
-    let samples = crate::model::generate::generate(&m.transformer, &[prompt], eot, &run_cfg)?;
-    let mut out = Vec::with_capacity(samples.len());
-    for s in samples {
-        let stopped = s.finish_reason == crate::model::generate::StopReason::Stop;
-        let body = if stopped {
-            &s.completion_ids[..s.completion_ids.len().saturating_sub(1)]
-        } else {
-            &s.completion_ids[..]
-        };
-        let text = m.tokenizer.decode(body)?;
-        let mut e = ep.clone();
-        e.is_on_policy = true;
-        e.ends_turn = stopped;
-        if !stopped {
-            e.flags.push("stopped_by_length".into());
-        }
-        e.flags.push(format!("rollout_sample_{}", s.sample_index));
-        e.completion = Some(text);
-        out.push((e, s.completion_ids));
-    }
     Ok(out)
 }
 
@@ -792,16 +603,14 @@ fn load_committed_sample_ids(
 /// the committed chunks and (at the end of a run) the run's ingest statistics.
 fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestStats>) -> Manifest {
     let mut shards = Vec::new();
-    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    let mut totals = StepCounts::default();
     let mut kl = KlTotals::default();
     let mut dropped: Vec<f32> = Vec::new();
     for c in state.committed() {
         kl.add(&c.kl);
         dropped.extend(&c.dropped_relevance);
         shards.extend(c.shards.iter().cloned());
-        for (k, v) in &c.counts {
-            bump(&mut totals, k, *v);
-        }
+        totals.add(&c.counts);
     }
     let stats = serde_json::json!({
         "chunks": state.committed().len(),

@@ -141,7 +141,7 @@ pub struct ChunkState {
     pub chunk_index: u64,
     pub shards: Vec<ShardInfo>,
     /// Per-chunk counters (episodes scored, filtered by reason, rows written, tokens).
-    pub counts: BTreeMap<String, u64>,
+    pub counts: super::StepCounts,
     /// KL sums over the written rows' response tokens: what top-k + tail captures of the exact
     /// KL (the report's top-k coverage needs the exact value, which the shards cannot give).
     #[serde(default)]

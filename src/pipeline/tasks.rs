@@ -16,13 +16,13 @@
 //! single-task run would have dropped; the affected chunk's shards are rewritten without it.
 //! Then it writes the manifest, `quarantine.jsonl` and a merged `run_report.json`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::state::{self, ChunkState, DatasetBinding, RunLock, RunState, TaskTag};
-use super::{build_manifest, bump, ids_path, PipelineError, RunReport};
+use super::{build_manifest, ids_path, PipelineError, RunReport};
 use crate::episode::IngestStats;
 use crate::sink::{DatasetMeta, OutputRow, ShardConfig, ShardWriter};
 use crate::store::Mirror;
@@ -145,8 +145,8 @@ pub struct FinalizeReport {
     pub orphans_removed: u64,
     /// Ingest statistics of the input (every task read all of it).
     pub ingest: IngestStats,
-    /// Per-reason episode counts over the merged chunks, after dedup.
-    pub counts: BTreeMap<String, u64>,
+    /// What the scoring steps did over the merged chunks, after dedup.
+    pub counts: super::StepCounts,
     /// Wall-clock seconds of each task.
     pub task_seconds: Vec<f64>,
 }
@@ -154,15 +154,15 @@ pub struct FinalizeReport {
 impl FinalizeReport {
     /// A short human summary.
     pub fn summary(&self) -> String {
-        let c = |k: &str| self.counts.get(k).copied().unwrap_or(0);
+        let c = &self.counts;
         format!(
             "finalized {} tasks: {} chunks merged, {} duplicate rows removed across tasks, \
              rows written {}, episodes scored {}\ndataset: {}",
             self.num_tasks,
             self.chunks_merged,
             self.duplicates_removed,
-            c("rows_written"),
-            c("episodes_scored"),
+            c.rows_written,
+            c.episodes_scored,
             self.output
         )
     }
@@ -368,8 +368,9 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         )?;
         writer.write_rows(kept)?;
         merged.shards = writer.finish()?;
-        sub(&mut merged.counts, "rows_written", dropped);
-        sub(&mut merged.counts, "response_tokens", dropped_tokens);
+        let counts = &mut merged.counts;
+        counts.rows_written = counts.rows_written.saturating_sub(dropped);
+        counts.response_tokens = counts.response_tokens.saturating_sub(dropped_tokens);
         // Per-row exact KL is not stored: the chunk's KL sums are prorated by the tokens kept.
         let kl_tokens = merged.kl.tokens;
         merged.kl.tokens = kl_tokens.saturating_sub(dropped_tokens);
@@ -378,11 +379,9 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
             merged.kl.exact *= share;
             merged.kl.topk_tail *= share;
         }
-        bump(
-            &mut merged.counts,
-            "filtered:duplicate_across_runs",
-            dropped,
-        );
+        merged
+            .counts
+            .drop_n(super::DropReason::DuplicateAcrossRuns, dropped);
         // New shards, then the state that lists them (the commit point), then the ids; the old
         // shards are unlisted from then on and deleted last (or by the next cleanup).
         for s in &merged.shards {
@@ -411,12 +410,10 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     }
 
     // Counts over this run's chunks, after dedup.
-    let mut counts = BTreeMap::new();
+    let mut counts = super::StepCounts::default();
     for c in st.committed() {
         if ordinal.contains_key(&c.chunk_id) {
-            for (k, v) in &c.counts {
-                bump(&mut counts, k, *v);
-            }
+            counts.add(&c.counts);
         }
     }
     let report = FinalizeReport {
@@ -440,12 +437,6 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     mirror.push("run_report.json")?;
     mirror.push(crate::sink::MANIFEST_FILE)?;
     Ok(report)
-}
-
-fn sub(counts: &mut BTreeMap<String, u64>, key: &str, n: u64) {
-    if let Some(v) = counts.get_mut(key) {
-        *v = v.saturating_sub(n);
-    }
 }
 
 fn join(v: &[u32]) -> String {

@@ -127,7 +127,7 @@ pub enum EvalError {
     #[error("scoring failed: {0}")]
     Score(#[from] crate::error::Error),
     #[error("template: {0}")]
-    Template(#[from] crate::ingest::IngestError),
+    Template(#[from] crate::template::TemplateError),
     #[error(
         "need at least two relevant chat-log follow-ups from different conversations; found {0}"
     )]

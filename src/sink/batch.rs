@@ -13,6 +13,7 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
 
+use super::columns::{Column, TextKind, Values, CONTRACT};
 use super::error::{SinkError, SinkResult};
 use super::row::OutputRow;
 use super::schema::{contract_schema, item, message_fields};
@@ -55,26 +56,26 @@ fn large_list_of(
 
 fn i32_lists<'a>(
     column: &str,
-    rows: impl Iterator<Item = &'a Vec<i32>> + Clone,
+    rows: impl Iterator<Item = &'a [i32]> + Clone,
 ) -> SinkResult<ArrayRef> {
     let flat: Vec<i32> = rows.clone().flat_map(|v| v.iter().copied()).collect();
     large_list_of(
         column,
         DataType::Int32,
-        rows.map(Vec::len),
+        rows.map(<[_]>::len),
         Arc::new(Int32Array::from(flat)),
     )
 }
 
 fn f32_lists<'a>(
     column: &str,
-    rows: impl Iterator<Item = &'a Vec<f32>> + Clone,
+    rows: impl Iterator<Item = &'a [f32]> + Clone,
 ) -> SinkResult<ArrayRef> {
     let flat: Vec<f32> = rows.clone().flat_map(|v| v.iter().copied()).collect();
     large_list_of(
         column,
         DataType::Float32,
-        rows.map(Vec::len),
+        rows.map(<[_]>::len),
         Arc::new(Float32Array::from(flat)),
     )
 }
@@ -92,7 +93,7 @@ fn topk_lists(column: &str, k: usize, lens: &[usize], values: ArrayRef) -> SinkR
     )
 }
 
-fn messages(column: &str, rows: &[&Vec<Message>]) -> SinkResult<ArrayRef> {
+fn messages(column: &str, rows: &[&[Message]]) -> SinkResult<ArrayRef> {
     let roles: Vec<&str> = rows
         .iter()
         .flat_map(|m| m.iter().map(|x| x.role.as_str()))
@@ -122,6 +123,60 @@ fn dict<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(values.collect::<DictionaryArray<Int32Type>>())
 }
 
+/// One column of `rows` as an Arrow array of the contract type.
+fn column_array(c: &Column, rows: &[OutputRow], k: usize) -> SinkResult<ArrayRef> {
+    let name = c.name;
+    Ok(match c.values {
+        Values::U16(get, _) => Arc::new(UInt16Array::from_iter_values(rows.iter().map(get))),
+        Values::I32(get, _) => Arc::new(Int32Array::from_iter_values(rows.iter().map(get))),
+        Values::I64(get, _) => Arc::new(Int64Array::from_iter_values(rows.iter().map(get))),
+        Values::Bool(get, _) => {
+            Arc::new(BooleanArray::from(rows.iter().map(get).collect::<Vec<_>>()))
+        }
+        Values::F32(get, _) => Arc::new(Float32Array::from_iter_values(rows.iter().map(get))),
+        Values::OptF32(get, _) => Arc::new(Float32Array::from_iter(rows.iter().map(get))),
+        Values::OptTimestamp(get, _) => Arc::new(
+            TimestampMicrosecondArray::from_iter(rows.iter().map(get)).with_timezone("UTC"),
+        ),
+        Values::Text(TextKind::Utf8, get, _) => {
+            Arc::new(StringArray::from_iter_values(rows.iter().map(get)))
+        }
+        Values::Text(TextKind::Large, get, _) => {
+            Arc::new(LargeStringArray::from_iter_values(rows.iter().map(get)))
+        }
+        Values::Text(TextKind::Dictionary, get, _) => dict(rows.iter().map(get)),
+        Values::OptText(get, _) => Arc::new(StringArray::from_iter(rows.iter().map(get))),
+        Values::Messages(get, _) => messages(name, &rows.iter().map(get).collect::<Vec<_>>())?,
+        Values::I32List(get, _) => i32_lists(name, rows.iter().map(get))?,
+        Values::U8List(get, _) => {
+            let flat: Vec<u8> = rows.iter().flat_map(|r| get(r).iter().copied()).collect();
+            large_list_of(
+                name,
+                DataType::UInt8,
+                rows.iter().map(|r| get(r).len()),
+                Arc::new(UInt8Array::from(flat)),
+            )?
+        }
+        Values::F32List(get, _) => f32_lists(name, rows.iter().map(get))?,
+        Values::TopKI32(get, _) => topk_lists(
+            name,
+            k,
+            &rows.iter().map(|r| get(r).len()).collect::<Vec<_>>(),
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().flat_map(|r| get(r).iter().copied()),
+            )),
+        )?,
+        Values::TopKF32(get, _) => topk_lists(
+            name,
+            k,
+            &rows.iter().map(|r| get(r).len()).collect::<Vec<_>>(),
+            Arc::new(Float32Array::from_iter_values(
+                rows.iter().flat_map(|r| get(r).iter().copied()),
+            )),
+        )?,
+    })
+}
+
 /// Builds one record batch of `rows` with the contract schema for top-k width `k`. Fails (instead
 /// of writing a malformed shard) when a row's top-k vectors are not a multiple of `k` long.
 pub fn rows_to_batch(rows: &[OutputRow], k: usize) -> SinkResult<RecordBatch> {
@@ -143,125 +198,10 @@ pub fn rows_to_batch(rows: &[OutputRow], k: usize) -> SinkResult<RecordBatch> {
         }
     }
     let schema = contract_schema(k);
-    let topk_lens = |f: fn(&OutputRow) -> usize| -> Vec<usize> { rows.iter().map(f).collect() };
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt16Array::from_iter_values(
-            rows.iter().map(|r| r.schema_version),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.sample_id),
-        )),
-        dict(rows.iter().map(|r| r.source_kind.as_str())),
-        dict(rows.iter().map(|r| r.source_format.as_str())),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.source_uri),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|r| r.source_record),
-        )),
-        Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.conversation_id.as_deref()),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.turn_index),
-        )),
-        Arc::new(
-            TimestampMicrosecondArray::from_iter(rows.iter().map(|r| r.event_time))
-                .with_timezone("UTC"),
-        ),
-        dict(rows.iter().map(|r| r.method.as_str())),
-        messages(
-            "prompt",
-            &rows.iter().map(|r| &r.prompt).collect::<Vec<_>>(),
-        )?,
-        Arc::new(LargeStringArray::from_iter_values(
-            rows.iter().map(|r| &r.privileged_context),
-        )),
-        Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| &r.teacher_template),
-        )),
-        messages(
-            "teacher_prompt",
-            &rows.iter().map(|r| &r.teacher_prompt).collect::<Vec<_>>(),
-        )?,
-        Arc::new(LargeStringArray::from_iter_values(
-            rows.iter().map(|r| &r.completion),
-        )),
-        i32_lists("prompt_ids", rows.iter().map(|r| &r.prompt_ids))?,
-        i32_lists(
-            "teacher_prompt_ids",
-            rows.iter().map(|r| &r.teacher_prompt_ids),
-        )?,
-        i32_lists("completion_ids", rows.iter().map(|r| &r.completion_ids))?,
-        {
-            let flat: Vec<u8> = rows
-                .iter()
-                .flat_map(|r| r.loss_mask.iter().copied())
-                .collect();
-            large_list_of(
-                "loss_mask",
-                DataType::UInt8,
-                rows.iter().map(|r| r.loss_mask.len()),
-                Arc::new(UInt8Array::from(flat)),
-            )?
-        },
-        dict(rows.iter().map(|r| r.finish_reason.as_str())),
-        Arc::new(BooleanArray::from(
-            rows.iter().map(|r| r.is_on_policy).collect::<Vec<_>>(),
-        )),
-        f32_lists("student_logprobs", rows.iter().map(|r| &r.student_logprobs))?,
-        f32_lists("teacher_logprobs", rows.iter().map(|r| &r.teacher_logprobs))?,
-        f32_lists("advantages", rows.iter().map(|r| &r.advantages))?,
-        topk_lists(
-            "teacher_topk_ids",
-            k,
-            &topk_lens(|r| r.teacher_topk_ids.len()),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().flat_map(|r| r.teacher_topk_ids.iter().copied()),
-            )),
-        )?,
-        topk_lists(
-            "teacher_topk_logprobs",
-            k,
-            &topk_lens(|r| r.teacher_topk_logprobs.len()),
-            Arc::new(Float32Array::from_iter_values(
-                rows.iter()
-                    .flat_map(|r| r.teacher_topk_logprobs.iter().copied()),
-            )),
-        )?,
-        f32_lists(
-            "teacher_tail_logmass",
-            rows.iter().map(|r| &r.teacher_tail_logmass),
-        )?,
-        topk_lists(
-            "student_topk_logprobs",
-            k,
-            &topk_lens(|r| r.student_topk_logprobs.len()),
-            Arc::new(Float32Array::from_iter_values(
-                rows.iter()
-                    .flat_map(|r| r.student_topk_logprobs.iter().copied()),
-            )),
-        )?,
-        Arc::new(Int32Array::from_iter_values(
-            rows.iter().map(|r| r.num_completion_tokens),
-        )),
-        Arc::new(Float32Array::from_iter_values(
-            rows.iter().map(|r| r.relevance_kl),
-        )),
-        Arc::new(Float32Array::from_iter(rows.iter().map(|r| r.relevance))),
-        Arc::new(Float32Array::from_iter(
-            rows.iter().map(|r| r.relevance_control_kl),
-        )),
-        Arc::new(Float32Array::from_iter(
-            rows.iter().map(|r| r.relevance_pmi),
-        )),
-        Arc::new(Float32Array::from_iter(
-            rows.iter().map(|r| r.relevance_pmi_mean),
-        )),
-        Arc::new(Float32Array::from_iter(
-            rows.iter().map(|r| r.relevance_pmi_answer),
-        )),
-    ];
+    let columns = CONTRACT
+        .iter()
+        .map(|c| column_array(c, rows, k))
+        .collect::<SinkResult<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
@@ -386,6 +326,68 @@ fn message_lists(batch: &RecordBatch, name: &str) -> SinkResult<Vec<Vec<Message>
         .collect())
 }
 
+/// Sets one column of `rows` from `batch`.
+fn read_column(batch: &RecordBatch, c: &Column, rows: &mut [OutputRow]) -> SinkResult<()> {
+    let name = c.name;
+    let i32v = |a: &Int32Array, j: usize| a.value(j);
+    let f32v = |a: &Float32Array, j: usize| a.value(j);
+    fn each<T>(rows: &mut [OutputRow], values: Vec<T>, set: fn(&mut OutputRow, T)) {
+        for (r, v) in rows.iter_mut().zip(values) {
+            set(r, v);
+        }
+    }
+    match c.values {
+        Values::U16(_, set) => {
+            let a = column::<UInt16Array>(batch, name)?;
+            each(rows, (0..a.len()).map(|i| a.value(i)).collect(), set);
+        }
+        Values::I32(_, set) => {
+            let a = column::<Int32Array>(batch, name)?;
+            each(rows, (0..a.len()).map(|i| a.value(i)).collect(), set);
+        }
+        Values::I64(_, set) => {
+            let a = column::<Int64Array>(batch, name)?;
+            each(rows, (0..a.len()).map(|i| a.value(i)).collect(), set);
+        }
+        Values::Bool(_, set) => {
+            let a = column::<BooleanArray>(batch, name)?;
+            each(rows, (0..a.len()).map(|i| a.value(i)).collect(), set);
+        }
+        Values::F32(_, set) => {
+            let a = column::<Float32Array>(batch, name)?;
+            each(rows, (0..a.len()).map(|i| a.value(i)).collect(), set);
+        }
+        Values::OptF32(_, set) => {
+            let a = column::<Float32Array>(batch, name)?;
+            let v = (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i)));
+            each(rows, v.collect(), set);
+        }
+        Values::OptTimestamp(_, set) => {
+            let a = column::<TimestampMicrosecondArray>(batch, name)?;
+            let v = (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i)));
+            each(rows, v.collect(), set);
+        }
+        Values::Text(TextKind::Utf8, _, set) => each(rows, strings(batch, name)?, set),
+        Values::Text(TextKind::Large, _, set) => each(rows, large_strings(batch, name)?, set),
+        Values::Text(TextKind::Dictionary, _, set) => each(rows, dict_strings(batch, name)?, set),
+        Values::OptText(_, set) => {
+            let a = column::<StringArray>(batch, name)?;
+            let v = (0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i).to_string()));
+            each(rows, v.collect(), set);
+        }
+        Values::Messages(_, set) => each(rows, message_lists(batch, name)?, set),
+        Values::I32List(_, set) => each(rows, list_values(batch, name, i32v)?, set),
+        Values::U8List(_, set) => {
+            let v = list_values(batch, name, |a: &UInt8Array, j| a.value(j))?;
+            each(rows, v, set);
+        }
+        Values::F32List(_, set) => each(rows, list_values(batch, name, f32v)?, set),
+        Values::TopKI32(_, set) => each(rows, topk_values(batch, name, i32v)?, set),
+        Values::TopKF32(_, set) => each(rows, topk_values(batch, name, f32v)?, set),
+    }
+    Ok(())
+}
+
 /// Decodes a batch with the contract columns back into rows (`k` is taken from the top-k
 /// columns' type). Fails only when a column is missing or has another type; value-level
 /// problems (lengths, ranges) are left for `validate` to report.
@@ -402,85 +404,9 @@ pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
         },
         _ => 0,
     };
-    let sv = column::<UInt16Array>(batch, "schema_version")?;
-    let mut sample_id = strings(batch, "sample_id")?.into_iter();
-    let mut source_kind = dict_strings(batch, "source_kind")?.into_iter();
-    let mut source_format = dict_strings(batch, "source_format")?.into_iter();
-    let mut source_uri = strings(batch, "source_uri")?.into_iter();
-    let source_record = column::<Int64Array>(batch, "source_record")?;
-    let conv = column::<StringArray>(batch, "conversation_id")?;
-    let turn = column::<Int32Array>(batch, "turn_index")?;
-    let time = column::<TimestampMicrosecondArray>(batch, "event_time")?;
-    let mut method = dict_strings(batch, "method")?.into_iter();
-    let mut prompt = message_lists(batch, "prompt")?.into_iter();
-    let mut privileged = large_strings(batch, "privileged_context")?.into_iter();
-    let mut template = strings(batch, "teacher_template")?.into_iter();
-    let mut teacher_prompt = message_lists(batch, "teacher_prompt")?.into_iter();
-    let mut completion = large_strings(batch, "completion")?.into_iter();
-    let i32v = |a: &Int32Array, j: usize| a.value(j);
-    let f32v = |a: &Float32Array, j: usize| a.value(j);
-    let mut prompt_ids = list_values(batch, "prompt_ids", i32v)?.into_iter();
-    let mut teacher_prompt_ids = list_values(batch, "teacher_prompt_ids", i32v)?.into_iter();
-    let mut completion_ids = list_values(batch, "completion_ids", i32v)?.into_iter();
-    let mut loss_mask =
-        list_values(batch, "loss_mask", |a: &UInt8Array, j| a.value(j))?.into_iter();
-    let mut finish = dict_strings(batch, "finish_reason")?.into_iter();
-    let on_policy = column::<BooleanArray>(batch, "is_on_policy")?;
-    let mut student = list_values(batch, "student_logprobs", f32v)?.into_iter();
-    let mut teacher = list_values(batch, "teacher_logprobs", f32v)?.into_iter();
-    let mut adv = list_values(batch, "advantages", f32v)?.into_iter();
-    let mut topk_ids = topk_values(batch, "teacher_topk_ids", i32v)?.into_iter();
-    let mut topk_lp = topk_values(batch, "teacher_topk_logprobs", f32v)?.into_iter();
-    let mut tail = list_values(batch, "teacher_tail_logmass", f32v)?.into_iter();
-    let mut student_topk = topk_values(batch, "student_topk_logprobs", f32v)?.into_iter();
-    let ntok = column::<Int32Array>(batch, "num_completion_tokens")?;
-    let rel_kl = column::<Float32Array>(batch, "relevance_kl")?;
-    let rel = column::<Float32Array>(batch, "relevance")?;
-    let rel_control = column::<Float32Array>(batch, "relevance_control_kl")?;
-    let rel_pmi = column::<Float32Array>(batch, "relevance_pmi")?;
-    let rel_pmi_mean = column::<Float32Array>(batch, "relevance_pmi_mean")?;
-    let rel_pmi_answer = column::<Float32Array>(batch, "relevance_pmi_answer")?;
-    let opt = |a: &Float32Array, i: usize| a.is_valid(i).then(|| a.value(i));
-    let mut rows = Vec::with_capacity(n);
-    for i in 0..n {
-        rows.push(OutputRow {
-            schema_version: sv.value(i),
-            sample_id: sample_id.next().unwrap_or_default(),
-            source_kind: source_kind.next().unwrap_or_default(),
-            source_format: source_format.next().unwrap_or_default(),
-            source_uri: source_uri.next().unwrap_or_default(),
-            source_record: source_record.value(i),
-            conversation_id: conv.is_valid(i).then(|| conv.value(i).to_string()),
-            turn_index: turn.value(i),
-            event_time: time.is_valid(i).then(|| time.value(i)),
-            method: method.next().unwrap_or_default(),
-            prompt: prompt.next().unwrap_or_default(),
-            privileged_context: privileged.next().unwrap_or_default(),
-            teacher_template: template.next().unwrap_or_default(),
-            teacher_prompt: teacher_prompt.next().unwrap_or_default(),
-            completion: completion.next().unwrap_or_default(),
-            prompt_ids: prompt_ids.next().unwrap_or_default(),
-            teacher_prompt_ids: teacher_prompt_ids.next().unwrap_or_default(),
-            completion_ids: completion_ids.next().unwrap_or_default(),
-            loss_mask: loss_mask.next().unwrap_or_default(),
-            finish_reason: finish.next().unwrap_or_default(),
-            is_on_policy: on_policy.value(i),
-            student_logprobs: student.next().unwrap_or_default(),
-            teacher_logprobs: teacher.next().unwrap_or_default(),
-            advantages: adv.next().unwrap_or_default(),
-            teacher_topk_ids: topk_ids.next().unwrap_or_default(),
-            teacher_topk_logprobs: topk_lp.next().unwrap_or_default(),
-            teacher_tail_logmass: tail.next().unwrap_or_default(),
-            student_topk_logprobs: student_topk.next().unwrap_or_default(),
-            num_completion_tokens: ntok.value(i),
-            relevance_kl: rel_kl.value(i),
-            relevance: opt(rel, i),
-            relevance_control_kl: opt(rel_control, i),
-            relevance_pmi: opt(rel_pmi, i),
-            relevance_pmi_mean: opt(rel_pmi_mean, i),
-            relevance_pmi_answer: opt(rel_pmi_answer, i),
-            k,
-        });
+    let mut rows = vec![OutputRow::empty(k); n];
+    for c in &CONTRACT {
+        read_column(batch, c, &mut rows)?;
     }
     Ok(rows)
 }

@@ -7,6 +7,7 @@
 //! 3. [`Manifest::new`] over all [`ShardInfo`]s plus run statistics, then [`Manifest::write`].
 
 pub mod batch;
+pub mod columns;
 pub mod error;
 pub mod manifest;
 pub mod meta;
@@ -17,6 +18,7 @@ pub mod stats;
 pub mod validate;
 
 pub use batch::{batch_to_rows, rows_to_batch};
+pub use columns::{Column, CONTRACT};
 pub use error::{SinkError, SinkResult};
 pub use manifest::{Manifest, Totals, MANIFEST_FILE};
 pub use meta::DatasetMeta;

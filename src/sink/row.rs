@@ -95,6 +95,51 @@ pub struct OutputRow {
     pub k: usize,
 }
 
+impl OutputRow {
+    /// A row with every column empty (zero, empty text, no values, null) and top-k width `k`:
+    /// what a reader fills column by column.
+    pub fn empty(k: usize) -> Self {
+        OutputRow {
+            schema_version: 0,
+            sample_id: String::new(),
+            source_kind: String::new(),
+            source_format: String::new(),
+            source_uri: String::new(),
+            source_record: 0,
+            conversation_id: None,
+            turn_index: 0,
+            event_time: None,
+            method: String::new(),
+            prompt: Vec::new(),
+            privileged_context: String::new(),
+            teacher_template: String::new(),
+            teacher_prompt: Vec::new(),
+            completion: String::new(),
+            prompt_ids: Vec::new(),
+            teacher_prompt_ids: Vec::new(),
+            completion_ids: Vec::new(),
+            loss_mask: Vec::new(),
+            finish_reason: String::new(),
+            is_on_policy: false,
+            student_logprobs: Vec::new(),
+            teacher_logprobs: Vec::new(),
+            advantages: Vec::new(),
+            teacher_topk_ids: Vec::new(),
+            teacher_topk_logprobs: Vec::new(),
+            teacher_tail_logmass: Vec::new(),
+            student_topk_logprobs: Vec::new(),
+            num_completion_tokens: 0,
+            relevance_kl: 0.0,
+            relevance: None,
+            relevance_control_kl: None,
+            relevance_pmi: None,
+            relevance_pmi_mean: None,
+            relevance_pmi_answer: None,
+            k,
+        }
+    }
+}
+
 /// The contract's `sample_id`: a stable hash of what makes a training example, so the same
 /// example gets the same id across runs, shards and machines (dedup, joins, train/eval splits).
 ///

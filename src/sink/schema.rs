@@ -1,57 +1,20 @@
 //! The Arrow schema of the output contract (`docs/CONTRACT.md`, schema version 1), built for a
-//! given top-k width K. The writer builds batches against it and `validate` compares every
-//! shard's schema with it, so there is exactly one definition of the columns in the code; the
-//! machine-readable copy for other languages is `schemas/dataset_v1.schema.json`, and a test
-//! keeps the two in agreement.
+//! given top-k width K from the one column table ([`super::columns::CONTRACT`]). The writer builds
+//! batches against it and `validate` compares every shard's schema with it; the machine-readable
+//! copy for other languages is `schemas/dataset_v1.schema.json`, and a test keeps the two in
+//! agreement.
 
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+
+use super::columns::{self, TextKind, Values, CONTRACT};
 
 /// The contract version these columns implement; bumped on any change that breaks readers.
 pub const SCHEMA_VERSION: u16 = 1;
 
 /// Default top-k width (K) of the teacher columns.
 pub const DEFAULT_TOP_K: usize = 20;
-
-/// Column names in schema order (the order shards store them in).
-pub const COLUMNS: [&str; 35] = [
-    "schema_version",
-    "sample_id",
-    "source_kind",
-    "source_format",
-    "source_uri",
-    "source_record",
-    "conversation_id",
-    "turn_index",
-    "event_time",
-    "method",
-    "prompt",
-    "privileged_context",
-    "teacher_template",
-    "teacher_prompt",
-    "completion",
-    "prompt_ids",
-    "teacher_prompt_ids",
-    "completion_ids",
-    "loss_mask",
-    "finish_reason",
-    "is_on_policy",
-    "student_logprobs",
-    "teacher_logprobs",
-    "advantages",
-    "teacher_topk_ids",
-    "teacher_topk_logprobs",
-    "teacher_tail_logmass",
-    "student_topk_logprobs",
-    "num_completion_tokens",
-    "relevance_kl",
-    "relevance",
-    "relevance_control_kl",
-    "relevance_pmi",
-    "relevance_pmi_mean",
-    "relevance_pmi_answer",
-];
 
 /// The per-method relevance columns, as (column, method): every method's value is recorded
 /// where it was computed, whichever one the filter used. The `pmi_control` combination has no
@@ -68,27 +31,6 @@ pub const RELEVANCE_COLUMNS: [(&str, crate::score::RelevanceMethod); 5] = [
         "relevance_pmi_answer",
         crate::score::RelevanceMethod::PmiAnswer,
     ),
-];
-
-/// Allowed values of the dictionary columns (anything else is a contract violation).
-pub const ALLOWED_VALUES: [(&str, &[&str]); 4] = [
-    (
-        "source_kind",
-        &["chat_log", "demonstration", "unit_test", "hint"],
-    ),
-    (
-        "source_format",
-        &[
-            "wildchat",
-            "sharegpt",
-            "openai",
-            "demonstration",
-            "unit_test",
-            "hint",
-        ],
-    ),
-    ("method", &["sdft", "sdpo", "opsd", "opd", "hindsight"]),
-    ("finish_reason", &["stop", "length", "unknown"]),
 ];
 
 /// Dictionary-encoded utf8: the low-cardinality label columns.
@@ -124,47 +66,35 @@ pub fn large_list_topk(dt: DataType, k: usize) -> DataType {
     large_list(DataType::FixedSizeList(item(dt), k as i32))
 }
 
+/// The Arrow type of a column holding `values`, for top-k width `k`.
+pub fn arrow_type(values: &Values, k: usize) -> DataType {
+    match values {
+        Values::U16(..) => DataType::UInt16,
+        Values::I32(..) => DataType::Int32,
+        Values::I64(..) => DataType::Int64,
+        Values::Bool(..) => DataType::Boolean,
+        Values::F32(..) | Values::OptF32(..) => DataType::Float32,
+        Values::OptTimestamp(..) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        Values::Text(TextKind::Utf8, ..) | Values::OptText(..) => DataType::Utf8,
+        Values::Text(TextKind::Large, ..) => DataType::LargeUtf8,
+        Values::Text(TextKind::Dictionary, ..) => dict_utf8(),
+        Values::Messages(..) => messages_type(),
+        Values::I32List(..) => large_list(DataType::Int32),
+        Values::U8List(..) => large_list(DataType::UInt8),
+        Values::F32List(..) => large_list(DataType::Float32),
+        Values::TopKI32(..) => large_list_topk(DataType::Int32, k),
+        Values::TopKF32(..) => large_list_topk(DataType::Float32, k),
+    }
+}
+
 /// The Arrow type of `column` for top-k width `k` (`None` for an unknown column).
 pub fn column_type(column: &str, k: usize) -> Option<DataType> {
-    Some(match column {
-        "schema_version" => DataType::UInt16,
-        "sample_id" | "source_uri" | "conversation_id" | "teacher_template" => DataType::Utf8,
-        "source_kind" | "source_format" | "method" | "finish_reason" => dict_utf8(),
-        "source_record" => DataType::Int64,
-        "turn_index" | "num_completion_tokens" => DataType::Int32,
-        "event_time" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        "prompt" | "teacher_prompt" => messages_type(),
-        "privileged_context" | "completion" => DataType::LargeUtf8,
-        "prompt_ids" | "teacher_prompt_ids" | "completion_ids" => large_list(DataType::Int32),
-        "loss_mask" => large_list(DataType::UInt8),
-        "is_on_policy" => DataType::Boolean,
-        "student_logprobs" | "teacher_logprobs" | "advantages" | "teacher_tail_logmass" => {
-            large_list(DataType::Float32)
-        }
-        "teacher_topk_ids" => large_list_topk(DataType::Int32, k),
-        "teacher_topk_logprobs" | "student_topk_logprobs" => large_list_topk(DataType::Float32, k),
-        "relevance_kl"
-        | "relevance"
-        | "relevance_control_kl"
-        | "relevance_pmi"
-        | "relevance_pmi_mean"
-        | "relevance_pmi_answer" => DataType::Float32,
-        _ => return None,
-    })
+    columns::column(column).map(|c| arrow_type(&c.values, k))
 }
 
 /// Whether `column` may hold nulls (only where the input may not know the value).
 pub fn column_nullable(column: &str) -> bool {
-    matches!(
-        column,
-        "conversation_id"
-            | "event_time"
-            | "relevance"
-            | "relevance_control_kl"
-            | "relevance_pmi"
-            | "relevance_pmi_mean"
-            | "relevance_pmi_answer"
-    )
+    columns::column(column).is_some_and(|c| c.nullable)
 }
 
 /// sha256 (hex) of the contract's column names, types and nullability (K written as `K`):
@@ -187,9 +117,9 @@ pub fn contract_sha256() -> String {
 /// The contract schema for top-k width `k`, without metadata (metadata lives in the Parquet
 /// key-value store, see [`super::DatasetMeta::key_values`]).
 pub fn contract_schema(k: usize) -> SchemaRef {
-    let fields: Vec<Field> = COLUMNS
+    let fields: Vec<Field> = CONTRACT
         .iter()
-        .filter_map(|c| column_type(c, k).map(|dt| Field::new(*c, dt, column_nullable(c))))
+        .map(|c| Field::new(c.name, arrow_type(&c.values, k), c.nullable))
         .collect();
     Arc::new(Schema::new(fields))
 }

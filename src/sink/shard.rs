@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::batch::{batch_to_rows, rows_to_batch};
+use super::columns::Storage;
 use super::error::{SinkError, SinkResult};
 use super::meta::DatasetMeta;
 use super::row::OutputRow;
@@ -30,33 +31,6 @@ use super::schema::contract_schema;
 pub fn created_by() -> String {
     format!("hindsight {}", env!("CARGO_PKG_VERSION"))
 }
-
-/// Float columns stored with BYTE_STREAM_SPLIT (exponent bytes compress well under zstd;
-/// dictionaries of unique floats only cost space).
-const FLOAT_COLUMNS: [&str; 6] = [
-    "student_logprobs",
-    "teacher_logprobs",
-    "advantages",
-    "teacher_topk_logprobs",
-    "teacher_tail_logmass",
-    "student_topk_logprobs",
-];
-
-/// Scalar columns that keep chunk statistics (cheap, and useful for predicate pushdown on
-/// relevance and length); every other column has statistics off, since min/max of long lists and
-/// texts only bloat the footer.
-const STATS_COLUMNS: [&str; 10] = [
-    "source_record",
-    "turn_index",
-    "event_time",
-    "num_completion_tokens",
-    "relevance_kl",
-    "relevance",
-    "relevance_control_kl",
-    "relevance_pmi",
-    "relevance_pmi_mean",
-    "relevance_pmi_answer",
-];
 
 /// Sharding and encoding settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -165,17 +139,22 @@ fn writer_properties(
     for col in descr.columns() {
         let path = col.path().clone();
         let top = path.parts().first().map(String::as_str).unwrap_or_default();
-        if top == "teacher_topk_ids" {
-            // Top-k ids are high-cardinality: a dictionary costs more than plain + zstd.
-            b = b
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::PLAIN);
-        } else if FLOAT_COLUMNS.contains(&top) {
-            b = b
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
-        } else if STATS_COLUMNS.contains(&top) {
-            b = b.set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+        // How each column is stored is part of the column table (`super::columns::Storage`).
+        match super::columns::column(top).map(|c| c.storage) {
+            Some(Storage::Plain) => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::PLAIN);
+            }
+            Some(Storage::ByteStreamSplit) => {
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT);
+            }
+            Some(Storage::Statistics) => {
+                b = b.set_column_statistics_enabled(path, EnabledStatistics::Chunk);
+            }
+            Some(Storage::Default) | None => {}
         }
     }
     Ok(b.build())

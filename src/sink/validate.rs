@@ -15,12 +15,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::batch::batch_to_rows;
+use super::columns::{Values, CONTRACT};
 use super::error::{SinkError, SinkResult};
 use super::manifest::{Manifest, Totals, MANIFEST_FILE};
 use super::row::OutputRow;
-use super::schema::{
-    contract_schema, type_name, ALLOWED_VALUES, RELEVANCE_COLUMNS, SCHEMA_VERSION,
-};
+use super::schema::{contract_schema, type_name, RELEVANCE_COLUMNS, SCHEMA_VERSION};
 use crate::score::{pmi_control, RelevanceMethod};
 
 /// At most this many violations are kept; the rest are only counted (a broken dataset of a
@@ -641,15 +640,14 @@ fn check_row(
             format!("is {}, expected {SCHEMA_VERSION}", r.schema_version),
         );
     }
-    for (column, allowed) in ALLOWED_VALUES {
-        let v = match column {
-            "source_kind" => &r.source_kind,
-            "source_format" => &r.source_format,
-            "method" => &r.method,
-            _ => &r.finish_reason,
+    // Label columns may only take the values the column table allows.
+    for c in &CONTRACT {
+        let (Some(allowed), Values::Text(_, get, _)) = (c.allowed, c.values) else {
+            continue;
         };
-        if !allowed.contains(&v.as_str()) {
-            bad(column, format!("unknown value '{v}'"));
+        let v = get(r);
+        if !allowed.contains(&v) {
+            bad(c.name, format!("unknown value '{v}'"));
         }
     }
     let t = r.completion_ids.len();

@@ -29,7 +29,6 @@ use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{lit, SessionContext};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{SqlError, SqlResult};
@@ -39,22 +38,6 @@ use crate::ingest::{open_file, FileKind, InputFile, RawRecord, ReaderOptions};
 
 /// Records sampled per JSON/JSONL file to learn which columns it has (for the up-front check).
 const JSON_SAMPLE_RECORDS: usize = 64;
-
-/// What the input filter did, beyond the `records_filtered{where}` count: how much Parquet was
-/// skipped without being decoded. Reported in `run_report.json` under `ingest.where_filter`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WhereStats {
-    /// The predicate as given.
-    pub predicate: String,
-    /// Row groups in the Parquet files read with the predicate.
-    pub parquet_row_groups: u64,
-    /// Row groups skipped because their statistics prove no row can match (never decoded).
-    pub parquet_row_groups_pruned: u64,
-    /// Rows in the pruned row groups (counted as read and as filtered `where`).
-    pub parquet_rows_pruned: u64,
-    /// Rows on which the predicate was evaluated (Parquet rows of kept row groups, JSON records).
-    pub records_evaluated: u64,
-}
 
 /// The predicate's verdict on one record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //! * [`parquet_scan`]: the filtered Parquet reader: row groups pruned by their statistics, the
 //!   predicate evaluated on its own columns first (late materialisation), surviving rows decoded
 //!   with their original row numbers so provenance is identical to an unfiltered run.
-//! * [`source`]: the record source the episode stream reads, with or without a predicate.
+//! * [`source`]: [`SqlWhere`], the ingest layer's `InputPredicate` in SQL, and the filtered
+//!   JSON reader.
 //! * [`query`] and [`render`]: `hindsight query DIR SQL` and its table/CSV/JSONL/Parquet output.
 
 pub mod filter;
@@ -18,8 +19,9 @@ pub mod source;
 
 use std::path::PathBuf;
 
-pub use filter::{Verdict, WherePredicate, WhereStats};
-pub use source::{FilteredSource, SourceItem};
+pub use crate::ingest::{SourceItem, WhereStats};
+pub use filter::{Verdict, WherePredicate};
+pub use source::SqlWhere;
 
 /// Errors of the SQL layer; each says what to fix (the predicate, the query, the directory).
 #[derive(Debug, thiserror::Error)]

@@ -33,11 +33,11 @@ use parquet::arrow::{ProjectionMask, RowNumber};
 use parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
 use parquet::schema::types::SchemaDescriptor;
 
-use super::filter::{evaluate, WherePredicate, WhereStats};
-use super::source::SourceItem;
+use super::filter::{evaluate, WherePredicate};
 use crate::ingest::input::{spool_to_tempfile, Opened};
 use crate::ingest::parquet_rows::{batch_rows, row_bytes, row_to_value, too_large};
 use crate::ingest::{QuarantineEntry, QuarantineReason, RawRecord, ReaderOptions};
+use crate::ingest::{SourceItem, WhereStats};
 
 /// Name of the virtual row-number column (unlikely to clash with a real column).
 const ROW_COLUMN: &str = "__hindsight_row_number";

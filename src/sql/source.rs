@@ -1,7 +1,5 @@
-//! The record source the episode stream reads: every input file in order, through the input
-//! predicate when there is one.
-//!
-//! Without a predicate it is exactly the plain readers ([`crate::ingest::open_file`]). With one,
+//! The SQL input predicate as the readers see it: [`SqlWhere`] implements the ingest layer's
+//! [`InputPredicate`], and a compiled [`WherePredicate`] reads one file through the predicate.
 //! Parquet files go through [`super::parquet_scan`] (pushdown) and JSON/JSONL files through the
 //! plain readers followed by the predicate, evaluated over blocks of records. Items keep the
 //! file's order; records the predicate rejects come out as [`SourceItem::Filtered`] counts, and
@@ -10,12 +8,13 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use super::filter::{Verdict, WherePredicate, WhereStats};
-use super::parquet_scan;
-use crate::ingest::input::open_decompressed;
+use super::filter::{Verdict, WherePredicate};
+use super::{parquet_scan, SqlError};
+use crate::ingest::input::Opened;
 use crate::ingest::{
-    open_file, open_opened, opened_kind, FileKind, FileRecords, InputFile, QuarantineEntry,
-    QuarantineReason, RawRecord, ReaderOptions, RecordResult,
+    open_opened, opened_kind, BoundPredicate, FileKind, FileRecords, InputFile, InputPredicate,
+    PredicateError, QuarantineEntry, QuarantineReason, RawRecord, ReaderOptions, RecordResult,
+    SourceItem, SourceItems, WhereStats,
 };
 
 /// Records evaluated together in one Arrow batch (JSON inputs), at most...
@@ -38,114 +37,65 @@ fn approx_bytes(v: &serde_json::Value) -> usize {
     }
 }
 
-/// One thing a source yields.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SourceItem {
-    /// A record to build episodes from.
-    Record(RawRecord),
-    /// A record that could not be read (or the predicate could not be evaluated on).
-    Quarantined(QuarantineEntry),
-    /// Records rejected by the input predicate (read, and filtered `where`).
-    Filtered {
-        /// The file they are in.
-        source_uri: String,
-        /// How many consecutive records.
-        records: u64,
-    },
+/// An input predicate in SQL as configured (`input.where` / `run --where`): the
+/// [`InputPredicate`] the readers take, compiled by DataFusion when the inputs are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlWhere(pub String);
+
+impl SqlWhere {
+    /// The predicate for an optional `where` setting, ready for `IngestOptions::predicate`.
+    pub fn optional(sql: Option<&str>) -> Option<Arc<dyn InputPredicate>> {
+        sql.map(|s| Arc::new(SqlWhere(s.to_string())) as Arc<dyn InputPredicate>)
+    }
 }
 
-impl From<RecordResult> for SourceItem {
-    fn from(r: RecordResult) -> Self {
-        match r {
-            Ok(rec) => SourceItem::Record(rec),
-            Err(q) => SourceItem::Quarantined(q),
+impl InputPredicate for SqlWhere {
+    fn text(&self) -> &str {
+        &self.0
+    }
+
+    fn bind(
+        &self,
+        files: &[InputFile],
+        reader: &ReaderOptions,
+    ) -> Result<Arc<dyn BoundPredicate>, PredicateError> {
+        match WherePredicate::compile(&self.0, files, reader) {
+            Ok(p) => Ok(Arc::new(p)),
+            Err(SqlError::Predicate { predicate, message }) => {
+                Err(PredicateError { predicate, message })
+            }
+            Err(e) => Err(PredicateError {
+                predicate: self.0.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }
 
-type Items = Box<dyn Iterator<Item = SourceItem> + Send>;
-
-/// A streaming source over many files, in order, with an optional input predicate.
-pub struct FilteredSource {
-    files: VecDeque<InputFile>,
-    current: Option<Items>,
-    opts: ReaderOptions,
-    predicate: Option<Arc<WherePredicate>>,
-    stats: Arc<Mutex<WhereStats>>,
-}
-
-impl FilteredSource {
-    /// Reads `files` in order; `predicate` (if any) decides which records go on.
-    pub fn new(
-        files: Vec<InputFile>,
-        opts: ReaderOptions,
-        predicate: Option<Arc<WherePredicate>>,
-    ) -> Self {
-        let stats = WhereStats {
-            predicate: predicate
-                .as_ref()
-                .map(|p| p.sql().to_string())
-                .unwrap_or_default(),
-            ..WhereStats::default()
-        };
-        FilteredSource {
-            files: files.into(),
-            current: None,
-            opts,
-            predicate,
-            stats: Arc::new(Mutex::new(stats)),
-        }
-    }
-
-    /// What the predicate did so far (`None` without one).
-    pub fn where_stats(&self) -> Option<WhereStats> {
-        self.predicate.as_ref()?;
-        self.stats.lock().ok().map(|s| s.clone())
-    }
-
-    fn open(&self, file: &InputFile) -> Items {
-        let Some(pred) = &self.predicate else {
-            return Box::new(open_file(file, &self.opts).map(SourceItem::from));
-        };
-        // Opened once: the same stream is sniffed and read (an object is downloaded once).
-        let opened = match open_decompressed(&file.path) {
-            Ok(o) => o,
-            // `open_file` turns the failure into an `unreadable_file` entry.
-            Err(_) => return Box::new(open_file(file, &self.opts).map(SourceItem::from)),
-        };
+impl BoundPredicate for WherePredicate {
+    fn open(
+        self: Arc<Self>,
+        file: &InputFile,
+        opened: Opened,
+        reader: &ReaderOptions,
+        stats: Arc<Mutex<WhereStats>>,
+    ) -> SourceItems {
         if opened_kind(file, &opened) == FileKind::Parquet {
             return parquet_scan::open(
                 file.path.display().to_string(),
                 opened,
-                &self.opts,
-                pred.clone(),
-                self.stats.clone(),
+                reader,
+                self,
+                stats,
             );
         }
         Box::new(JsonFiltered {
-            inner: open_opened(file, opened, &self.opts),
-            predicate: pred.clone(),
-            stats: self.stats.clone(),
+            inner: open_opened(file, opened, reader),
+            predicate: self,
+            stats,
             out: VecDeque::new(),
             done: false,
         })
-    }
-}
-
-impl Iterator for FilteredSource {
-    type Item = SourceItem;
-
-    fn next(&mut self) -> Option<SourceItem> {
-        loop {
-            if let Some(cur) = self.current.as_mut() {
-                if let Some(item) = cur.next() {
-                    return Some(item);
-                }
-                self.current = None;
-            }
-            let file = self.files.pop_front()?;
-            self.current = Some(self.open(&file));
-        }
     }
 }
 

@@ -8,8 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::episode::{Message, PrivilegedContext};
-use crate::ingest::IngestError;
+use crate::record::{Message, PrivilegedContext};
+
+/// A teacher template is unknown or malformed (its own error type: templates sit below the
+/// readers and episode builders that report it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TemplateError(pub String);
 
 /// The neutral privileged text used to build a *control* teacher context: the relevance score
 /// compares the teacher with the real context against the teacher with this text, which cancels
@@ -121,13 +126,13 @@ pub fn builtin(id: &str) -> Option<TeacherTemplate> {
 }
 
 /// Resolves an id against the built-ins first, then the config-defined templates.
-pub fn resolve(id: &str, custom: &[TemplateDef]) -> Result<TeacherTemplate, IngestError> {
+pub fn resolve(id: &str, custom: &[TemplateDef]) -> Result<TeacherTemplate, TemplateError> {
     if let Some(t) = builtin(id) {
         return Ok(t);
     }
     match custom.iter().find(|d| d.id == id) {
         Some(def) => TeacherTemplate::from_def(def),
-        None => Err(IngestError::Template(format!(
+        None => Err(TemplateError(format!(
             "unknown template id `{id}` (built-ins: {}; or define it under [[templates]])",
             BUILTIN_IDS.join(", ")
         ))),
@@ -136,7 +141,7 @@ pub fn resolve(id: &str, custom: &[TemplateDef]) -> Result<TeacherTemplate, Inge
 
 /// Parses a format string; `{name}` is a placeholder when `name` is a known one, `{{`/`}}` are
 /// literal braces, and any other brace (e.g. `\boxed{}`) is literal text.
-fn parse(format: &str) -> Result<Vec<Piece>, IngestError> {
+fn parse(format: &str) -> Result<Vec<Piece>, TemplateError> {
     let mut pieces = Vec::new();
     let mut lit = String::new();
     let mut rest = format;
@@ -155,7 +160,7 @@ fn parse(format: &str) -> Result<Vec<Piece>, IngestError> {
                     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if is_ident {
                     let ph = Placeholder::from_name(name).ok_or_else(|| {
-                        IngestError::Template(format!("unknown placeholder `{{{name}}}`"))
+                        TemplateError(format!("unknown placeholder `{{{name}}}`"))
                     })?;
                     if !lit.is_empty() {
                         pieces.push(Piece::Literal(std::mem::take(&mut lit)));
@@ -179,19 +184,19 @@ fn parse(format: &str) -> Result<Vec<Piece>, IngestError> {
 impl TeacherTemplate {
     /// Builds a user-defined template; it must use `{prompt}` and at least one privileged
     /// placeholder (a template that ignores the context would score nothing).
-    pub fn custom(id: &str, format: &str, wrap_newlines: bool) -> Result<Self, IngestError> {
+    pub fn custom(id: &str, format: &str, wrap_newlines: bool) -> Result<Self, TemplateError> {
         if builtin(id).is_some() {
-            return Err(IngestError::Template(format!(
+            return Err(TemplateError(format!(
                 "template id `{id}` is built in; pick another id for a custom template"
             )));
         }
         if id.is_empty() {
-            return Err(IngestError::Template("template id is empty".into()));
+            return Err(TemplateError("template id is empty".into()));
         }
         let pieces = parse(format)?;
         let has = |p: Placeholder| pieces.contains(&Piece::Slot(p));
         if !has(Placeholder::Prompt) {
-            return Err(IngestError::Template(format!(
+            return Err(TemplateError(format!(
                 "template `{id}` does not use {{prompt}}"
             )));
         }
@@ -200,7 +205,7 @@ impl TeacherTemplate {
             || has(Placeholder::SolutionBlock)
             || has(Placeholder::PeerSolution))
         {
-            return Err(IngestError::Template(format!(
+            return Err(TemplateError(format!(
                 "template `{id}` uses no privileged placeholder (e.g. {{privileged_context}})"
             )));
         }
@@ -213,7 +218,7 @@ impl TeacherTemplate {
     }
 
     /// Builds a template from its config definition.
-    pub fn from_def(def: &TemplateDef) -> Result<Self, IngestError> {
+    pub fn from_def(def: &TemplateDef) -> Result<Self, TemplateError> {
         Self::custom(&def.id, &def.format, def.wrap_newlines)
     }
 
@@ -261,12 +266,12 @@ impl TeacherTemplate {
         &self,
         prompt: &[Message],
         privileged: &PrivilegedContext,
-    ) -> Result<Vec<Message>, IngestError> {
+    ) -> Result<Vec<Message>, TemplateError> {
         let last_user = prompt
             .iter()
             .rposition(|m| m.role == "user")
             .ok_or_else(|| {
-                IngestError::Template(format!(
+                TemplateError(format!(
                     "template `{}`: the prompt has no user message to rewrite",
                     self.id
                 ))
@@ -278,7 +283,7 @@ impl TeacherTemplate {
 
     /// Applies the template with the neutral [`CONTROL_CONTEXT`] in place of the privileged
     /// text (and no peer solution), for control-relative relevance scores.
-    pub fn apply_control(&self, prompt: &[Message]) -> Result<Vec<Message>, IngestError> {
+    pub fn apply_control(&self, prompt: &[Message]) -> Result<Vec<Message>, TemplateError> {
         self.apply(prompt, &control_context())
     }
 }

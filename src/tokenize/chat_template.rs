@@ -8,8 +8,8 @@
 use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
-use crate::episode::Message;
 use crate::error::{Error, Result};
+use crate::record::Message;
 
 const MARK_OPEN: char = '\u{E000}';
 const MARK_CLOSE: char = '\u{E001}';

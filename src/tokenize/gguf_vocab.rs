@@ -17,7 +17,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::SplitDelimiterBehavior;
 
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
+use crate::gguf::GgufFile;
 
 /// GGUF token type of control tokens (`<|im_start|>` and friends).
 const TOKEN_TYPE_CONTROL: u32 = 3;

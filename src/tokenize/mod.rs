@@ -13,9 +13,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::episode::Message;
 use crate::error::{Error, Result};
-use crate::model::gguf::GgufFile;
+use crate::gguf::GgufFile;
+use crate::record::Message;
 pub use chat_template::{ChatTemplate, Piece};
 
 /// A conversation rendered and encoded canonically.

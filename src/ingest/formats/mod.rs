@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::parquet_rows::days_from_civil;
 use super::quarantine::QuarantineReason;
-use crate::episode::{Message, SourceFormat};
+use crate::record::{Message, SourceFormat};
 
 /// One message of a chat log, normalised, with where it was in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]

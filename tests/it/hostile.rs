@@ -1,5 +1,5 @@
 //! Hostile and huge inputs fed to the binary (issue 14): memory bounded by design, foreign
-//! directories never touched. Compiled into the `bad_inputs` test binary.
+//! directories never touched.
 
 use std::path::Path;
 use std::process::Command;

@@ -6,9 +6,10 @@
 //! summarised from `s3://`; a rerun is a no-op; a stray object makes `validate` fail; a 12 MiB
 //! multipart upload arrives intact.
 
+use crate::common::{ok, sample};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -112,28 +113,17 @@ fn run(moto: &Moto, args: &[&str]) -> Output {
         .expect("run hindsight")
 }
 
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hindsight failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn sample(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("sample-data")
-        .join(name)
-}
-
 #[test]
 fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     let moto = Moto::start();
     moto.create_bucket("logs");
-    // This test binary's own client (hindsight::store) reads the same environment.
-    for (k, v) in env_for(&moto) {
+    // This test process's own client (hindsight::store) reads the same store settings. Only the
+    // AWS_* variables are set process-wide: every other test shares this process and its children
+    // inherit the environment.
+    for (k, v) in env_for(&moto)
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("AWS_"))
+    {
         std::env::set_var(k, v);
     }
     let input = Remote::parse("s3://logs/raw/2024-06-01").expect("input prefix");

@@ -5,6 +5,7 @@
 //! Chromium is Debian's `chromium` package (`scripts/test.sh` installs it); set
 //! `HINDSIGHT_CHROMIUM` to use another binary.
 
+use crate::common::ok;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -25,16 +26,6 @@ fn run(args: &[&str]) -> Output {
         .current_dir(root())
         .output()
         .expect("run hindsight")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hindsight failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The sample chat-log dataset, written once per test binary.

@@ -2,7 +2,7 @@
 //! strings in user text never become control tokens, the safetensors source equals the GGUF
 //! source, and the quantized mode stays close to the exact one.
 
-mod common;
+use crate::common;
 
 use hindsight::episode::Message;
 use hindsight::model::{self, ComputeMode};
@@ -227,10 +227,16 @@ fn quantized_mode_is_close_but_not_identical() {
         })
         .collect();
     let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-    // MODEL.md measured ~0.035 nats mean difference for Q4_1 x 8-bit activations.
+    let max = diffs.iter().copied().fold(0.0f32, f32::max);
+    eprintln!(
+        "quantized vs f32 log-probs over {} tokens: mean |diff| {mean}, max {max}",
+        diffs.len()
+    );
+    // Measured on these requests (docs/MODEL.md): mean 0.121, max 0.270 nats. A broken
+    // quantized path (a wrong block scale, a transposed weight) is off by nats, not tenths.
     assert!(
-        mean < 0.2,
-        "quantized drifted too far: mean |diff| = {mean}"
+        mean < 0.15 && max < 0.4,
+        "quantized drifted too far: mean |diff| = {mean}, max {max}"
     );
     assert!(
         mean > 1e-5,

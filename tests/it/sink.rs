@@ -2,9 +2,10 @@
 //! `sample-data/` are scored, written as shards + manifest, read back, re-written for byte
 //! identity, and deliberately broken in each way `validate` must catch.
 
-mod common;
+use crate::common;
+use crate::common::temp_dir;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use arrow_array::{
@@ -12,7 +13,8 @@ use arrow_array::{
 };
 use hindsight::score::prepare::{followup_probe, prepare_episode};
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
-use hindsight::sink::schema::{column_nullable, column_type, type_name, COLUMNS};
+use hindsight::sink::schema::{column_nullable, column_type, type_name};
+use hindsight::sink::CONTRACT;
 use hindsight::sink::{
     batch_to_rows, contract_schema, dataset_stats, rows_to_batch, validate, DatasetMeta, Manifest,
     OutputRow, ShardConfig, ShardWriter, ValidationReport,
@@ -57,13 +59,6 @@ fn scored() -> &'static (Vec<OutputRow>, DatasetMeta) {
         let meta = DatasetMeta::new(&m.info, cfg.top_k, RelevanceMethod::Pmi, None, &config);
         (rows, meta)
     })
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hindsight-sink-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
 }
 
 /// Two rows per shard, one row per row group: 3 rows give 2 shards with several row groups.
@@ -118,7 +113,7 @@ fn schema_json_agrees_with_arrow_schema() {
     let cols = doc["columns"].as_array().expect("columns");
     let schema = contract_schema(20);
     assert_eq!(cols.len(), schema.fields().len());
-    assert_eq!(COLUMNS.len(), schema.fields().len());
+    assert_eq!(CONTRACT.len(), schema.fields().len());
     for (c, f) in cols.iter().zip(schema.fields()) {
         assert_eq!(c["name"], f.name().as_str());
         assert_eq!(
@@ -131,6 +126,23 @@ fn schema_json_agrees_with_arrow_schema() {
         assert_eq!(Some(f.data_type().clone()), column_type(f.name(), 20));
         assert_eq!(column_nullable(f.name()), f.is_nullable());
     }
+    // The label columns' allowed values are the ones the JSON schema lists ("a | b | c").
+    let mut labels = 0;
+    for (c, json) in CONTRACT.iter().zip(cols) {
+        if let Some(allowed) = c.allowed {
+            labels += 1;
+            let listed: Vec<&str> = json["description"]
+                .as_str()
+                .expect("description")
+                .split(" | ")
+                .collect();
+            assert_eq!(listed, allowed, "{}", c.name);
+        }
+    }
+    assert_eq!(
+        labels, 4,
+        "source_kind, source_format, method, finish_reason"
+    );
     let (_, meta) = (
         (),
         DatasetMeta::new(

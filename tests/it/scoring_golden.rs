@@ -2,10 +2,7 @@
 //! identical token ids, per-token log-probs within 1e-3, identical top-20 sets (up to ties),
 //! tail mass and relevance_kl within 1e-3.
 
-mod common;
-// Every supported model family against transformers (tests/families/mod.rs). It lives in this
-// binary rather than its own: each test binary links the whole crate, and CI time is mostly that.
-mod families;
+use crate::common;
 
 use hindsight::episode::Message;
 use hindsight::score::{ScoreRequest, Scorer, ScorerConfig};

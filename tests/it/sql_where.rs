@@ -3,32 +3,23 @@
 //! and the binary end to end. Checks the selected records and their provenance against an
 //! unfiltered run, the `where` counts, row-group pruning, and up-front errors for bad predicates.
 
-mod common;
-
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+
 use std::sync::Arc;
 
-use common::{run_with, Run};
+use crate::common::{hindsight, run_with, temp_dir, Run};
 use hindsight::episode::{ingest, IngestOptions};
-use hindsight::ingest::IngestError;
+use hindsight::ingest::{IngestError, PredicateError};
+use hindsight::sql::SqlWhere;
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
 const ROWS: usize = 24;
 const ROW_GROUP: usize = 4;
 /// The example predicate.
 const PREDICATE: &str =
     "language = 'English' AND NOT toxic AND model LIKE 'gpt-4%' AND timestamp >= '2024-01-01'";
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hindsight-sqlw-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 struct Row {
     language: &'static str,
@@ -154,7 +145,7 @@ fn write_jsonl(path: &Path, extra: &[serde_json::Value]) {
 fn opts(path: &Path, predicate: Option<&str>) -> IngestOptions {
     IngestOptions {
         inputs: vec![path.display().to_string()],
-        where_sql: predicate.map(str::to_string),
+        predicate: SqlWhere::optional(predicate),
         ..IngestOptions::default()
     }
 }
@@ -314,37 +305,27 @@ fn bad_predicates_fail_before_reading_with_clear_messages() {
     write_jsonl(&jl, &[]);
     for path in [&pq, &jl] {
         for (pred, needle) in [
-            ("language = ", "--where"),
-            ("lang = 'English'", "lang"),
+            ("language = ", "Expected: an expression"),
+            ("lang = 'English'", "No field named lang"),
             ("language", "not boolean"),
             ("1 = 1", "names no input column"),
             ("  ", "empty"),
-            ("language + 1 > 2", "--where"),
+            ("language + 1 > 2", "Cannot coerce arithmetic expression"),
         ] {
             let err = match ingest(opts(path, Some(pred))) {
                 Ok(_) => panic!("`{pred}` on {} should fail", path.display()),
                 Err(e) => e,
             };
-            assert!(matches!(err, IngestError::Where(_)), "{err:?}");
-            let text = err.to_string();
-            assert!(text.contains(needle), "`{pred}`: {text}");
+            // The needle is looked for in the message alone: the error's display starts with
+            // "--where `PRED`:", which already contains the predicate's own words.
+            let IngestError::Where(PredicateError { predicate, message }) = &err else {
+                panic!("`{pred}`: not a predicate error: {err:?}");
+            };
+            assert_eq!(predicate, pred);
+            assert!(message.contains(needle), "`{pred}`: {message}");
+            assert!(err.to_string().starts_with(&format!("--where `{pred}`: ")));
         }
     }
-}
-
-fn model_path() -> String {
-    format!(
-        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn hindsight(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HINDSIGHT_MODEL", model_path())
-        .output()
-        .expect("run hindsight")
 }
 
 #[test]

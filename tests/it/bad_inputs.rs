@@ -1,13 +1,8 @@
 //! Every bad-input case has a defined outcome: exact counts and quarantine reasons.
 
-mod common;
-// Hostile and huge inputs through the binary (tests/hostile/); in this binary rather than its own
-// because every test binary links the whole crate and CI time is mostly linking.
-mod hostile;
-
 use std::io::Write;
 
-use common::{counts, reasons, run, run_with, sample};
+use crate::common::{counts, reasons, run, run_with, sample};
 use hindsight::episode::{
     ingest, EpisodeConfig, IngestOptions, LeadingAssistantPolicy, RolePolicy, SourceFormat,
 };

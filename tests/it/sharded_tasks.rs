@@ -3,6 +3,7 @@
 //! single-task run; `finalize` refuses while a task is missing; rows duplicated across tasks are
 //! dropped as the single run drops them.
 
+use crate::common::{model_path, ok, sample, temp_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,24 +11,6 @@ use std::process::{Command, Output};
 use hindsight::sink::{batch_to_rows, Manifest, OutputRow};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
-
-fn sample(name: &str) -> String {
-    format!("{}/sample-data/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn model_path() -> String {
-    format!(
-        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hindsight-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 fn cmd(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
@@ -37,15 +20,6 @@ fn cmd(args: &[&str]) -> Command {
 
 fn run(args: &[&str]) -> Output {
     cmd(args).output().expect("run hindsight")
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "hindsight failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// One record per chunk, ingest dedup off so that a copied file yields rows whose sample_id is

@@ -2,7 +2,7 @@
 //! sampled token is the argmax of the student distribution the scorer computes for it; stops are
 //! reported honestly; seeds make sampling reproducible.
 
-mod common;
+use crate::common;
 
 use hindsight::episode::Message;
 use hindsight::model::generate::{generate, GenerationConfig, StopReason};

@@ -1,8 +1,8 @@
 //! Every format and kind, read from the real files in `sample-data/`, with exact counts.
 
-mod common;
+use crate::common;
 
-use common::{counts, reasons, run, sample};
+use crate::common::{counts, reasons, run, sample};
 use hindsight::episode::{Method, SourceFormat, SourceKind};
 
 #[test]

@@ -2,11 +2,10 @@
 //! with quarantined records): counts agree with the manifest and the run report, the README
 //! examples run, CSV/JSONL/Parquet outputs hold the result, and bad SQL exits 2 writing nothing.
 
+use crate::common::{hindsight, ok, sample};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
-
-const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
 
 /// README examples (docs/README_SNIPPET_9.md); they must run on a real dataset.
 const RELEVANCE_BY_SOURCE: &str =
@@ -17,35 +16,6 @@ const TOKENS_PER_DAY: &str = "SELECT date_trunc('day', event_time) AS day, count
      FROM dataset GROUP BY 1 ORDER BY 1";
 const LEAST_RELEVANT: &str = "SELECT relevance, source_uri, source_record, privileged_context \
      FROM dataset WHERE source_kind = 'chat_log' ORDER BY relevance ASC, sample_id LIMIT 20";
-
-fn sample(name: &str) -> String {
-    format!("{}/sample-data/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn model_path() -> String {
-    format!(
-        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn hindsight(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("HINDSIGHT_MODEL", model_path())
-        .output()
-        .expect("run hindsight")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "hindsight failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// One dataset for all tests of this file: chat logs (WildChat, OpenAI with a bad line) plus a
 /// truncated ShareGPT dump, so both tables have rows.

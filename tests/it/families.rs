@@ -1,5 +1,5 @@
 //! Fidelity of every supported model family against Hugging Face transformers (compiled into
-//! the `scoring_golden` test binary: `cargo test --test scoring_golden families`).
+//! the one integration test binary: `cargo test --test it families::`).
 //!
 //! `tests/fixtures/models/` holds tiny random checkpoints of each family, written by
 //! transformers, and the log-probs transformers computed for two long token sequences

@@ -3,23 +3,13 @@
 //! output, a second concurrent run is refused, reruns are no-ops and new inputs add only new
 //! shards (with dedup across increments).
 
+use crate::common::{model_path, ok, sample, temp_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
-
-fn sample(name: &str) -> String {
-    format!("{}/sample-data/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("hindsight-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 /// A pipeline file over `inputs` writing to `out`, one record per chunk (many chunks).
 fn pipeline(dir: &Path, out: &Path, inputs: &[String]) -> PathBuf {
@@ -40,22 +30,6 @@ fn run(args: &[&str]) -> Output {
         .env("HINDSIGHT_MODEL", model_path())
         .output()
         .expect("run hindsight")
-}
-
-fn model_path() -> String {
-    format!(
-        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
-        env!("CARGO_MANIFEST_DIR")
-    )
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "hindsight failed: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// Shards and manifest by name → bytes.
@@ -84,6 +58,40 @@ fn committed_chunks(out: &Path) -> usize {
 fn report(out: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(out.join("run_report.json")).expect("run report");
     serde_json::from_str(&text).expect("report json")
+}
+
+/// The scoring counts of a run report reconcile with the episodes ingest handed over: every
+/// episode in is written or dropped for a reason (a rolled-out prompt becomes its samples), and
+/// every scored episode is written or dropped by the relevance filter or dedup.
+fn assert_reconciles(r: &serde_json::Value) {
+    let c = &r["counts"];
+    let n = |k: &str| c.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let dropped: u64 = c
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.starts_with("filtered:"))
+                .filter_map(|(_, v)| v.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    if r["chunks_already_committed"].as_u64() == Some(0) {
+        assert_eq!(
+            n("episodes_in"),
+            r["ingest"]["episodes_emitted"].as_u64().unwrap_or(u64::MAX),
+            "every emitted episode reaches the scoring steps: {r}"
+        );
+    }
+    assert_eq!(
+        n("episodes_in") + n("rollouts"),
+        n("rows_written") + dropped + n("rollout_prompts"),
+        "{c}"
+    );
+    assert_eq!(
+        n("episodes_scored"),
+        n("rows_written") + n("filtered:low_relevance") + n("filtered:duplicate_across_runs"),
+        "{c}"
+    );
 }
 
 fn inputs() -> Vec<String> {
@@ -252,6 +260,7 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
     let night1 = snapshot(&out);
     let rows1 = report(&out)["counts"]["rows_written"].as_u64().unwrap_or(0);
     assert_eq!(rows1, 3);
+    assert_reconciles(&report(&out));
 
     // Same inputs again: nothing is scored, nothing changes.
     ok(&run(&["run", ps, "--no-progress"]));
@@ -298,6 +307,7 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
         Some(3)
     );
     assert!(r["counts"].get("rows_written").is_none());
+    assert_reconciles(&r);
     ok(&run(&["validate", out.to_str().expect("utf8")]));
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -346,6 +356,9 @@ fn demonstrations_are_rolled_out_on_policy_and_reproducibly() {
             "3 prompts x n=2: {counts}"
         );
         assert_eq!(counts["rows_written"].as_u64(), Some(6));
+        assert_eq!(counts["episodes_in"].as_u64(), Some(3), "{counts}");
+        assert_eq!(counts["rollout_prompts"].as_u64(), Some(3), "{counts}");
+        assert_reconciles(&report(&out));
         snapshots.push(snapshot(&out));
     }
     assert_eq!(

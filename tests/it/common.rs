@@ -1,4 +1,5 @@
-//! Shared test helpers: the real embedded model, loaded once per test binary.
+//! Shared test helpers: the real embedded model (loaded once for the whole test binary), paths
+//! of fixtures and sample data, fresh temporary directories, checked runs of the binary.
 
 #![allow(dead_code)]
 
@@ -6,6 +7,8 @@ use hindsight::episode::{ingest, Episode, IngestOptions, IngestStats, SourceForm
 use hindsight::ingest::QuarantineEntry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use hindsight::model::{self, ComputeMode, LoadedModel};
@@ -40,6 +43,46 @@ pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
 /// Path of a file in `sample-data/`.
 pub fn sample(name: &str) -> String {
     format!("{}/sample-data/{}", env!("CARGO_MANIFEST_DIR"), name)
+}
+
+/// Path of the embedded model file (provisioned by `scripts/fetch-model.sh`), for runs of the
+/// binary that pass it explicitly.
+pub fn model_path() -> String {
+    format!(
+        "{}/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Runs the `hindsight` binary with the embedded model, capturing its output.
+pub fn hindsight(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hindsight"))
+        .args(args)
+        .env("HINDSIGHT_MODEL", model_path())
+        .output()
+        .expect("run hindsight")
+}
+
+/// A fresh, empty directory under the system temp dir. Unique per call (process id + counter):
+/// every test module shares this process, so two tests using the same tag never collide.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("hindsight-it-{}-{n}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// Asserts that a run of the binary succeeded (showing its stderr if not); returns its stdout.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "hindsight failed: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Result of ingesting some inputs with default settings (quarantine kept in memory).

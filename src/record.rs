@@ -1,0 +1,205 @@
+//! The record types every layer shares: chat messages, the kinds and formats of inputs, the
+//! distillation method, provenance. A leaf module (it imports nothing from the crate), so that
+//! readers, templates, tokenizers and the sink can all speak of a `Message` without depending
+//! on each other. `crate::episode` re-exports everything here.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// A format name (the `--format` override, `input.format`) that names no input format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown input format `{0}` (expected wildchat, sharegpt, openai, demonstration, unit_test or hint)")]
+pub struct UnknownFormat(pub String);
+
+/// One chat message, TRL-compatible (`role`, `content`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// `system`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text content, exactly as logged (special-token look-alikes are kept as plain text).
+    /// Shared, not copied: every episode of a conversation holds its history, and a 400-turn
+    /// agent transcript would otherwise be copied once per turn (quadratic memory).
+    pub content: Arc<str>,
+}
+
+/// The content of the last user message (what a response answers), or "" when there is none.
+pub fn last_user(messages: &[Message]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map_or("", |m| &*m.content)
+}
+
+/// Which kind of input an episode came from; decides the method and default template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// Logged conversations: the teacher sees the user's next turn.
+    ChatLog,
+    /// Prompt + demonstration (SDFT): the response is sampled from the student.
+    Demonstration,
+    /// Attempt + real test output (SDPO).
+    UnitTest,
+    /// Response + hint (OPD).
+    Hint,
+}
+
+impl SourceKind {
+    /// The snake_case name used in output rows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceKind::ChatLog => "chat_log",
+            SourceKind::Demonstration => "demonstration",
+            SourceKind::UnitTest => "unit_test",
+            SourceKind::Hint => "hint",
+        }
+    }
+
+    /// The distillation method this kind feeds by default.
+    pub fn default_method(&self) -> Method {
+        match self {
+            SourceKind::ChatLog => Method::Hindsight,
+            SourceKind::Demonstration => Method::Sdft,
+            SourceKind::UnitTest => Method::Sdpo,
+            SourceKind::Hint => Method::Opd,
+        }
+    }
+}
+
+/// The concrete input format a record was read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceFormat {
+    /// WildChat (1M and 4.8M shapes).
+    Wildchat,
+    /// ShareGPT `conversations` / `from` / `value`.
+    Sharegpt,
+    /// OpenAI `messages`.
+    Openai,
+    /// Demonstrations.
+    Demonstration,
+    /// Unit-test outcomes.
+    UnitTest,
+    /// Hints.
+    Hint,
+}
+
+impl SourceFormat {
+    /// The snake_case name used in output rows and on the command line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SourceFormat::Wildchat => "wildchat",
+            SourceFormat::Sharegpt => "sharegpt",
+            SourceFormat::Openai => "openai",
+            SourceFormat::Demonstration => "demonstration",
+            SourceFormat::UnitTest => "unit_test",
+            SourceFormat::Hint => "hint",
+        }
+    }
+
+    /// Parses a format name (for the `--format` override).
+    pub fn parse(name: &str) -> Result<Self, UnknownFormat> {
+        Ok(
+            match name.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+                "wildchat" => SourceFormat::Wildchat,
+                "sharegpt" => SourceFormat::Sharegpt,
+                "openai" | "messages" => SourceFormat::Openai,
+                "demonstration" | "demonstrations" => SourceFormat::Demonstration,
+                "unit_test" | "unit_tests" => SourceFormat::UnitTest,
+                "hint" | "hints" => SourceFormat::Hint,
+                _ => return Err(UnknownFormat(name.to_string())),
+            },
+        )
+    }
+
+    /// The input kind of this format.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceFormat::Wildchat | SourceFormat::Sharegpt | SourceFormat::Openai => {
+                SourceKind::ChatLog
+            }
+            SourceFormat::Demonstration => SourceKind::Demonstration,
+            SourceFormat::UnitTest => SourceKind::UnitTest,
+            SourceFormat::Hint => SourceKind::Hint,
+        }
+    }
+}
+
+/// The self-distillation method an episode is for (stored per row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Self-distillation fine-tuning from demonstrations.
+    Sdft,
+    /// Self-distillation with environment feedback.
+    Sdpo,
+    /// On-policy self-distillation with reference solutions.
+    Opsd,
+    /// On-policy distillation with hints.
+    Opd,
+    /// Hindsight distillation from user follow-ups.
+    Hindsight,
+}
+
+impl Method {
+    /// The snake_case name used in output rows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Method::Sdft => "sdft",
+            Method::Sdpo => "sdpo",
+            Method::Opsd => "opsd",
+            Method::Opd => "opd",
+            Method::Hindsight => "hindsight",
+        }
+    }
+}
+
+/// How the scored response ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// Ended normally (end-of-turn token is scored).
+    Stop,
+    /// Cut by a length limit.
+    Length,
+    /// Not known.
+    Unknown,
+}
+
+impl FinishReason {
+    /// The snake_case name used in output rows.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+            FinishReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// What only the teacher sees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivilegedContext {
+    /// The privileged text (follow-up, demonstration, feedback, hint), middle-truncated if long.
+    pub text: String,
+    /// A successful peer attempt (SDPO), if any.
+    pub solution: Option<String>,
+}
+
+/// Where an episode came from, down to the turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Input file (as given/expanded).
+    pub source_uri: String,
+    /// Record index in the file (JSONL line, array element, Parquet row).
+    pub source_record: i64,
+    /// Conversation / record id, if the record has one.
+    pub conversation_id: Option<String>,
+    /// Position of the response in the record's original message list (for single-prompt
+    /// kinds: the number of prompt messages, i.e. where the response goes).
+    pub turn_index: i32,
+    /// When the logged response was produced (µs since epoch, UTC), if logged.
+    pub event_time_us: Option<i64>,
+}

@@ -1,0 +1,370 @@
+//! The output contract declared once: one table of columns, in shard order, each with its name,
+//! nullability, how its values are held in an [`OutputRow`] (and so its Arrow type), how Parquet
+//! stores it, and the values it may take. The Arrow schema ([`super::schema`]), rows → batches
+//! and batches → rows ([`super::batch`]), the writer's per-column Parquet settings
+//! ([`super::shard`]) and `validate`'s per-column checks are all derived from it;
+//! `tests/it/sink.rs` compares it with `schemas/dataset_v1.schema.json`.
+
+use super::row::OutputRow;
+use crate::episode::Message;
+
+/// The kind of text column: plain, large (long texts) or dictionary-encoded (labels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextKind {
+    /// `utf8`.
+    Utf8,
+    /// `large_utf8`: texts that may exceed 2 GiB per batch.
+    Large,
+    /// `dictionary<int32, utf8>`: low-cardinality labels.
+    Dictionary,
+}
+
+/// How a column's values are read from and written to a row. The variant fixes the Arrow type
+/// (with the top-k width K for the `TopK*` ones).
+#[derive(Clone, Copy)]
+pub enum Values {
+    /// `uint16`.
+    U16(fn(&OutputRow) -> u16, fn(&mut OutputRow, u16)),
+    /// `int32`.
+    I32(fn(&OutputRow) -> i32, fn(&mut OutputRow, i32)),
+    /// `int64`.
+    I64(fn(&OutputRow) -> i64, fn(&mut OutputRow, i64)),
+    /// `bool`.
+    Bool(fn(&OutputRow) -> bool, fn(&mut OutputRow, bool)),
+    /// `float32`, never null.
+    F32(fn(&OutputRow) -> f32, fn(&mut OutputRow, f32)),
+    /// `float32`, nullable.
+    OptF32(
+        fn(&OutputRow) -> Option<f32>,
+        fn(&mut OutputRow, Option<f32>),
+    ),
+    /// `timestamp[us, UTC]`, nullable.
+    OptTimestamp(
+        fn(&OutputRow) -> Option<i64>,
+        fn(&mut OutputRow, Option<i64>),
+    ),
+    /// Text, never null.
+    Text(TextKind, fn(&OutputRow) -> &str, fn(&mut OutputRow, String)),
+    /// `utf8`, nullable.
+    OptText(
+        fn(&OutputRow) -> Option<&str>,
+        fn(&mut OutputRow, Option<String>),
+    ),
+    /// `list<struct<role: utf8, content: large_utf8>>`.
+    Messages(
+        fn(&OutputRow) -> &[Message],
+        fn(&mut OutputRow, Vec<Message>),
+    ),
+    /// `large_list<int32>`.
+    I32List(fn(&OutputRow) -> &[i32], fn(&mut OutputRow, Vec<i32>)),
+    /// `large_list<uint8>`.
+    U8List(fn(&OutputRow) -> &[u8], fn(&mut OutputRow, Vec<u8>)),
+    /// `large_list<float32>`.
+    F32List(fn(&OutputRow) -> &[f32], fn(&mut OutputRow, Vec<f32>)),
+    /// `large_list<fixed_size_list<int32, K>>`, flattened row-major in the row.
+    TopKI32(fn(&OutputRow) -> &[i32], fn(&mut OutputRow, Vec<i32>)),
+    /// `large_list<fixed_size_list<float32, K>>`, flattened row-major in the row.
+    TopKF32(fn(&OutputRow) -> &[f32], fn(&mut OutputRow, Vec<f32>)),
+}
+
+/// How the Parquet writer stores a column (measured choices, see docs/STORAGE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// zstd with the writer's defaults (dictionary where it pays), no statistics: min/max of
+    /// long lists and texts only bloat the footer.
+    Default,
+    /// Scalars that keep chunk statistics (cheap, and useful for predicate pushdown).
+    Statistics,
+    /// Floats stored with BYTE_STREAM_SPLIT (exponent bytes compress well under zstd;
+    /// dictionaries of unique floats only cost space).
+    ByteStreamSplit,
+    /// PLAIN, no dictionary: high-cardinality ids (a dictionary costs more than plain + zstd).
+    Plain,
+}
+
+/// One contract column.
+#[derive(Clone, Copy)]
+pub struct Column {
+    /// The column name.
+    pub name: &'static str,
+    /// Whether it may hold nulls (only where the input may not know the value).
+    pub nullable: bool,
+    /// How its values are held in a row (and so its Arrow type).
+    pub values: Values,
+    /// How Parquet stores it.
+    pub storage: Storage,
+    /// The only values a label column may take (`None`: any).
+    pub allowed: Option<&'static [&'static str]>,
+}
+
+const fn col(name: &'static str, values: Values) -> Column {
+    Column {
+        name,
+        nullable: false,
+        values,
+        storage: Storage::Default,
+        allowed: None,
+    }
+}
+
+const fn nullable(mut c: Column) -> Column {
+    c.nullable = true;
+    c
+}
+
+const fn stored(mut c: Column, storage: Storage) -> Column {
+    c.storage = storage;
+    c
+}
+
+const fn allowed(mut c: Column, values: &'static [&'static str]) -> Column {
+    c.allowed = Some(values);
+    c
+}
+
+use Storage::{ByteStreamSplit, Plain, Statistics};
+use TextKind::{Dictionary, Large, Utf8};
+
+/// The contract columns of schema version 1, in the order shards store them.
+pub static CONTRACT: [Column; 35] = [
+    col(
+        "schema_version",
+        Values::U16(|r| r.schema_version, |r, v| r.schema_version = v),
+    ),
+    col(
+        "sample_id",
+        Values::Text(Utf8, |r| &r.sample_id, |r, v| r.sample_id = v),
+    ),
+    allowed(
+        col(
+            "source_kind",
+            Values::Text(Dictionary, |r| &r.source_kind, |r, v| r.source_kind = v),
+        ),
+        &["chat_log", "demonstration", "unit_test", "hint"],
+    ),
+    allowed(
+        col(
+            "source_format",
+            Values::Text(Dictionary, |r| &r.source_format, |r, v| r.source_format = v),
+        ),
+        &[
+            "wildchat",
+            "sharegpt",
+            "openai",
+            "demonstration",
+            "unit_test",
+            "hint",
+        ],
+    ),
+    col(
+        "source_uri",
+        Values::Text(Utf8, |r| &r.source_uri, |r, v| r.source_uri = v),
+    ),
+    stored(
+        col(
+            "source_record",
+            Values::I64(|r| r.source_record, |r, v| r.source_record = v),
+        ),
+        Statistics,
+    ),
+    nullable(col(
+        "conversation_id",
+        Values::OptText(
+            |r| r.conversation_id.as_deref(),
+            |r, v| r.conversation_id = v,
+        ),
+    )),
+    stored(
+        col(
+            "turn_index",
+            Values::I32(|r| r.turn_index, |r, v| r.turn_index = v),
+        ),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "event_time",
+            Values::OptTimestamp(|r| r.event_time, |r, v| r.event_time = v),
+        )),
+        Statistics,
+    ),
+    allowed(
+        col(
+            "method",
+            Values::Text(Dictionary, |r| &r.method, |r, v| r.method = v),
+        ),
+        &["sdft", "sdpo", "opsd", "opd", "hindsight"],
+    ),
+    col(
+        "prompt",
+        Values::Messages(|r| &r.prompt, |r, v| r.prompt = v),
+    ),
+    col(
+        "privileged_context",
+        Values::Text(
+            Large,
+            |r| &r.privileged_context,
+            |r, v| r.privileged_context = v,
+        ),
+    ),
+    col(
+        "teacher_template",
+        Values::Text(Utf8, |r| &r.teacher_template, |r, v| r.teacher_template = v),
+    ),
+    col(
+        "teacher_prompt",
+        Values::Messages(|r| &r.teacher_prompt, |r, v| r.teacher_prompt = v),
+    ),
+    col(
+        "completion",
+        Values::Text(Large, |r| &r.completion, |r, v| r.completion = v),
+    ),
+    col(
+        "prompt_ids",
+        Values::I32List(|r| &r.prompt_ids, |r, v| r.prompt_ids = v),
+    ),
+    col(
+        "teacher_prompt_ids",
+        Values::I32List(|r| &r.teacher_prompt_ids, |r, v| r.teacher_prompt_ids = v),
+    ),
+    col(
+        "completion_ids",
+        Values::I32List(|r| &r.completion_ids, |r, v| r.completion_ids = v),
+    ),
+    col(
+        "loss_mask",
+        Values::U8List(|r| &r.loss_mask, |r, v| r.loss_mask = v),
+    ),
+    allowed(
+        col(
+            "finish_reason",
+            Values::Text(Dictionary, |r| &r.finish_reason, |r, v| r.finish_reason = v),
+        ),
+        &["stop", "length", "unknown"],
+    ),
+    col(
+        "is_on_policy",
+        Values::Bool(|r| r.is_on_policy, |r, v| r.is_on_policy = v),
+    ),
+    stored(
+        col(
+            "student_logprobs",
+            Values::F32List(|r| &r.student_logprobs, |r, v| r.student_logprobs = v),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "teacher_logprobs",
+            Values::F32List(|r| &r.teacher_logprobs, |r, v| r.teacher_logprobs = v),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "advantages",
+            Values::F32List(|r| &r.advantages, |r, v| r.advantages = v),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "teacher_topk_ids",
+            Values::TopKI32(|r| &r.teacher_topk_ids, |r, v| r.teacher_topk_ids = v),
+        ),
+        Plain,
+    ),
+    stored(
+        col(
+            "teacher_topk_logprobs",
+            Values::TopKF32(
+                |r| &r.teacher_topk_logprobs,
+                |r, v| r.teacher_topk_logprobs = v,
+            ),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "teacher_tail_logmass",
+            Values::F32List(
+                |r| &r.teacher_tail_logmass,
+                |r, v| r.teacher_tail_logmass = v,
+            ),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "student_topk_logprobs",
+            Values::TopKF32(
+                |r| &r.student_topk_logprobs,
+                |r, v| r.student_topk_logprobs = v,
+            ),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "num_completion_tokens",
+            Values::I32(
+                |r| r.num_completion_tokens,
+                |r, v| r.num_completion_tokens = v,
+            ),
+        ),
+        Statistics,
+    ),
+    stored(
+        col(
+            "relevance_kl",
+            Values::F32(|r| r.relevance_kl, |r, v| r.relevance_kl = v),
+        ),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "relevance",
+            Values::OptF32(|r| r.relevance, |r, v| r.relevance = v),
+        )),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "relevance_control_kl",
+            Values::OptF32(
+                |r| r.relevance_control_kl,
+                |r, v| r.relevance_control_kl = v,
+            ),
+        )),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "relevance_pmi",
+            Values::OptF32(|r| r.relevance_pmi, |r, v| r.relevance_pmi = v),
+        )),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "relevance_pmi_mean",
+            Values::OptF32(|r| r.relevance_pmi_mean, |r, v| r.relevance_pmi_mean = v),
+        )),
+        Statistics,
+    ),
+    stored(
+        nullable(col(
+            "relevance_pmi_answer",
+            Values::OptF32(
+                |r| r.relevance_pmi_answer,
+                |r, v| r.relevance_pmi_answer = v,
+            ),
+        )),
+        Statistics,
+    ),
+];
+
+/// The contract column named `name`.
+pub fn column(name: &str) -> Option<&'static Column> {
+    CONTRACT.iter().find(|c| c.name == name)
+}

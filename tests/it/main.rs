@@ -1,0 +1,26 @@
+//! hindsight's integration tests, in one test binary: every binary links the whole crate
+//! (candle, DataFusion, arrow), and on a two-core CI machine linking fifteen of them took longer
+//! than running the tests. One module per area; shared helpers live in `common`.
+//!
+//! Run one area with a filter: `cargo test --test it sql_where::`.
+
+mod common;
+
+mod bad_inputs;
+mod deploy;
+mod families;
+mod generation;
+mod hostile;
+mod ingest_formats;
+mod layers;
+mod object_store;
+mod pipeline_run;
+mod report_views;
+mod schemas;
+mod scoring_golden;
+mod scoring_properties;
+mod sharded_tasks;
+mod sink;
+mod sql_query;
+mod sql_where;
+mod templates_golden;
