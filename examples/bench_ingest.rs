@@ -34,7 +34,7 @@ fn tokenize(tok: Option<&Tokenizer>, ep: &Episode) -> Result<usize, Box<dyn std:
     let s = tok.encode_chat(&ep.prompt, true)?.ids.len();
     let t = tok.encode_chat(&ep.teacher_prompt, true)?.ids.len();
     let c = match &ep.completion {
-        Some(c) => tok.encode_completion(c, ep.ends_turn)?.len(),
+        Some(c) => tok.encode_completion(c, ep.ends_turn())?.len(),
         None => 0,
     };
     Ok(s + t + c)

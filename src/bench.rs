@@ -150,7 +150,7 @@ pub fn generation(
     batch: usize,
     new_tokens: usize,
 ) -> Result<f64> {
-    use crate::model::generate::{generate, GenerationConfig};
+    use crate::model::generate::{generate, GenerationConfig, GenerationPrompt};
     let prompt = synthetic_ids(tok, 64)?;
     let cfg = GenerationConfig {
         max_new_tokens: new_tokens,
@@ -162,7 +162,12 @@ pub fn generation(
     // An id the model never samples stands in for end-of-turn so every sample runs to length.
     let never = u32::MAX;
     let t = Instant::now();
-    let samples = generate(model, &[prompt], never, &cfg)?;
+    let samples = generate(
+        model,
+        &GenerationPrompt::seeded(&[prompt], cfg.seed),
+        never,
+        &cfg,
+    )?;
     let secs = t.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.completion_ids.len()).sum();
     Ok(tokens as f64 / secs)

@@ -22,7 +22,9 @@ use regex::Regex;
 use super::config::{EpisodeConfig, LeadingAssistantPolicy, RolePolicy, SdpoContext};
 use super::pii::PiiScrubber;
 use super::prefilter::is_ack_only;
-use super::{Episode, Message, Method, PrivilegedContext, Provenance, SourceFormat, SourceKind};
+use super::{
+    Episode, FinishReason, Message, Method, PrivilegedContext, Provenance, SourceFormat, SourceKind,
+};
 use crate::ingest::formats::{self, ChatLog, Parsed, Turn, UnitTestRecord};
 use crate::ingest::quarantine::{QuarantineEntry, QuarantineReason};
 use crate::ingest::IngestError;
@@ -401,7 +403,7 @@ impl EpisodeBuilder {
             teacher_template: template.id.clone(),
             teacher_prompt,
             completion,
-            ends_turn: true,
+            finish_reason: FinishReason::Stop,
             is_on_policy,
             flags,
         })
@@ -488,7 +490,11 @@ impl EpisodeBuilder {
                 on_policy,
                 ep_flags,
             )?;
-            ep.ends_turn = !cur.stopped_by_length;
+            ep.finish_reason = if cur.stopped_by_length {
+                FinishReason::Length
+            } else {
+                FinishReason::Stop
+            };
             out.push(ep);
         }
         if out.is_empty() {

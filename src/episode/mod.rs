@@ -50,8 +50,9 @@ pub struct Episode {
     pub teacher_prompt: Vec<Message>,
     /// Logged response; `None` means it must be rolled out from the student (demonstrations).
     pub completion: Option<String>,
-    /// The logged response ended normally (append the end-of-turn token when scoring).
-    pub ends_turn: bool,
+    /// How the response ended: `Stop` (append the end-of-turn token when scoring), `Length`
+    /// (cut by a length limit, in the log or in rollout) or `Unknown`.
+    pub finish_reason: FinishReason,
     /// The response is (or will be) sampled from this very model.
     pub is_on_policy: bool,
     /// Cheap annotations, e.g. `ack_only_followup`, `merged_turns`, `privileged_truncated`.
@@ -59,16 +60,9 @@ pub struct Episode {
 }
 
 impl Episode {
-    /// The finish reason implied by the episode (`stop` when it ended normally, `length` when
-    /// the log says it was cut, `unknown` otherwise).
-    pub fn finish_reason(&self) -> FinishReason {
-        if self.ends_turn {
-            FinishReason::Stop
-        } else if self.flags.iter().any(|f| f == "stopped_by_length") {
-            FinishReason::Length
-        } else {
-            FinishReason::Unknown
-        }
+    /// Whether the response ended normally, so its end-of-turn token is scored.
+    pub fn ends_turn(&self) -> bool {
+        self.finish_reason == FinishReason::Stop
     }
 
     /// Whether a flag is set.

@@ -2,9 +2,11 @@
 //! uses: a prompt is prefilled once, its KV cache is cloned for each of the `n` samples, and all
 //! live samples advance together, one token per step, as one packed batch.
 //!
-//! Every sample has its own random stream seeded from (seed, prompt index, sample index), so a
-//! sample does not depend on which other samples share its batch, and a resumed run reproduces
-//! it. Sampled ids are returned as they are: never decoded and re-encoded.
+//! Every prompt carries its own seed and every sample its own random stream, seeded from (the
+//! prompt's seed, sample index), so a sample does not depend on which other prompts or samples
+//! share its batch, and a resumed run reproduces it. Many prompts are generated together: each
+//! is prefilled once, then all live samples of all prompts advance one token per step as one
+//! packed batch. Sampled ids are returned as they are: never decoded and re-encoded.
 
 use candle_core::Tensor;
 use candle_transformers::generation::{LogitsProcessor, Sampling};
@@ -24,6 +26,8 @@ pub struct GenerationConfig {
     pub top_k: Option<usize>,
     /// Samples per prompt.
     pub n: usize,
+    /// The run seed: every prompt's seed is derived from it ([`GenerationPrompt::seeded`], or
+    /// the pipeline's provenance-based seeds).
     pub seed: u64,
 }
 
@@ -50,6 +54,16 @@ pub enum StopReason {
     Length,
 }
 
+impl From<StopReason> for crate::record::FinishReason {
+    /// A sample's stop reason is the row's `finish_reason`, never a guess from flags.
+    fn from(r: StopReason) -> Self {
+        match r {
+            StopReason::Stop => crate::record::FinishReason::Stop,
+            StopReason::Length => crate::record::FinishReason::Length,
+        }
+    }
+}
+
 /// One sampled response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {
@@ -72,14 +86,41 @@ fn sampling(cfg: &GenerationConfig) -> Sampling {
     }
 }
 
-fn sample_seed(seed: u64, prompt: usize, sample: usize) -> u64 {
-    // SplitMix64 over the three inputs: independent, reproducible streams.
-    let mut z = seed
-        .wrapping_add((prompt as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        .wrapping_add((sample as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+/// Golden-ratio step between the seeds of consecutive prompts of [`GenerationPrompt::seeded`].
+const PROMPT_STEP: u64 = 0x9E37_79B9_7F4A_7C15;
+
+fn sample_seed(prompt_seed: u64, sample: usize) -> u64 {
+    // SplitMix64 over the prompt's seed and the sample index: independent, reproducible streams.
+    let mut z = prompt_seed.wrapping_add((sample as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// One prompt to continue, with the seed of its samples' random streams (the pipeline derives
+/// it from the run seed and the episode's provenance, so a sample is the same whatever else is
+/// in its batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationPrompt {
+    /// The prompt's token ids (chat template applied, generation prompt included).
+    pub ids: Vec<u32>,
+    /// The seed of this prompt's samples.
+    pub seed: u64,
+}
+
+impl GenerationPrompt {
+    /// Prompts seeded from one run seed: prompt `i` gets `seed + i × golden ratio`, so each has
+    /// its own streams.
+    pub fn seeded(prompts: &[Vec<u32>], seed: u64) -> Vec<GenerationPrompt> {
+        prompts
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| GenerationPrompt {
+                ids: ids.clone(),
+                seed: seed.wrapping_add((i as u64).wrapping_mul(PROMPT_STEP)),
+            })
+            .collect()
+    }
 }
 
 struct Live {
@@ -92,15 +133,16 @@ struct Live {
 }
 
 /// Samples `cfg.n` responses for every prompt; results are ordered by (prompt, sample).
+/// `cfg.seed` is not used: each prompt carries its seed.
 pub fn generate(
     model: &Transformer,
-    prompts: &[Vec<u32>],
+    prompts: &[GenerationPrompt],
     end_of_turn: u32,
     cfg: &GenerationConfig,
 ) -> Result<Vec<Sample>> {
     let mut done: Vec<Sample> = Vec::new();
     let mut live: Vec<Live> = Vec::new();
-    for (pi, prompt) in prompts.iter().enumerate() {
+    for (pi, GenerationPrompt { ids: prompt, seed }) in prompts.iter().enumerate() {
         if prompt.is_empty() {
             return Err(Error::Request {
                 id: Some(pi.to_string()),
@@ -126,7 +168,7 @@ pub fn generate(
         let logits = model.logits(&last)?.squeeze(0)?;
         for si in 0..cfg.n.max(1) {
             let mut processor =
-                LogitsProcessor::from_sampling(sample_seed(cfg.seed, pi, si), sampling(cfg));
+                LogitsProcessor::from_sampling(sample_seed(*seed, si), sampling(cfg));
             let next = processor.sample(&logits)?;
             live.push(Live {
                 prompt_index: pi,

@@ -3,10 +3,13 @@
 //! instead of buffering the input in memory).
 //!
 //! Work is cut into chunks (consecutive episodes of one input file, `input.chunk_records` records
-//! each). A chunk is committed (shards renamed into place, then its state file written) as a unit,
-//! so a killed run resumes by re-reading the inputs (cheap, and it rebuilds dedup state exactly)
-//! and skipping the scoring of committed chunks. The manifest is rebuilt from committed chunks in
-//! a fixed order after every commit, so it never lists a partial or duplicate shard.
+//! each). A chunk is committed (shards, then its id list, then its state record, through
+//! [`DatasetWriter`]) as a unit, so a killed run resumes by re-reading the inputs (cheap, and it
+//! rebuilds dedup state exactly) and skipping the scoring of committed chunks.
+//!
+//! Every run is a task ([`TaskSlice`]); a plain run is task 0 of 1 and ends with the same merge
+//! and publish step as `finalize` ([`tasks`]): the manifest is built from the committed chunks
+//! in a fixed order and written once, last, so it never lists a partial or duplicate shard.
 
 pub mod state;
 pub mod steps;
@@ -22,7 +25,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
-use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig, ShardWriter};
+use crate::sink::dataset::{chunk_ids_rel, DatasetWriter};
+use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig};
 use crate::store::Mirror;
 use crate::util::sha256_hex;
 use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState, TaskTag};
@@ -160,14 +164,20 @@ impl episode::TokenCounter for ModelTokenCounter {
 
 /// Runs a pipeline end to end. Safe to rerun: finished chunks are skipped; a second run on the
 /// same directory at the same time is refused.
+///
+/// Every run is a task of a sharded run: a plain run is task 0 of 1, and it finalizes itself
+/// (the same merge and publish as `hindsight finalize`), so the manifest and dedup logic exist
+/// once. A task of N > 1 ends with its completion marker instead.
 pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, PipelineError> {
     let started = Instant::now();
     let mirror = std::sync::Arc::new(Mirror::open(&cfg.output.dir.to_string_lossy())?);
     let out_dir = mirror.local().to_path_buf();
-    let task = opts.task;
-    let _lock = match task {
-        Some(t) => RunLock::acquire_task(&out_dir, &t.lock_name())?,
-        None => RunLock::acquire(&out_dir)?,
+    let task = opts.task.unwrap_or(TaskSlice::SINGLE);
+    let single = task.is_single();
+    let _lock = if single {
+        RunLock::acquire(&out_dir)?
+    } else {
+        RunLock::acquire_task(&out_dir, &task.lock_name())?
     };
     mirror.pull_tree("_state")?;
     let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
@@ -189,23 +199,29 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         tokenizer_sha256: m.info.tokenizer_sha256.clone(),
         contract_sha256: crate::sink::schema::contract_sha256(),
     };
-    let state = match task {
-        Some(_) => RunState::open_shared(&out_dir, &binding)?,
-        None => RunState::open(&out_dir, &binding)?,
+    let state = if single {
+        RunState::open(&out_dir, &binding)?
+    } else {
+        RunState::open_shared(&out_dir, &binding)?
     };
-    mirror.push("_state/dataset.json")?;
-    let orphans_removed = match task {
+    let shard_cfg = ShardConfig {
+        max_rows: cfg.output.shard_max_rows,
+        max_bytes: cfg.output.shard_max_bytes,
+        ..ShardConfig::default()
+    };
+    let dataset = DatasetWriter::new(mirror.clone(), meta.clone(), shard_cfg);
+    dataset.upload_state(state::BINDING_REL)?;
+    let orphans_removed = if single {
+        tasks::refuse_other_sharded_runs(&state, &mirror.label())?;
+        let listed = state
+            .committed()
+            .iter()
+            .flat_map(|c| c.shards.iter().map(|s| s.file.clone()))
+            .collect();
+        (state.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64
+    } else {
         // Other tasks may be writing shards right now; finalize cleans up instead.
-        Some(_) => 0,
-        None => {
-            tasks::refuse_unfinalized(&state, &mirror.label())?;
-            let listed = state
-                .committed()
-                .iter()
-                .flat_map(|c| c.shards.iter().map(|s| s.file.clone()))
-                .collect();
-            (state.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64
-        }
+        0
     };
     if orphans_removed > 0 {
         tracing::warn!(
@@ -220,14 +236,13 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .collect();
     // A task dedups against merged chunks and its own, never against other tasks' unmerged
     // chunks (which of two copies wins depends on input order; finalize decides).
-    let mut seen_ids = load_committed_sample_ids(&out_dir, &state, |c| match (c.task, task) {
-        (None, _) => true,
-        (Some(tag), Some(t)) => t.owns_tag(&tag),
-        (Some(_), None) => false,
+    let mut seen_ids = load_committed_sample_ids(&out_dir, &state, |c| match c.task {
+        None => true,
+        Some(tag) => task.owns_tag(&tag),
     })?;
 
-    if let Some(t) = task {
-        let tasks_dir = out_dir.join(format!("_state/tasks/{}", t.count));
+    if !single {
+        let tasks_dir = out_dir.join(format!("_state/tasks/{}", task.count));
         std::fs::create_dir_all(&tasks_dir).map_err(|source| state::StateError::Io {
             action: "creating",
             path: tasks_dir.clone(),
@@ -237,15 +252,13 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
 
     // Stage 1: reader thread.
     let (chunk_tx, chunk_rx) = sync_channel::<ReaderMsg>(2);
+    let quarantine_path = out_dir.join(task.quarantine_rel());
     let ingest_opts = IngestOptions {
         inputs: cfg.input.paths.clone(),
         format: cfg.format()?,
         episode: cfg.episode.clone(),
         reader: cfg.input.reader_options(),
-        quarantine_path: Some(match task {
-            Some(t) => out_dir.join(t.quarantine_rel()),
-            None => out_dir.join("quarantine.jsonl"),
-        }),
+        quarantine_path: Some(quarantine_path.clone()),
         predicate: crate::sql::SqlWhere::optional(cfg.input.r#where.as_deref()),
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
@@ -255,29 +268,17 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .spawn(move || read_chunks(ingest_opts, counter, chunk_records, chunk_tx))
         .map_err(|e| PipelineError::Stage(format!("spawning reader: {e}")))?;
 
-    // Stage 3: writer thread (shards + commit + manifest).
+    // Stage 3: writer thread (shards, ids, chunk state, in that order).
     let (write_tx, write_rx) = sync_channel::<ScoredChunk>(1);
-    let writer_dir = out_dir.clone();
-    let writer_meta = meta.clone();
-    let writer_cfg = cfg.output.clone();
-    let writer_mirror = mirror.clone();
+    let chunk_writer = dataset.clone();
     let writer = std::thread::Builder::new()
         .name("hindsight-writer".into())
-        .spawn(move || {
-            write_chunks(
-                writer_dir,
-                writer_meta,
-                writer_cfg,
-                state,
-                write_rx,
-                &writer_mirror,
-                task,
-            )
-        })
+        .spawn(move || write_chunks(&chunk_writer, state, write_rx, task))
         .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
 
     // Stage 2: scoring on this thread (it owns the model and the compute threads).
     let scored = score_chunks(cfg, &m, chunk_rx, write_tx, &committed, &mut seen_ids, opts);
+    drop(seen_ids);
     let writer_result = writer
         .join()
         .map_err(|_| PipelineError::Stage("writer thread panicked".into()))?;
@@ -285,7 +286,11 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .join()
         .map_err(|_| PipelineError::Stage("reader thread panicked".into()))?;
     let scoring = scored?;
-    let (state, shards_written) = writer_result?;
+    if !scoring.counts.reconciles() {
+        // A bug, not bad input: every episode in must be written or dropped for a reason.
+        tracing::error!(counts = ?scoring.counts, "scoring counts do not reconcile");
+    }
+    let (mut state, shards_written) = writer_result?;
     let ingest = match reader_result {
         Ok(s) => s,
         // A run stopped early (max_chunks) closes the channel on purpose; report what was read.
@@ -296,9 +301,6 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         Err(e) => return Err(e.into()),
     };
 
-    if !scoring.stopped_early && task.is_none() {
-        build_manifest(&meta, &state, Some(&ingest)).write(&out_dir)?;
-    }
     let seconds = started.elapsed().as_secs_f64();
     let scored_eps = scoring.counts.episodes_scored;
     let report = RunReport {
@@ -317,32 +319,32 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
     };
-    if let Some(t) = task {
-        // The completion marker goes last: finalize trusts every chunk it lists.
-        if !report.stopped_early {
-            mirror.push(&t.quarantine_rel())?;
-            let marker = TaskMarker {
-                task_index: t.index,
-                num_tasks: t.count,
-                inputs_sha256: scoring.inputs_sha256.clone(),
-                config_sha256: report.config_sha256.clone(),
-                dataset: meta.clone(),
-                chunks: scoring.owned.clone(),
-                report: report.clone(),
-            };
-            tasks::write_marker(&mirror, &marker)?;
+    let report_json =
+        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
+    if report.stopped_early {
+        if single {
+            dataset.write_partial_report(&report_json)?;
         }
         return Ok(report);
     }
-    let json =
-        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
-    state::write_atomic(&out_dir.join("run_report.json"), &json)?;
-    if !report.stopped_early {
-        if out_dir.join("quarantine.jsonl").exists() {
-            mirror.push("quarantine.jsonl")?;
-        }
-        mirror.push("run_report.json")?;
-        mirror.push(crate::sink::MANIFEST_FILE)?;
+    let marker = TaskMarker {
+        task_index: task.index,
+        num_tasks: task.count,
+        inputs_sha256: scoring.inputs_sha256.clone(),
+        config_sha256: report.config_sha256.clone(),
+        dataset: meta.clone(),
+        chunks: scoring.owned.clone(),
+        report: report.clone(),
+    };
+    if single {
+        // The run is its own last task: merge and publish now, under the exclusive lock.
+        tasks::merge(&dataset, &mut state, std::slice::from_ref(&marker))?;
+        let manifest = build_manifest(&meta, &state, Some(&report.ingest));
+        dataset.publish(Some(&quarantine_path), &report_json, &manifest)?;
+    } else {
+        // The completion marker goes last: finalize trusts every chunk it lists.
+        dataset.upload_state(&task.quarantine_rel())?;
+        tasks::write_marker(&dataset, &marker)?;
     }
     Ok(report)
 }
@@ -517,70 +519,41 @@ fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
     Some(pb)
 }
 
+/// The writer stage: each scored chunk's shards and ids, then its state record (tagged with the
+/// task and the chunk's place in the input), through the dataset writer's commit order.
 fn write_chunks(
-    dir: PathBuf,
-    meta: DatasetMeta,
-    out_cfg: crate::config::OutputConfig,
+    dataset: &DatasetWriter,
     mut state: RunState,
     rx: Receiver<ScoredChunk>,
-    mirror: &Mirror,
-    task: Option<TaskSlice>,
+    task: TaskSlice,
 ) -> Result<(RunState, u64), PipelineError> {
     let mut shards_written = 0u64;
     for chunk in rx {
-        let shard_cfg = ShardConfig {
-            max_rows: out_cfg.shard_max_rows,
-            max_bytes: out_cfg.shard_max_bytes,
-            ..ShardConfig::default()
-        };
-        write_sample_ids(&dir, &chunk.id, &chunk.rows)?;
-        let mut writer = ShardWriter::new(&dir, &chunk.id, meta.clone(), shard_cfg)?;
-        writer.write_rows(chunk.rows)?;
-        let shards = writer.finish()?;
-        shards_written += shards.len() as u64;
-        let chunk_id = chunk.id.clone();
-        state.commit(ChunkState {
-            chunk_id: chunk.id,
-            source_uri: chunk.source_uri,
-            chunk_index: chunk.index,
-            counts: chunk.counts,
-            kl: chunk.kl,
-            dropped_relevance: chunk.dropped_relevance,
-            task: task.map(|t| TaskTag {
-                index: t.index,
-                num_tasks: t.count,
-                ordinal: chunk.ordinal,
-            }),
-            shards: shards.clone(),
+        let staged = dataset.stage(&chunk.id, chunk.rows)?;
+        shards_written += staged.shards().len() as u64;
+        dataset.commit(staged, |shards| {
+            state
+                .commit(ChunkState {
+                    chunk_id: chunk.id,
+                    source_uri: chunk.source_uri,
+                    chunk_index: chunk.index,
+                    counts: chunk.counts,
+                    kl: chunk.kl,
+                    dropped_relevance: chunk.dropped_relevance,
+                    task: Some(TaskTag {
+                        index: task.index,
+                        num_tasks: task.count,
+                        ordinal: chunk.ordinal,
+                    }),
+                    shards,
+                })
+                .map_err(PipelineError::from)
         })?;
-        // Remote datasets: shards, then ids, then the chunk state (the remote commit point).
-        for s in &shards {
-            mirror.push_shard(&s.file)?;
-        }
-        mirror.push(&format!("_state/chunks/{chunk_id}.ids"))?;
-        mirror.push(&format!("_state/chunks/{chunk_id}.json"))?;
-        if task.is_none() {
-            build_manifest(&meta, &state, None).write(&dir)?;
-            mirror.push(crate::sink::MANIFEST_FILE)?;
-        }
     }
     Ok((state, shards_written))
 }
 
-fn ids_path(dir: &Path, chunk_id: &str) -> PathBuf {
-    dir.join("_state/chunks").join(format!("{chunk_id}.ids"))
-}
-
-fn write_sample_ids(dir: &Path, chunk_id: &str, rows: &[OutputRow]) -> Result<(), PipelineError> {
-    let mut text = String::with_capacity(rows.len() * 33);
-    for r in rows {
-        text.push_str(&r.sample_id);
-        text.push('\n');
-    }
-    state::write_atomic(&ids_path(dir, chunk_id), text.as_bytes())?;
-    Ok(())
-}
-
+/// The sample ids of the committed chunks `include` selects (what later chunks dedup against).
 fn load_committed_sample_ids(
     dir: &Path,
     state: &RunState,
@@ -588,7 +561,7 @@ fn load_committed_sample_ids(
 ) -> Result<HashSet<String>, PipelineError> {
     let mut set = HashSet::new();
     for c in state.committed().into_iter().filter(|c| include(c)) {
-        let path = ids_path(dir, &c.chunk_id);
+        let path = dir.join(chunk_ids_rel(&c.chunk_id));
         let text = std::fs::read_to_string(&path).map_err(|source| state::StateError::Io {
             action: "reading",
             path: path.clone(),

@@ -120,6 +120,9 @@ fn lock_file(dir: &Path, name: &str, shared: bool) -> Result<File, StateError> {
     Ok(file)
 }
 
+/// Where the dataset's binding ([`DatasetBinding`]) is kept.
+pub const BINDING_REL: &str = "_state/dataset.json";
+
 /// What an output directory is bound to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatasetBinding {
@@ -225,7 +228,7 @@ impl RunState {
         refuse_foreign_directory(dir)?;
         let chunks_dir = state_dir.join("chunks");
         std::fs::create_dir_all(&chunks_dir).map_err(io("creating", &chunks_dir))?;
-        let bind_path = state_dir.join("dataset.json");
+        let bind_path = dir.join(BINDING_REL);
         if bind_path.exists() {
             let existing: DatasetBinding = read_json(&bind_path)?;
             let checks = [
@@ -312,8 +315,7 @@ impl RunState {
     pub fn commit(&mut self, chunk: ChunkState) -> Result<(), StateError> {
         let path = self
             .dir
-            .join("_state/chunks")
-            .join(format!("{}.json", chunk.chunk_id));
+            .join(crate::sink::dataset::chunk_state_rel(&chunk.chunk_id));
         let json = serde_json::to_vec_pretty(&chunk).map_err(|e| StateError::Corrupt {
             path: path.clone(),
             message: e.to_string(),

@@ -15,16 +15,22 @@
 //! earlier chunk or an earlier run) is dropped as `duplicate_across_runs`, exactly the row a
 //! single-task run would have dropped; the affected chunk's shards are rewritten without it.
 //! Then it writes the manifest, `quarantine.jsonl` and a merged `run_report.json`.
+//!
+//! A plain run is task 0 of 1: it writes its quarantine in place, keeps no marker, and ends with
+//! the same [`merge`] (which then finds nothing to drop: a single task deduplicates as it goes)
+//! and the same publish step.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{self, ChunkState, DatasetBinding, RunLock, RunState, TaskTag};
-use super::{build_manifest, ids_path, PipelineError, RunReport};
+use super::state::{self, DatasetBinding, RunLock, RunState, TaskTag};
+use super::{build_manifest, PipelineError, RunReport};
 use crate::episode::IngestStats;
-use crate::sink::{DatasetMeta, OutputRow, ShardConfig, ShardWriter};
+use crate::sink::dataset::{chunk_ids_rel, DatasetWriter, QUARANTINE_FILE};
+use crate::sink::{DatasetMeta, ShardConfig};
 use crate::store::Mirror;
 
 /// One task's share of a sharded run.
@@ -37,6 +43,14 @@ pub struct TaskSlice {
 }
 
 impl TaskSlice {
+    /// A plain run: the only task of one.
+    pub const SINGLE: TaskSlice = TaskSlice { index: 0, count: 1 };
+
+    /// Whether this is a plain run (it finalizes itself).
+    pub fn is_single(&self) -> bool {
+        self.count == 1
+    }
+
     /// Checks `0 <= index < count`.
     pub fn new(index: u32, count: u32) -> Result<Self, String> {
         if count == 0 {
@@ -66,8 +80,12 @@ impl TaskSlice {
         format!(".lock-task-{}", self.index)
     }
 
-    /// Where the task writes its quarantine (every task reads all input, so all are equal).
+    /// Where the task writes its quarantine (every task reads all input, so all are equal); a
+    /// plain run writes the dataset's own.
     pub fn quarantine_rel(&self) -> String {
+        if self.is_single() {
+            return QUARANTINE_FILE.to_string();
+        }
         format!(
             "_state/tasks/{}/quarantine-{}.jsonl",
             self.count, self.index
@@ -102,11 +120,14 @@ pub struct TaskMarker {
 }
 
 /// Writes a task's completion marker (locally, then to the store).
-pub(super) fn write_marker(mirror: &Mirror, marker: &TaskMarker) -> Result<(), PipelineError> {
+pub(super) fn write_marker(
+    dataset: &DatasetWriter,
+    marker: &TaskMarker,
+) -> Result<(), PipelineError> {
     let rel = marker_rel(marker.num_tasks, marker.task_index);
     let json =
         serde_json::to_vec_pretty(marker).map_err(|e| PipelineError::Stage(e.to_string()))?;
-    let path = mirror.local().join(&rel);
+    let path = dataset.dir().join(&rel);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|source| state::StateError::Io {
             action: "creating",
@@ -115,13 +136,21 @@ pub(super) fn write_marker(mirror: &Mirror, marker: &TaskMarker) -> Result<(), P
         })?;
     }
     state::write_atomic(&path, &json)?;
-    mirror.push(&rel)?;
+    dataset.upload_state(&rel)?;
     Ok(())
 }
 
-/// A plain run must not mix with chunks of a sharded run that was never finalized.
-pub(super) fn refuse_unfinalized(state: &RunState, label: &str) -> Result<(), PipelineError> {
-    if let Some(tag) = state.committed().iter().find_map(|c| c.task) {
+/// A plain run must not mix with chunks of a sharded run that was never finalized (its own
+/// chunks, task 0 of 1, left by an interrupted plain run, are resumed).
+pub(super) fn refuse_other_sharded_runs(
+    state: &RunState,
+    label: &str,
+) -> Result<(), PipelineError> {
+    if let Some(tag) = state
+        .committed()
+        .iter()
+        .find_map(|c| c.task.filter(|t| t.num_tasks != 1))
+    {
         return Err(PipelineError::Tasks(format!(
             "{label} holds chunks of a sharded run ({} tasks) that was not finalized; \
              run `hindsight finalize {label}` once every task is done",
@@ -184,7 +213,7 @@ fn task_counts(dir: &Path) -> Vec<u32> {
 /// Merges the chunks of a finished sharded run at `target` (a directory or a URL) and writes the
 /// manifest. Refuses, naming them, while any task's marker is missing or stale.
 pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, PipelineError> {
-    let mirror = Mirror::open(target)?;
+    let mirror = Arc::new(Mirror::open(target)?);
     let dir = mirror.local().to_path_buf();
     let label = mirror.label();
     let _lock = RunLock::acquire(&dir)?;
@@ -196,7 +225,8 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
             [] => {
                 return Err(PipelineError::Tasks(format!(
                     "{label}: no sharded task has finished here (no _state/tasks/<N>/<I>.json); \
-                     run `hindsight run … --task-index I --num-tasks N` first"
+                     run `hindsight run … --task-index I --num-tasks N` first \
+                     (a plain run finalizes itself)"
                 )))
             }
             [n] => *n,
@@ -268,7 +298,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         tracing::warn!("tasks report different ingest statistics; using task 0's");
     }
 
-    let bind_path = dir.join("_state/dataset.json");
+    let bind_path = dir.join(state::BINDING_REL);
     let binding: DatasetBinding =
         serde_json::from_slice(&std::fs::read(&bind_path).map_err(|source| {
             state::StateError::Io {
@@ -282,10 +312,65 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
             message: e.to_string(),
         })?;
     let mut st = RunState::open(&dir, &binding)?;
+    let listed: HashSet<String> = st
+        .committed()
+        .iter()
+        .flat_map(|c| c.shards.iter().map(|s| s.file.clone()))
+        .collect();
+    let orphans_removed = (st.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64;
 
+    let dataset = DatasetWriter::new(mirror.clone(), meta.clone(), shard_config(&meta));
+    let merged = merge(&dataset, &mut st, &markers)?;
+
+    // Counts over this run's chunks, after dedup.
+    let mut counts = super::StepCounts::default();
+    for c in st.committed() {
+        if merged.chunks.contains(&c.chunk_id) {
+            counts.add(&c.counts);
+        }
+    }
+    let report = FinalizeReport {
+        output: label.clone(),
+        num_tasks: n,
+        chunks_merged: merged.chunks_merged,
+        duplicates_removed: merged.duplicates_removed,
+        orphans_removed,
+        ingest: ingest.clone(),
+        counts,
+        task_seconds: markers.iter().map(|m| m.report.seconds).collect(),
+    };
+    let json =
+        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
+    let manifest = build_manifest(&meta, &st, Some(&ingest));
+    dataset.publish(Some(&dir.join(slice.quarantine_rel())), &json, &manifest)?;
+    Ok(report)
+}
+
+/// What [`merge`] did.
+pub(super) struct Merged {
+    /// Every chunk the tasks own (the run's chunks, merged now or before).
+    pub chunks: HashSet<String>,
+    /// Chunks merged now.
+    pub chunks_merged: u64,
+    /// Rows dropped because an earlier chunk (of another task or an earlier run) has them.
+    pub duplicates_removed: u64,
+}
+
+/// Merges the tasks' chunks into the dataset, walking them in input order: a row whose
+/// `sample_id` an earlier chunk (merged, or earlier in this walk) already has is dropped as
+/// `duplicate_across_runs`, exactly the row a single task would have dropped, and its chunk's
+/// shards are rewritten without it; every merged chunk loses its task tag. For a plain run
+/// (one task, which deduplicates as it goes) nothing is dropped and only the tags go.
+pub(super) fn merge(
+    dataset: &DatasetWriter,
+    st: &mut RunState,
+    markers: &[TaskMarker],
+) -> Result<Merged, PipelineError> {
+    let label = dataset.label();
+    let n = markers.first().map_or(1, |m| m.num_tasks);
     // Chunk order of this run, from the markers (authoritative for the current input).
     let mut ordinal: HashMap<String, u64> = HashMap::new();
-    for m in &markers {
+    for m in markers {
         for (id, o) in &m.chunks {
             if !st.is_committed(id) {
                 return Err(PipelineError::Tasks(format!(
@@ -298,35 +383,33 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         }
     }
 
-    let listed: HashSet<String> = st
-        .committed()
-        .iter()
-        .flat_map(|c| c.shards.iter().map(|s| s.file.clone()))
-        .collect();
-    let orphans_removed = (st.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64;
-
-    let mut seen = super::load_committed_sample_ids(&dir, &st, |c| c.task.is_none())?;
-    let mut pending: Vec<(u64, ChunkState)> = Vec::new();
+    let mut seen = super::load_committed_sample_ids(dataset.dir(), st, |c| c.task.is_none())?;
+    let mut pending = Vec::new();
     for c in st.committed() {
-        if c.task.is_none() {
+        let Some(tag) = c.task else {
             continue;
-        }
-        let o = ordinal.get(&c.chunk_id).copied().ok_or_else(|| {
-            PipelineError::Tasks(format!(
-                "chunk {} on {label} was written by a sharded task that is not part of this \
-                 {n}-task run; rerun the tasks of one run on the same input, then finalize",
-                c.chunk_id
-            ))
-        })?;
+        };
+        let o = match ordinal.get(&c.chunk_id) {
+            Some(o) => *o,
+            // An interrupted plain run's chunk of an input that has changed since: the chunks
+            // after it were deduplicated against it, so it goes first.
+            None if n == 1 && tag.num_tasks == 1 => 0,
+            None => {
+                return Err(PipelineError::Tasks(format!(
+                    "chunk {} on {label} was written by a sharded task that is not part of this \
+                     {n}-task run; rerun the tasks of one run on the same input, then finalize",
+                    c.chunk_id
+                )))
+            }
+        };
         pending.push((o, (*c).clone()));
     }
     pending.sort_by_key(|(o, _)| *o);
 
-    let shard_cfg = shard_config(&meta);
     let mut duplicates_removed = 0u64;
     let chunks_merged = pending.len() as u64;
     for (_, chunk) in pending {
-        let ids_file = ids_path(&dir, &chunk.chunk_id);
+        let ids_file = dataset.dir().join(chunk_ids_rel(&chunk.chunk_id));
         let text = std::fs::read_to_string(&ids_file).map_err(|source| state::StateError::Io {
             action: "reading",
             path: ids_file.clone(),
@@ -337,8 +420,9 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         let mut merged = chunk.clone();
         merged.task = None;
         if dups.is_empty() {
-            st.commit(merged)?;
-            mirror.push(&format!("_state/chunks/{}.json", chunk.chunk_id))?;
+            dataset.recommit(&chunk.chunk_id, || {
+                st.commit(merged).map_err(PipelineError::from)
+            })?;
             seen.extend(ids.iter().map(|s| s.to_string()));
             continue;
         }
@@ -348,8 +432,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         // Counted from the rows, not the id list: a damaged id file must not underflow.
         let mut dropped = 0u64;
         for s in &chunk.shards {
-            mirror.pull(&s.file)?;
-            for row in read_rows(&dir.join(&s.file))? {
+            for row in dataset.read_shard(&s.file)? {
                 if dups.contains(row.sample_id.as_str()) {
                     dropped_tokens += row.response_tokens() as u64;
                     dropped += 1;
@@ -360,14 +443,6 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         }
         duplicates_removed += dropped;
         let kept_ids: Vec<String> = kept.iter().map(|r| r.sample_id.clone()).collect();
-        let mut writer = ShardWriter::new(
-            &dir,
-            &format!("{}-merged", chunk.chunk_id),
-            meta.clone(),
-            shard_cfg.clone(),
-        )?;
-        writer.write_rows(kept)?;
-        merged.shards = writer.finish()?;
         let counts = &mut merged.counts;
         counts.rows_written = counts.rows_written.saturating_sub(dropped);
         counts.response_tokens = counts.response_tokens.saturating_sub(dropped_tokens);
@@ -382,61 +457,17 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         merged
             .counts
             .drop_n(super::DropReason::DuplicateAcrossRuns, dropped);
-        // New shards, then the state that lists them (the commit point), then the ids; the old
-        // shards are unlisted from then on and deleted last (or by the next cleanup).
-        for s in &merged.shards {
-            mirror.push_shard(&s.file)?;
-        }
-        st.commit(merged)?;
-        mirror.push(&format!("_state/chunks/{}.json", chunk.chunk_id))?;
-        let mut text = kept_ids.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
-        }
-        state::write_atomic(&ids_file, text.as_bytes())?;
-        mirror.push(&format!("_state/chunks/{}.ids", chunk.chunk_id))?;
-        for s in &chunk.shards {
-            let p = dir.join(&s.file);
-            if p.exists() {
-                std::fs::remove_file(&p).map_err(|source| state::StateError::Io {
-                    action: "removing",
-                    path: p.clone(),
-                    source,
-                })?;
-            }
-            mirror.delete_remote(&s.file)?;
-        }
+        dataset.rewrite(&chunk.chunk_id, &chunk.shards, kept, |shards| {
+            merged.shards = shards;
+            st.commit(merged).map_err(PipelineError::from)
+        })?;
         seen.extend(kept_ids);
     }
-
-    // Counts over this run's chunks, after dedup.
-    let mut counts = super::StepCounts::default();
-    for c in st.committed() {
-        if ordinal.contains_key(&c.chunk_id) {
-            counts.add(&c.counts);
-        }
-    }
-    let report = FinalizeReport {
-        output: label.clone(),
-        num_tasks: n,
+    Ok(Merged {
+        chunks: ordinal.into_keys().collect(),
         chunks_merged,
         duplicates_removed,
-        orphans_removed,
-        ingest: ingest.clone(),
-        counts,
-        task_seconds: markers.iter().map(|m| m.report.seconds).collect(),
-    };
-    let q = dir.join(slice.quarantine_rel());
-    let q_bytes = std::fs::read(&q).unwrap_or_default();
-    state::write_atomic(&dir.join("quarantine.jsonl"), &q_bytes)?;
-    let json =
-        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
-    state::write_atomic(&dir.join("run_report.json"), &json)?;
-    build_manifest(&meta, &st, Some(&ingest)).write(&dir)?;
-    mirror.push("quarantine.jsonl")?;
-    mirror.push("run_report.json")?;
-    mirror.push(crate::sink::MANIFEST_FILE)?;
-    Ok(report)
+    })
 }
 
 fn join(v: &[u32]) -> String {
@@ -454,28 +485,6 @@ fn shard_config(meta: &DatasetMeta) -> ShardConfig {
         cfg.max_bytes = n;
     }
     cfg
-}
-
-/// Every row of one shard.
-fn read_rows(path: &Path) -> Result<Vec<OutputRow>, PipelineError> {
-    let file = std::fs::File::open(path).map_err(|source| state::StateError::Io {
-        action: "opening",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let corrupt = |e: String| state::StateError::Corrupt {
-        path: path.to_path_buf(),
-        message: e,
-    };
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.build())
-        .map_err(|e| corrupt(e.to_string()))?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
-        rows.extend(crate::sink::batch_to_rows(&batch)?);
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]

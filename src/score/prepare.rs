@@ -57,7 +57,7 @@ pub fn prepare_episode(
             id: episode.provenance.conversation_id.clone(),
             message: "episode has no response yet (it needs a rollout)".into(),
         })?;
-    let completion_ids = tok.encode_completion(completion, episode.ends_turn)?;
+    let completion_ids = tok.encode_completion(completion, episode.ends_turn())?;
     let control = match template {
         Some(t) => Some(
             t.apply_control(&episode.prompt)

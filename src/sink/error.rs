@@ -68,6 +68,9 @@ pub enum SinkError {
     /// Writer settings are unusable (zero rows per shard, empty chunk id, ...).
     #[error("invalid sink config: {0}")]
     Config(String),
+    /// Uploading to or reading from the dataset's object store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
 }
 
 impl SinkError {

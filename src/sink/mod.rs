@@ -5,9 +5,14 @@
 //! 1. [`DatasetMeta::new`] once per run;
 //! 2. a [`ShardWriter`] per chunk, fed [`OutputRow::new`] rows, then [`ShardWriter::finish`];
 //! 3. [`Manifest::new`] over all [`ShardInfo`]s plus run statistics, then [`Manifest::write`].
+//!
+//! The pipeline does all three through a [`DatasetWriter`], which also uploads to an object
+//! store and enforces the order that keeps a dataset consistent (shards → ids → chunk state →
+//! manifest).
 
 pub mod batch;
 pub mod columns;
+pub mod dataset;
 pub mod error;
 pub mod manifest;
 pub mod meta;
@@ -19,6 +24,7 @@ pub mod validate;
 
 pub use batch::{batch_to_rows, rows_to_batch};
 pub use columns::{Column, CONTRACT};
+pub use dataset::DatasetWriter;
 pub use error::{SinkError, SinkResult};
 pub use manifest::{Manifest, Totals, MANIFEST_FILE};
 pub use meta::DatasetMeta;

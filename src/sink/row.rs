@@ -217,7 +217,7 @@ impl OutputRow {
             teacher_prompt_ids: ids(&req.teacher_prompt_ids),
             completion_ids: ids(&req.completion_ids),
             loss_mask: vec![1; t],
-            finish_reason: episode.finish_reason().as_str().to_string(),
+            finish_reason: episode.finish_reason.as_str().to_string(),
             is_on_policy: episode.is_on_policy,
             student_logprobs: scores.student_logprobs.clone(),
             teacher_logprobs: scores.teacher_logprobs.clone(),

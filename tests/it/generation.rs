@@ -5,7 +5,7 @@
 use crate::common;
 
 use hindsight::episode::Message;
-use hindsight::model::generate::{generate, GenerationConfig, StopReason};
+use hindsight::model::generate::{generate, GenerationConfig, GenerationPrompt, StopReason};
 use hindsight::score::{ScoreRequest, Scorer, ScorerConfig};
 
 fn prompts() -> Vec<Vec<u32>> {
@@ -35,7 +35,13 @@ fn greedy_tokens_are_the_scorers_argmax_and_stops_are_reported() {
         ..GenerationConfig::default()
     };
     let prompts = prompts();
-    let samples = generate(&m.transformer, &prompts, eot, &cfg).expect("generate");
+    let samples = generate(
+        &m.transformer,
+        &GenerationPrompt::seeded(&prompts, 0),
+        eot,
+        &cfg,
+    )
+    .expect("generate");
     assert_eq!(samples.len(), 2);
     let requests: Vec<ScoreRequest> = samples
         .iter()
@@ -79,7 +85,14 @@ fn greedy_tokens_are_the_scorers_argmax_and_stops_are_reported() {
         max_new_tokens: 3,
         ..cfg
     };
-    for s in generate(&m.transformer, &prompts, eot, &short).expect("generate") {
+    for s in generate(
+        &m.transformer,
+        &GenerationPrompt::seeded(&prompts, 0),
+        eot,
+        &short,
+    )
+    .expect("generate")
+    {
         assert_eq!(s.finish_reason, StopReason::Length);
         assert_eq!(s.completion_ids.len(), 3);
     }
@@ -97,9 +110,16 @@ fn seeds_make_sampling_reproducible() {
         seed,
         ..GenerationConfig::default()
     };
-    let a = generate(&m.transformer, &prompts[..1], eot, &cfg(7)).expect("generate");
-    let b = generate(&m.transformer, &prompts[..1], eot, &cfg(7)).expect("generate");
-    let c = generate(&m.transformer, &prompts[..1], eot, &cfg(8)).expect("generate");
+    let sample = |seed| {
+        generate(
+            &m.transformer,
+            &GenerationPrompt::seeded(&prompts[..1], seed),
+            eot,
+            &cfg(seed),
+        )
+        .expect("generate")
+    };
+    let (a, b, c) = (sample(7), sample(7), sample(8));
     assert_eq!(a.len(), 2);
     assert_eq!(a, b, "same seed, same samples");
     assert_ne!(a, c, "different seed, different samples");
@@ -107,4 +127,33 @@ fn seeds_make_sampling_reproducible() {
         a[0].completion_ids, a[1].completion_ids,
         "n samples differ from each other"
     );
+}
+
+#[test]
+fn a_prompts_samples_do_not_depend_on_the_other_prompts_in_its_batch() {
+    // The pipeline rolls out a whole scoring batch at once; a demonstration must get the same
+    // tokens whether it is generated alone or with others (resume and sharding depend on it).
+    let m = common::model();
+    let eot = m.tokenizer.eot_id();
+    let cfg = GenerationConfig {
+        max_new_tokens: 24,
+        temperature: 1.0,
+        n: 2,
+        ..GenerationConfig::default()
+    };
+    let prompts = prompts();
+    let together = GenerationPrompt::seeded(&prompts, 11);
+    let both = generate(&m.transformer, &together, eot, &cfg).expect("generate");
+    let alone = generate(&m.transformer, &together[1..], eot, &cfg).expect("generate");
+    let second: Vec<_> = both
+        .iter()
+        .filter(|s| s.prompt_index == 1)
+        .map(|s| (s.sample_index, s.completion_ids.clone(), s.finish_reason))
+        .collect();
+    let single: Vec<_> = alone
+        .iter()
+        .map(|s| (s.sample_index, s.completion_ids.clone(), s.finish_reason))
+        .collect();
+    assert_eq!(second.len(), 2);
+    assert_eq!(second, single);
 }

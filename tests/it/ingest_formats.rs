@@ -23,7 +23,7 @@ fn wildchat_parquet() {
         (SourceKind::ChatLog, Method::Hindsight)
     );
     assert_eq!(e.teacher_template, "hindsight_offline_v1");
-    assert!(!e.is_on_policy && e.ends_turn);
+    assert!(!e.is_on_policy && e.ends_turn());
     assert_eq!(e.provenance.source_record, 0);
     assert_eq!(e.provenance.turn_index, 1);
     assert_eq!(

@@ -55,6 +55,22 @@ fn committed_chunks(out: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The `task` tag of every committed chunk's state record (null once merged).
+fn chunk_task_tags(out: &Path) -> Vec<serde_json::Value> {
+    let mut tags = Vec::new();
+    for e in std::fs::read_dir(out.join("_state/chunks"))
+        .expect("chunks")
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "json") {
+            let s: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).expect("state")).expect("json");
+            tags.push(s["task"].clone());
+        }
+    }
+    tags
+}
+
 fn report(out: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(out.join("run_report.json")).expect("run report");
     serde_json::from_str(&text).expect("report json")
@@ -169,6 +185,20 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
             partial < chunks,
             "the run finished before it could be killed"
         );
+        // The manifest is published once, at the end: a killed first run leaves none, and its
+        // committed chunks are tagged as task 0 of 1 (a plain run is a one-task sharded run).
+        assert!(
+            !out.join("manifest.json").exists(),
+            "a killed run published a manifest"
+        );
+        let tags = chunk_task_tags(&out);
+        assert_eq!(tags.len(), partial);
+        for t in &tags {
+            assert_eq!(
+                (t["index"].as_u64(), t["num_tasks"].as_u64()),
+                (Some(0), Some(1))
+            );
+        }
         ok(&run(&["run", p.to_str().expect("utf8"), "--no-progress"]));
         let resumed = report(&out);
         assert_eq!(
@@ -180,6 +210,8 @@ fn killed_runs_resume_to_byte_identical_output_and_locks_refuse_a_second_run() {
             reference,
             "resume after a kill at {kill_after} chunks differs"
         );
+        // The resumed run merged every chunk: none is tagged any more.
+        assert!(chunk_task_tags(&out).iter().all(|t| t.is_null()));
         ok(&run(&["validate", out.to_str().expect("utf8")]));
     }
     let _ = std::fs::remove_dir_all(&dir);
