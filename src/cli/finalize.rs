@@ -1,4 +1,4 @@
-//! `hindsight finalize DIR`: the step after a sharded run. Refuses (exit 1, naming the missing
+//! `hindsight finalize DIR`: the step after a sharded run. Refuses (exit 75, naming the missing
 //! task indices) until every task has written its completion marker; then merges the tasks'
 //! chunks, drops rows duplicated across tasks as a single-task run would, and writes the
 //! manifest and run report.
@@ -20,9 +20,9 @@ pub struct FinalizeArgs {
 }
 
 /// Merges the tasks and prints a summary.
-pub fn run(a: FinalizeArgs) -> anyhow::Result<ExitCode> {
+pub fn run(a: FinalizeArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let report = pipeline::finalize(&a.dir, a.num_tasks)?;
-    eprintln!("{}", report.summary());
+    super::emit_report(json_logs, "finalize report", &report, &report.summary())?;
     println!("{}", report.output);
     Ok(ExitCode::SUCCESS)
 }

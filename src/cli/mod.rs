@@ -6,6 +6,7 @@ pub mod eval_relevance;
 pub mod export;
 pub mod finalize;
 pub mod inspect;
+pub mod plan;
 pub mod query;
 pub mod report;
 pub mod run;
@@ -94,6 +95,9 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a pipeline (ingest, score, write Parquet shards + manifest); resumable and incremental.
     Run(run::RunArgs),
+    /// Show what `run` would do (config and its diff against the dataset, inputs new vs
+    /// committed, predicate, model header) without loading weights or writing anything.
+    Plan(run::RunArgs),
     /// Score JSONL episodes: token ids, student/teacher log-probs, top-k, tail, relevance.
     Score(score::ScoreArgs),
     /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
@@ -160,17 +164,19 @@ pub fn print_stdout(text: &str) -> anyhow::Result<()> {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let json_logs = cli.global.log_format == LogFormat::Json;
     match cli.command {
         Command::Bench(a) => bench::run(a),
         Command::ExportHf(a) => export::run(a),
         Command::Score(a) => score::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Run(a) => run::run(a, json_logs),
+        Command::Plan(a) => plan::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Stats(a) => stats::run(a),
         Command::Report(a) => report::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::EvalRelevance(a) => eval_relevance::run(a),
-        Command::Finalize(a) => finalize::run(a),
+        Command::Finalize(a) => finalize::run(a, json_logs),
         Command::Query(a) => query::run(a),
     }
 }
@@ -189,4 +195,143 @@ pub fn error_chain(e: &anyhow::Error) -> String {
         last = text;
     }
     out
+}
+
+/// Exit statuses, the same for every command (README, "Exit codes"); the Kubernetes manifests'
+/// `podFailurePolicy` and schedulers key on them.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A failure while working (I/O, store, model, a bug): retrying may help.
+    pub const FAILURE: u8 = 1;
+    /// A usage or configuration error (flags, pipeline file, `--where`): retrying cannot help.
+    pub const USAGE: u8 = 2;
+    /// The dataset at the output was made with another config, model, tokenizer or contract,
+    /// or the directory is not a dataset: retrying cannot help.
+    pub const IDENTITY: u8 = 3;
+    /// A quality guard failed (`--min-rows`, `--max-quarantine-fraction`): the run finished and
+    /// published, but its result does not look like a healthy night.
+    pub const GUARD: u8 = 4;
+    /// Not ready yet, try again later (EX_TEMPFAIL): finalize before every task has finished,
+    /// or another run holds the dataset's lock.
+    pub const NOT_READY: u8 = 75;
+    /// `validate`: the dataset has contract violations.
+    pub const INVALID: u8 = 1;
+}
+
+/// A usage error a command finds itself (a bad flag combination): exit [`exit::USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The exit status for a failed command, from the first cause that has a meaning.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use crate::pipeline::state::StateError;
+    use crate::pipeline::PipelineError;
+    for cause in e.chain() {
+        if let Some(p) = cause.downcast_ref::<PipelineError>() {
+            match p {
+                PipelineError::Config(_) | PipelineError::Predicate(_) => return exit::USAGE,
+                PipelineError::Guard(_) => return exit::GUARD,
+                PipelineError::NotReady(_) => return exit::NOT_READY,
+                PipelineError::State(s) => match s {
+                    StateError::Mismatch { .. } | StateError::Foreign { .. } => {
+                        return exit::IDENTITY
+                    }
+                    StateError::Locked(_) => return exit::NOT_READY,
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+        match cause.downcast_ref::<StateError>() {
+            Some(StateError::Mismatch { .. } | StateError::Foreign { .. }) => {
+                return exit::IDENTITY
+            }
+            Some(StateError::Locked(_)) => return exit::NOT_READY,
+            _ => {}
+        }
+        if cause.downcast_ref::<crate::config::ConfigError>().is_some()
+            || cause.downcast_ref::<UsageError>().is_some()
+        {
+            return exit::USAGE;
+        }
+    }
+    exit::FAILURE
+}
+
+/// Prints a failed command's error: `error: …` on stderr, or, in JSON log mode, one `ERROR`
+/// event with the message and the exit status.
+pub fn report_error(e: &anyhow::Error, json: bool) -> u8 {
+    let code = exit_code(e);
+    let message = error_chain(e);
+    if json {
+        tracing::error!(exit_code = code, "{message}");
+    } else {
+        eprintln!("error: {message}");
+    }
+    code
+}
+
+/// A command's report: one `hindsight::report` event holding it as an object in JSON log mode,
+/// else its human summary on stderr.
+pub fn emit_report<T: serde::Serialize>(
+    json_logs: bool,
+    message: &str,
+    report: &T,
+    summary: &str,
+) -> anyhow::Result<()> {
+    if json_logs {
+        json_event(
+            "hindsight::report",
+            message,
+            "report",
+            serde_json::to_value(report)?,
+        );
+    } else {
+        eprintln!("{summary}");
+    }
+    Ok(())
+}
+
+/// Writes a JSON document as one log line shaped like `tracing`'s JSON events
+/// (`timestamp`, `level`, `fields.message`, `fields.<name>`, `target`), so a log pipeline gets
+/// the run report as an object, not as an escaped string.
+pub fn json_event(target: &str, message: &str, name: &str, value: serde_json::Value) {
+    let mut fields = serde_json::Map::new();
+    fields.insert("message".into(), message.into());
+    fields.insert(name.into(), value);
+    let line = serde_json::json!({
+        "timestamp": rfc3339_now(),
+        "level": "INFO",
+        "fields": fields,
+        "target": target,
+    });
+    eprintln!("{line}");
+}
+
+/// The current UTC time as RFC 3339 with microseconds.
+fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
 }

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::UsageError;
 use crate::config::PipelineConfig;
-use crate::pipeline::{self, RunOptions, TaskSlice};
+use crate::pipeline::{self, PipelineError, RunOptions, TaskSlice};
 
 /// Arguments of `hindsight run`.
 #[derive(Debug, Args)]
@@ -22,12 +23,14 @@ pub struct RunArgs {
     /// Output directory or object-store URL (s3://, gs://, az://, file://); replaces output.dir.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// This task's index (0-based) in a sharded run; needs --num-tasks.
-    #[arg(long, requires = "num_tasks")]
+    /// This task's index (0-based) in a sharded run; default $JOB_COMPLETION_INDEX (a
+    /// Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (a Slurm array) when a task count is known.
+    #[arg(long)]
     pub task_index: Option<u32>,
     /// Number of tasks of a sharded run; each scores the chunks whose ordinal mod N is its
-    /// index. Run `hindsight finalize` after all of them.
-    #[arg(long, requires = "task_index")]
+    /// index. Run `hindsight finalize` after all of them. Default $HINDSIGHT_NUM_TASKS or
+    /// $SLURM_ARRAY_TASK_COUNT.
+    #[arg(long)]
     pub num_tasks: Option<u32>,
     /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
     #[arg(long)]
@@ -42,13 +45,89 @@ pub struct RunArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Show the plan (what `hindsight plan` prints) and stop: no weights loaded, nothing written.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan as JSON (`plan`, `run --dry-run`).
+    #[arg(long)]
+    pub json: bool,
+    /// Write Prometheus metrics (text format) to this file after every chunk and at the end.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    /// Fail (exit 4) when this run writes fewer rows; the dataset is still published.
+    #[arg(long, value_name = "N")]
+    pub min_rows: Option<u64>,
+    /// Fail (exit 4) when more than this fraction (0..1) of the records read was quarantined,
+    /// e.g. inputs that changed format; the dataset is still published.
+    #[arg(long, value_name = "F")]
+    pub max_quarantine_fraction: Option<f64>,
     /// Commit at most this many chunks, then stop (for staged runs and resume tests).
     #[arg(long, hide = true)]
     pub max_chunks: Option<usize>,
 }
 
-/// Resolves the config (file, then --set, then the dedicated flags) and runs it.
-pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+/// The environment variables a sharded task's index and count default to.
+const TASK_ENV: [&str; 5] = [
+    "JOB_COMPLETION_INDEX",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_COUNT",
+    "HINDSIGHT_NUM_TASKS",
+];
+
+/// This run's task: the flags, else the scheduler's environment (`env` looks a variable up).
+pub fn resolve_task(
+    index: Option<u32>,
+    count: Option<u32>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<TaskSlice>, UsageError> {
+    let num = |name: &str| -> Result<Option<u32>, UsageError> {
+        match env(name) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| UsageError(format!("${name} = {v:?} is not a task number"))),
+        }
+    };
+    let count = match count {
+        Some(c) => Some(c),
+        None => match num(TASK_ENV[4])? {
+            Some(c) => Some(c),
+            None => num(TASK_ENV[3])?,
+        },
+    };
+    let (index, from) = match index {
+        Some(i) => (Some(i), "--task-index"),
+        None => match num(TASK_ENV[0])? {
+            Some(i) => (Some(i), TASK_ENV[0]),
+            None => match num(TASK_ENV[1])? {
+                Some(i) => {
+                    let min = num(TASK_ENV[2])?.unwrap_or(0);
+                    (Some(i.saturating_sub(min)), TASK_ENV[1])
+                }
+                None => (None, ""),
+            },
+        },
+    };
+    match (index, count) {
+        (None, None) => Ok(None),
+        (Some(i), Some(n)) => TaskSlice::new(i, n).map(Some).map_err(UsageError),
+        (Some(i), None) => Err(UsageError(format!(
+            "task index {i} (from {from}) but no task count: pass --num-tasks N or set \
+             $HINDSIGHT_NUM_TASKS"
+        ))),
+        (None, Some(n)) => Err(UsageError(format!(
+            "{n} tasks but no task index: pass --task-index I, or run as a Kubernetes Indexed \
+             Job ($JOB_COMPLETION_INDEX) or a Slurm array ($SLURM_ARRAY_TASK_ID)"
+        ))),
+    }
+}
+
+/// The pipeline config a `run`/`plan` command line resolves to (file, then --set, then the
+/// dedicated flags) and its task.
+pub fn resolve(a: &RunArgs) -> anyhow::Result<(PipelineConfig, Option<TaskSlice>)> {
     let mut sets = a.sets.clone();
     if let Some(f) = &a.format {
         sets.push(format!("input.format={f:?}"));
@@ -60,21 +139,33 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if !a.inputs.is_empty() {
         cfg.input.paths = a.inputs.clone();
     }
-    let task = match (a.task_index, a.num_tasks) {
-        (Some(i), Some(n)) => Some(TaskSlice::new(i, n).map_err(anyhow::Error::msg)?),
-        _ => None,
-    };
     if let Some(w) = &a.where_sql {
         cfg.input.r#where = Some(w.clone());
+    }
+    let task = resolve_task(a.task_index, a.num_tasks, |k| std::env::var(k).ok())?;
+    Ok((cfg, task))
+}
+
+/// Runs the pipeline (or shows its plan with `--dry-run`), prints the report, checks the guards.
+pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
+    if a.dry_run {
+        return super::plan::run(a);
+    }
+    let (cfg, task) = resolve(&a)?;
+    if let Some(f) = a.max_quarantine_fraction {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(UsageError(format!(
+                "--max-quarantine-fraction {f} is not a fraction between 0 and 1"
+            ))
+            .into());
+        }
     }
     // A bad predicate is a usage error (status 2), reported before the model loads or the
     // output directory is touched.
     if let Some(sql) = cfg.input.r#where.as_deref() {
         if let Ok(files) = crate::ingest::expand_inputs(&cfg.input.paths) {
-            if let Err(e) = crate::sql::WherePredicate::compile(sql, &files, &Default::default()) {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(2));
-            }
+            crate::sql::WherePredicate::compile(sql, &files, &Default::default())
+                .map_err(|e| PipelineError::Predicate(e.to_string()))?;
         }
     }
     let report = pipeline::run(
@@ -84,15 +175,117 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             max_chunks: a.max_chunks,
             task,
             device: super::resolve_device(a.device)?,
+            metrics_file: a.metrics_file.clone(),
         },
     )?;
-    eprintln!("{}", report.summary());
-    if let Some(t) = task {
-        eprintln!(
-            "task {} of {}: {} chunks left to the other tasks; run `hindsight finalize` after all tasks",
-            t.index, t.count, report.chunks_other_tasks
+    super::emit_report(json_logs, "run report", &report, &report.summary())?;
+    if let Some(t) = task.filter(|t| !t.is_single()) {
+        tracing::info!(
+            task = t.index,
+            tasks = t.count,
+            chunks_other_tasks = report.chunks_other_tasks,
+            "task done; run `hindsight finalize` after all tasks"
         );
     }
     println!("{}", cfg.output.dir.display());
+    check_guards(&report, a.min_rows, a.max_quarantine_fraction)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--min-rows` and `--max-quarantine-fraction`, on what this run did.
+pub fn check_guards(
+    report: &pipeline::RunReport,
+    min_rows: Option<u64>,
+    max_quarantine_fraction: Option<f64>,
+) -> Result<(), PipelineError> {
+    let mut failed = Vec::new();
+    if let Some(min) = min_rows {
+        let rows = report.counts.rows_written;
+        if rows < min {
+            failed.push(format!(
+                "this run wrote {rows} rows, fewer than --min-rows {min}"
+            ));
+        }
+    }
+    if let Some(max) = max_quarantine_fraction {
+        let read = report.ingest.records_read;
+        let quarantined: u64 = report.ingest.records_quarantined.values().sum();
+        let fraction = quarantined as f64 / read.max(1) as f64;
+        if fraction > max {
+            let mut reasons: Vec<(&String, &u64)> =
+                report.ingest.records_quarantined.iter().collect();
+            reasons.sort_by(|a, b| b.1.cmp(a.1));
+            let top: Vec<String> = reasons
+                .iter()
+                .take(3)
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect();
+            failed.push(format!(
+                "{quarantined} of {read} records quarantined ({:.1}%, above \
+                 --max-quarantine-fraction {max}; {}); see quarantine.jsonl",
+                fraction * 100.0,
+                top.join(", ")
+            ));
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(PipelineError::Guard(format!(
+            "guard failed: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn the_task_comes_from_flags_else_the_schedulers_environment() {
+        let t = |i, n, vars: &[(&str, &str)]| resolve_task(i, n, env(vars));
+        assert_eq!(t(None, None, &[]).expect("plain"), None);
+        assert_eq!(
+            t(Some(1), Some(3), &[("JOB_COMPLETION_INDEX", "2")]).expect("flags win"),
+            Some(TaskSlice { index: 1, count: 3 })
+        );
+        let k8s = [("JOB_COMPLETION_INDEX", "2"), ("HINDSIGHT_NUM_TASKS", "4")];
+        assert_eq!(
+            t(None, None, &k8s).expect("k8s"),
+            Some(TaskSlice { index: 2, count: 4 })
+        );
+        let slurm = [
+            ("SLURM_ARRAY_TASK_ID", "11"),
+            ("SLURM_ARRAY_TASK_MIN", "10"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ];
+        assert_eq!(
+            t(None, None, &slurm).expect("slurm"),
+            Some(TaskSlice { index: 1, count: 3 })
+        );
+        let e = t(None, None, &[("JOB_COMPLETION_INDEX", "2")]).unwrap_err();
+        assert!(
+            e.0.contains("no task count") && e.0.contains("JOB_COMPLETION_INDEX"),
+            "{e}"
+        );
+        let e = t(None, Some(3), &[]).unwrap_err();
+        assert!(e.0.contains("no task index"), "{e}");
+        let e = t(
+            None,
+            None,
+            &[("JOB_COMPLETION_INDEX", "x"), ("HINDSIGHT_NUM_TASKS", "2")],
+        );
+        assert!(e.unwrap_err().0.contains("not a task number"));
+        let e = t(Some(5), None, &[("HINDSIGHT_NUM_TASKS", "2")]).unwrap_err();
+        assert!(e.0.contains("out of range"), "{e}");
+    }
 }

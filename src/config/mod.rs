@@ -252,14 +252,113 @@ impl PipelineConfig {
     }
 
     /// The settings that determine what a dataset's rows are: everything except where inputs are
-    /// read from and where the output goes (the input predicate `input.where` is included). A dataset directory is bound to this identity, so
-    /// nightly increments may add inputs but never change how rows are made.
+    /// read from and where the output goes (the input predicate `input.where` is included). A
+    /// dataset directory is bound to this identity, so nightly increments may add inputs but
+    /// never change how rows are made. [`PipelineConfig::identity_json`] also leaves out the
+    /// performance-only settings.
     pub fn dataset_identity(&self) -> PipelineConfig {
         let mut c = self.clone();
         c.input.paths.clear();
         c.output.dir = PathBuf::new();
         c
     }
+
+    /// The dataset identity as recorded in datasets: [`PipelineConfig::dataset_identity`] without
+    /// [`PERFORMANCE_KEYS`], so a GPU pod may use another token budget or batch size on the
+    /// same dataset.
+    pub fn identity_json(&self) -> serde_json::Value {
+        let mut v = self.legacy_identity_json();
+        for key in PERFORMANCE_KEYS {
+            if let Some((table, field)) = key.split_once('.') {
+                if let Some(t) = v.get_mut(table).and_then(|t| t.as_object_mut()) {
+                    t.remove(field);
+                }
+            }
+        }
+        v
+    }
+
+    /// The identity as earlier builds recorded it (performance settings included): datasets made
+    /// then stay bound to it.
+    pub fn legacy_identity_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.dataset_identity()).unwrap_or_default()
+    }
+}
+
+/// Settings that change how fast a run goes, not what its rows are: they are not part of a
+/// dataset's identity (see [`PipelineConfig::identity_json`]).
+pub const PERFORMANCE_KEYS: [&str; 3] = [
+    "score.token_budget",
+    "score.batch_episodes",
+    "score.prefix_sharing",
+];
+
+/// One setting that differs between two configs (dotted key; `None` where a side lacks it).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ConfigChange {
+    /// Dotted key, e.g. `score.top_k`.
+    pub key: String,
+    /// The value in the existing dataset.
+    pub existing: Option<serde_json::Value>,
+    /// The value now.
+    pub requested: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for ConfigChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<serde_json::Value>| match v {
+            Some(v) => v.to_string(),
+            None => "(unset)".to_string(),
+        };
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.key,
+            show(&self.existing),
+            show(&self.requested)
+        )
+    }
+}
+
+/// The settings that differ between two dataset identities (as JSON), key by key, sorted, so a
+/// refused run names what changed instead of showing two hashes.
+pub fn config_diff(
+    existing: &serde_json::Value,
+    requested: &serde_json::Value,
+) -> Vec<ConfigChange> {
+    fn flatten(
+        prefix: &str,
+        v: &serde_json::Value,
+        out: &mut std::collections::BTreeMap<String, serde_json::Value>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, x, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let (mut a, mut b) = (Default::default(), Default::default());
+    flatten("", existing, &mut a);
+    flatten("", requested, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| ConfigChange {
+            key: k.clone(),
+            existing: a.get(k).cloned(),
+            requested: b.get(k).cloned(),
+        })
+        .collect()
 }
 
 /// Sets `a.b.c = value` in a TOML tree, creating tables as needed.
@@ -295,6 +394,41 @@ fn apply_override(root: &mut toml::Value, assignment: &str) -> Result<(), Config
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn performance_settings_leave_the_identity_and_the_rest_stay() {
+        let text = "name = \"x\"\n[input]\npaths = [\"a.jsonl\"]\n[output]\ndir = \"out\"\n";
+        let cfg = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            PipelineConfig::parse(text, Path::new("x.toml"), &sets).expect("cfg")
+        };
+        let base = cfg(&[]);
+        let fast = cfg(&[
+            "score.token_budget=16384",
+            "score.batch_episodes=128",
+            "score.prefix_sharing=false",
+        ]);
+        assert_eq!(base.identity_json(), fast.identity_json());
+        assert_ne!(base.legacy_identity_json(), fast.legacy_identity_json());
+        assert!(base.identity_json()["score"].get("token_budget").is_none());
+        assert!(base.legacy_identity_json()["score"]
+            .get("token_budget")
+            .is_some());
+        assert_ne!(
+            base.identity_json(),
+            cfg(&["score.top_k=5"]).identity_json()
+        );
+    }
+
+    #[test]
+    fn config_diff_names_changed_added_and_removed_keys() {
+        let a = serde_json::json!({"score": {"top_k": 20, "relevance": "pmi"}, "x": [1, 2]});
+        let b =
+            serde_json::json!({"score": {"top_k": 10, "relevance": "pmi"}, "y": true, "x": [1, 2]});
+        let d: Vec<String> = config_diff(&a, &b).iter().map(|c| c.to_string()).collect();
+        assert_eq!(d, vec!["score.top_k: 20 -> 10", "y: (unset) -> true"]);
+        assert!(config_diff(&a, &a).is_empty());
+    }
+
     use super::*;
 
     const MINIMAL: &str = r#"

@@ -198,11 +198,11 @@ pub fn sniff_kind(head: &[u8]) -> Option<FileKind> {
 pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
     let name = path.to_string_lossy();
     let (source, file): (Box<dyn Read + Send>, Option<File>) = if crate::store::is_remote(&name) {
-        (Box::new(crate::store::open_object(&name)?), None)
+        (Box::new(Counted(crate::store::open_object(&name)?)), None)
     } else {
         let f = File::open(path)?;
         let clone = f.try_clone().ok();
-        (Box::new(f), clone)
+        (Box::new(Counted(f)), clone)
     };
     let mut raw = BufReader::with_capacity(256 << 10, source);
     let compression = sniff_compression(raw.fill_buf()?);
@@ -229,6 +229,32 @@ pub fn open_decompressed(path: &Path) -> std::io::Result<Opened> {
         magic,
         seekable,
     })
+}
+
+/// Input bytes read so far by this process (compressed bytes as stored; a Parquet file read in
+/// place counts whole when opened): the run's progress and ETA are measured against the inputs'
+/// total size.
+static INPUT_BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// [`INPUT_BYTES_READ`] now.
+pub fn input_bytes_read() -> u64 {
+    INPUT_BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Adds bytes read outside the counted streams (a Parquet file opened in place).
+pub fn count_input_bytes(n: u64) {
+    INPUT_BYTES_READ.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A raw input stream that counts what it reads into [`INPUT_BYTES_READ`].
+struct Counted<R>(R);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        count_input_bytes(n as u64);
+        Ok(n)
+    }
 }
 
 /// Copies a (decompressed or downloaded) stream into an anonymous temporary file, for Parquet,

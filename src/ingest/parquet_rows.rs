@@ -39,7 +39,12 @@ pub fn open(uri: String, mut opened: Opened, opts: &ReaderOptions) -> FileRecord
         ))))
     };
     let file = match opened.seekable.take() {
-        Some(f) => Ok(f),
+        Some(f) => {
+            // Read in place, not through the counted stream (which saw its first buffer).
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            super::input::count_input_bytes(len.saturating_sub(len.min(256 << 10)));
+            Ok(f)
+        }
         None => spool_to_tempfile(&mut opened.reader, opts.max_spool_bytes),
     };
     let file = match file {

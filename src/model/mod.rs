@@ -211,3 +211,65 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     }
     Ok(hex::encode(h.finalize()))
 }
+
+/// What `hindsight plan` reports about a model, read from its header (GGUF metadata, or a
+/// directory's `config.json` and `tokenizer.json`) without loading any weight.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelHeader {
+    /// The file or directory.
+    pub path: String,
+    /// `gguf` or `huggingface`.
+    pub format: String,
+    /// The supported family it was recognised as (unsupported ones are an error).
+    pub architecture: String,
+    /// Decoder layers.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Positions the model was trained for: no context may be longer.
+    pub context: usize,
+    /// Stored weight types and how many tensors have each (GGUF), or the config's `torch_dtype`.
+    pub weight_dtypes: std::collections::BTreeMap<String, usize>,
+    /// The tokenizer's fingerprint (recorded in every dataset it scores).
+    pub tokenizer_sha256: String,
+}
+
+/// Reads a model's header and checks it is a family and shape hindsight supports, as loading
+/// would, but without reading the weights.
+pub fn describe(path: &Path) -> Result<ModelHeader> {
+    let (format, cfg, weight_dtypes, tokenizer) = if path.is_dir() {
+        let cfg = safetensors::read_config(path)?;
+        let text = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let dtype = json
+            .get("torch_dtype")
+            .or_else(|| json.get("dtype"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string();
+        let tensors = std::collections::BTreeMap::from([(dtype, 0usize)]);
+        ("huggingface", cfg, tensors, Tokenizer::from_hf_dir(path)?)
+    } else {
+        let gguf = gguf::GgufFile::open(path)?;
+        let cfg = gguf.config()?;
+        let mut dtypes = std::collections::BTreeMap::new();
+        for info in gguf.content.tensor_infos.values() {
+            *dtypes.entry(format!("{:?}", info.ggml_dtype)).or_insert(0) += 1;
+        }
+        ("gguf", cfg, dtypes, Tokenizer::from_gguf(&gguf)?)
+    };
+    cfg.check().map_err(|e| Error::model(path, e))?;
+    Ok(ModelHeader {
+        path: path.display().to_string(),
+        format: format.to_string(),
+        architecture: cfg.architecture.as_str().to_string(),
+        layers: cfg.num_layers,
+        hidden_size: cfg.hidden_size,
+        vocab_size: cfg.vocab_size,
+        context: cfg.max_position_embeddings,
+        weight_dtypes,
+        tokenizer_sha256: tokenizer.fingerprint().to_string(),
+    })
+}

@@ -11,6 +11,8 @@
 //! and publish step as `finalize` ([`tasks`]): the manifest is built from the committed chunks
 //! in a fixed order and written once, last, so it never lists a partial or duplicate shard.
 
+pub mod plan;
+pub mod progress;
 pub mod state;
 pub mod steps;
 pub mod tasks;
@@ -51,6 +53,16 @@ pub enum PipelineError {
     Store(#[from] crate::store::StoreError),
     #[error("{0}")]
     Tasks(String),
+    /// Finalize cannot run yet: some tasks of the sharded run have not finished.
+    #[error("{0}")]
+    NotReady(String),
+    /// The `--where` predicate does not compile against the inputs.
+    #[error("{0}")]
+    Predicate(String),
+    /// A `--min-rows` / `--max-quarantine-fraction` guard failed: the run finished, but its
+    /// result is not what a healthy night looks like.
+    #[error("{0}")]
+    Guard(String),
     #[error("pipeline stage failed: {0}")]
     Stage(String),
 }
@@ -66,6 +78,8 @@ pub struct RunOptions {
     pub task: Option<TaskSlice>,
     /// Where the model runs.
     pub device: crate::model::device::DeviceSpec,
+    /// Write Prometheus metrics here after every chunk and at the end (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
 }
 
 /// One low-relevance row that was dropped, for the report.
@@ -183,8 +197,8 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
     tracing::info!(model = %model_path.display(), device = %opts.device, "loading model");
     let m = model::load(&model_path, cfg.model.compute, &opts.device.open()?)?;
-    let identity = serde_json::to_value(cfg.dataset_identity())
-        .map_err(|e| PipelineError::Stage(format!("serialising config: {e}")))?;
+    let identity =
+        state::choose_identity(&out_dir, cfg.identity_json(), cfg.legacy_identity_json())?;
     let meta = DatasetMeta::new(
         &m.info,
         cfg.score.top_k,
@@ -198,6 +212,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         weights_sha256: m.info.weights_sha256.clone(),
         tokenizer_sha256: m.info.tokenizer_sha256.clone(),
         contract_sha256: crate::sink::schema::contract_sha256(),
+        config: Some(meta.pipeline_config.clone()),
     };
     let state = if single {
         RunState::open(&out_dir, &binding)?
@@ -250,6 +265,17 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         })?;
     }
 
+    // Progress is measured in input bytes, against the inputs' total size.
+    let bytes_total = crate::ingest::expand_inputs(&cfg.input.paths)
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| crate::store::input_size(&f.path.display().to_string()))
+                .sum()
+        })
+        .unwrap_or(0);
+    let progress = progress::RunProgress::new(bytes_total, opts.metrics_file.clone());
+
     // Stage 1: reader thread.
     let (chunk_tx, chunk_rx) = sync_channel::<ReaderMsg>(2);
     let quarantine_path = out_dir.join(task.quarantine_rel());
@@ -273,11 +299,20 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let chunk_writer = dataset.clone();
     let writer = std::thread::Builder::new()
         .name("hindsight-writer".into())
-        .spawn(move || write_chunks(&chunk_writer, state, write_rx, task))
+        .spawn(move || write_chunks(&chunk_writer, state, write_rx, task, progress))
         .map_err(|e| PipelineError::Stage(format!("spawning writer: {e}")))?;
 
     // Stage 2: scoring on this thread (it owns the model and the compute threads).
-    let scored = score_chunks(cfg, &m, chunk_rx, write_tx, &committed, &mut seen_ids, opts);
+    let scored = score_chunks(
+        cfg,
+        &m,
+        chunk_rx,
+        write_tx,
+        &committed,
+        &mut seen_ids,
+        opts,
+        bytes_total,
+    );
     drop(seen_ids);
     let writer_result = writer
         .join()
@@ -290,7 +325,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         // A bug, not bad input: every episode in must be written or dropped for a reason.
         tracing::error!(counts = ?scoring.counts, "scoring counts do not reconcile");
     }
-    let (mut state, shards_written) = writer_result?;
+    let (mut state, shards_written, progress) = writer_result?;
     let ingest = match reader_result {
         Ok(s) => s,
         // A run stopped early (max_chunks) closes the channel on purpose; report what was read.
@@ -319,6 +354,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
     };
+    progress.finish(&report)?;
     let report_json =
         serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     if report.stopped_early {
@@ -427,6 +463,9 @@ struct ScoringOutcome {
     inputs_sha256: String,
 }
 
+// The scoring stage's inputs are the run's own pieces (config, model, the two channels, resume
+// state, options, progress total); bundling them in a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn score_chunks(
     cfg: &PipelineConfig,
     m: &LoadedModel,
@@ -435,9 +474,11 @@ fn score_chunks(
     committed: &HashSet<String>,
     seen_ids: &mut HashSet<String>,
     opts: &RunOptions,
+    bytes_total: u64,
 ) -> Result<ScoringOutcome, PipelineError> {
     let mut steps = ScoringSteps::new(cfg, m, seen_ids);
-    let progress = progress_bar(opts.progress);
+    let progress = progress_bar(opts.progress, bytes_total);
+    let bytes_start = crate::ingest::input::input_bytes_read();
     let mut out = ScoringOutcome {
         counts: StepCounts::default(),
         chunks_seen: 0,
@@ -477,7 +518,12 @@ fn score_chunks(
         for batch in chunk.episodes.chunks(cfg.score.batch_episodes.max(1)) {
             steps.run_batch(batch, &mut scored)?;
             if let Some(pb) = &progress {
-                pb.inc(batch.len() as u64);
+                let read = crate::ingest::input::input_bytes_read().saturating_sub(bytes_start);
+                pb.set_position(read.min(bytes_total));
+                pb.set_message(format!(
+                    "{} episodes scored",
+                    out.counts.episodes_scored + scored.counts.episodes_scored
+                ));
             }
         }
         out.counts.add(&scored.counts);
@@ -504,14 +550,15 @@ fn score_chunks(
     Ok(out)
 }
 
-fn progress_bar(enabled: bool) -> Option<indicatif::ProgressBar> {
+/// A bar over the input bytes (total and ETA), on a terminal only.
+fn progress_bar(enabled: bool, bytes_total: u64) -> Option<indicatif::ProgressBar> {
     use std::io::IsTerminal;
     if !enabled || !std::io::stderr().is_terminal() {
         return None;
     }
-    let pb = indicatif::ProgressBar::new_spinner();
+    let pb = indicatif::ProgressBar::new(bytes_total.max(1));
     if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} scored {pos} episodes ({per_sec})",
+        "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} input, eta {eta} · {msg}",
     ) {
         pb.set_style(style);
     }
@@ -526,9 +573,15 @@ fn write_chunks(
     mut state: RunState,
     rx: Receiver<ScoredChunk>,
     task: TaskSlice,
-) -> Result<(RunState, u64), PipelineError> {
+    mut progress: progress::RunProgress,
+) -> Result<(RunState, u64, progress::RunProgress), PipelineError> {
     let mut shards_written = 0u64;
     for chunk in rx {
+        let (id, uri, counts) = (
+            chunk.id.clone(),
+            chunk.source_uri.clone(),
+            chunk.counts.clone(),
+        );
         let staged = dataset.stage(&chunk.id, chunk.rows)?;
         shards_written += staged.shards().len() as u64;
         dataset.commit(staged, |shards| {
@@ -549,8 +602,9 @@ fn write_chunks(
                 })
                 .map_err(PipelineError::from)
         })?;
+        progress.chunk_committed(&id, &uri, &counts)?;
     }
-    Ok((state, shards_written))
+    Ok((state, shards_written, progress))
 }
 
 /// The sample ids of the committed chunks `include` selects (what later chunks dedup against).

@@ -31,7 +31,7 @@ pub enum StateError {
     #[error("{path} is corrupt: {message}")]
     Corrupt { path: PathBuf, message: String },
     #[error(
-        "{dir} holds a dataset made with a different {what} ({existing} here, {requested} now); \
+        "{dir} holds a dataset made with a different {what} ({existing} here, {requested} now){changes}; \
          use a new --output directory (datasets never mix configs or models)"
     )]
     Mismatch {
@@ -39,6 +39,8 @@ pub enum StateError {
         what: &'static str,
         existing: String,
         requested: String,
+        /// For a config: the keys that differ, as `; changed: key: old -> new, ...`.
+        changes: String,
     },
     #[error(
         "{dir} is not empty and is not a hindsight dataset (no _state/ or manifest.json; it holds \
@@ -134,6 +136,10 @@ pub struct DatasetBinding {
     /// directories written before it was recorded: they are refused too).
     #[serde(default)]
     pub contract_sha256: String,
+    /// The dataset identity itself (the config the hash is of), so a refused run and `plan`
+    /// can name the keys that changed (absent in directories written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 /// A committed chunk.
@@ -199,6 +205,88 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     crate::util::write_atomic(path, bytes).map_err(io("writing", path))
 }
 
+fn write_binding(path: &Path, binding: &DatasetBinding) -> Result<(), StateError> {
+    let json = serde_json::to_vec_pretty(binding).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    write_atomic(path, &json)
+}
+
+/// The identity a dataset was made with: its binding's copy, or, for a dataset whose binding
+/// predates that copy, the one every shard (and so the manifest) records.
+pub fn recorded_identity(dir: &Path, binding: &DatasetBinding) -> Option<serde_json::Value> {
+    if let Some(c) = &binding.config {
+        return Some(c.clone());
+    }
+    let bytes = std::fs::read(dir.join(crate::sink::MANIFEST_FILE)).ok()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let config = manifest.get("dataset")?.get("pipeline_config")?;
+    (crate::sink::meta::config_sha256(config) == binding.config_sha256).then(|| config.clone())
+}
+
+/// The dataset's binding, if `dir` is a dataset (read only).
+pub fn read_binding(dir: &Path) -> Result<Option<DatasetBinding>, StateError> {
+    let path = dir.join(BINDING_REL);
+    if !path.exists() {
+        return Ok(None);
+    }
+    read_json(&path).map(Some)
+}
+
+/// The identity a run over `dir` binds to: `current`, or, for a dataset made by an earlier build
+/// whose identity still included the performance-only settings, `legacy` (when that is what
+/// it is bound to), so old datasets keep their shards' metadata and are not refused.
+pub fn choose_identity(
+    dir: &Path,
+    current: serde_json::Value,
+    legacy: serde_json::Value,
+) -> Result<serde_json::Value, StateError> {
+    let hash = |v: &serde_json::Value| crate::sink::meta::config_sha256(v);
+    let Some(b) = read_binding(dir)? else {
+        return Ok(current);
+    };
+    if b.config_sha256 == hash(&current) {
+        return Ok(current);
+    }
+    // Bound to the legacy form (or to another config recorded in it: compare like with like,
+    // so a refusal names the keys that changed, not the performance settings).
+    let legacy_shaped = b.config_sha256 == hash(&legacy)
+        || recorded_identity(dir, &b).is_some_and(|r| {
+            crate::config::PERFORMANCE_KEYS.iter().any(|k| {
+                k.split_once('.')
+                    .is_some_and(|(t, f)| r.get(t).and_then(|t| t.get(f)).is_some())
+            })
+        });
+    Ok(if legacy_shaped { legacy } else { current })
+}
+
+/// What a dataset directory holds, read without creating, locking or changing anything
+/// (`hindsight plan`): its binding and committed chunks, or `None` when it is not a dataset yet.
+pub fn peek(dir: &Path) -> Result<Option<(DatasetBinding, Vec<ChunkState>)>, StateError> {
+    let bind_path = dir.join(BINDING_REL);
+    if !bind_path.exists() {
+        return Ok(None);
+    }
+    let binding: DatasetBinding = read_json(&bind_path)?;
+    let chunks_dir = dir.join("_state/chunks");
+    let mut chunks = Vec::new();
+    if chunks_dir.is_dir() {
+        for e in std::fs::read_dir(&chunks_dir).map_err(io("listing", &chunks_dir))? {
+            let path = e.map_err(io("listing", &chunks_dir))?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                chunks.push(read_json::<ChunkState>(&path)?);
+            }
+        }
+    }
+    chunks.sort_by(|a, b| {
+        a.source_uri
+            .cmp(&b.source_uri)
+            .then(a.chunk_index.cmp(&b.chunk_index))
+    });
+    Ok(Some((binding, chunks)))
+}
+
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StateError> {
     let bytes = std::fs::read(path).map_err(io("reading", path))?;
     serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
@@ -251,20 +339,37 @@ impl RunState {
             ];
             for (what, a, b) in checks {
                 if a != b {
+                    let recorded = recorded_identity(dir, &existing);
+                    let changes = match (&recorded, &binding.config, what) {
+                        (Some(old), Some(new), "pipeline config") => {
+                            let d = crate::config::config_diff(old, new);
+                            let shown: Vec<String> =
+                                d.iter().take(8).map(ToString::to_string).collect();
+                            let more = d.len().saturating_sub(8);
+                            let tail = if more > 0 {
+                                format!(" and {more} more")
+                            } else {
+                                String::new()
+                            };
+                            format!("; changed: {}{tail}", shown.join(", "))
+                        }
+                        _ => String::new(),
+                    };
                     return Err(StateError::Mismatch {
                         dir: dir.to_path_buf(),
                         what,
                         existing: short(a),
                         requested: short(b),
+                        changes,
                     });
                 }
             }
+            if existing.config.is_none() && binding.config.is_some() {
+                // Written before the identity was recorded: record it now (same hash).
+                write_binding(&bind_path, binding)?;
+            }
         } else {
-            let json = serde_json::to_vec_pretty(binding).map_err(|e| StateError::Corrupt {
-                path: bind_path.clone(),
-                message: e.to_string(),
-            })?;
-            write_atomic(&bind_path, &json)?;
+            write_binding(&bind_path, binding)?;
         }
         let mut chunks = BTreeMap::new();
         let entries = std::fs::read_dir(&chunks_dir).map_err(io("listing", &chunks_dir))?;
@@ -408,6 +513,21 @@ fn short(h: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A resumed run rebuilds the manifest from the chunk files it parses back; their f64 sums
+    /// must keep every bit (this value came back 1 ULP off before `float_roundtrip`).
+    #[test]
+    fn kl_sums_survive_the_chunk_file_bit_for_bit() {
+        let kl = KlTotals {
+            tokens: 37,
+            exact: 31.123_456_789_012_345,
+            topk_tail: 29.940_672_810_189_426,
+        };
+        let text = serde_json::to_string(&kl).unwrap();
+        let back: KlTotals = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.topk_tail.to_bits(), kl.topk_tail.to_bits(), "{text}");
+        assert_eq!(back.exact.to_bits(), kl.exact.to_bits(), "{text}");
+    }
 
     /// OS file locks (flock) conflict between open files even in one process, so this is the
     /// real exclusion two processes get.

@@ -244,7 +244,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         for i in 0..n {
             _task_locks.push(
                 RunLock::acquire_named(&dir, &format!(".lock-task-{i}")).map_err(|_| {
-                    PipelineError::Tasks(format!(
+                    PipelineError::NotReady(format!(
                         "finalize refused: task {i} of {n} is still running on {label}"
                     ))
                 })?,
@@ -269,7 +269,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         }
     }
     if !missing.is_empty() {
-        return Err(PipelineError::Tasks(format!(
+        return Err(PipelineError::NotReady(format!(
             "finalize refused: {} of {n} tasks have not finished on {label}: task index(es) {} \
              (no {}); run them with --task-index I --num-tasks {n}, then finalize again",
             missing.len(),

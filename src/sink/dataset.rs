@@ -6,7 +6,8 @@
 //!   exists, a resumed run cleans the shards up and scores the chunk again);
 //! - a chunk whose shards are rewritten (finalize's cross-task dedup): the new shards → the state
 //!   record that lists them (the commit point) → the new id list → the old shards deleted;
-//! - once per run: the quarantine and the run report → the manifest, last (readers open it first).
+//! - once per run: the quarantine, the run report and the dataset card (`README.md`, which
+//!   `datasets.load_dataset(DIR)` reads) → the manifest, last (readers open it first).
 //!
 //! The state records themselves belong to the pipeline (`pipeline::state`); the writer calls back
 //! to write one at the right moment and then uploads it.
@@ -14,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::card::{dataset_card, CARD_FILE};
 use super::error::{SinkError, SinkResult};
 use super::manifest::{Manifest, MANIFEST_FILE};
 use super::meta::DatasetMeta;
@@ -198,7 +200,8 @@ impl DatasetWriter {
     }
 
     /// The last step of a run or a finalize: the quarantine (copied from `quarantine_from` when
-    /// it lives elsewhere), the run report, then the manifest, which readers open first.
+    /// it lives elsewhere), the run report, the dataset card, then the manifest, which readers
+    /// open first.
     pub fn publish(
         &self,
         quarantine_from: Option<&Path>,
@@ -225,6 +228,8 @@ impl DatasetWriter {
         }
         self.write_local(RUN_REPORT_FILE, report)?;
         self.mirror.push(RUN_REPORT_FILE)?;
+        self.write_local(CARD_FILE, dataset_card(manifest).as_bytes())?;
+        self.mirror.push(CARD_FILE)?;
         manifest.write(self.dir())?;
         self.mirror.push(MANIFEST_FILE)?;
         Ok(())

@@ -11,6 +11,7 @@
 //! manifest).
 
 pub mod batch;
+pub mod card;
 pub mod columns;
 pub mod dataset;
 pub mod error;

@@ -110,7 +110,7 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
             "{file}: {name} is not a DNS label"
         );
         let expected_api = match kind {
-            "ConfigMap" | "Secret" => "v1",
+            "ConfigMap" | "Secret" | "ServiceAccount" => "v1",
             "Job" | "CronJob" => "batch/v1",
             other => panic!("{file}: unexpected kind {other}"),
         };
@@ -255,6 +255,112 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
         "missing a workload"
     );
     assert!(finalize_tasks.is_some() && finalize_tasks == indexed_tasks);
+}
+
+#[test]
+fn workloads_are_hardened_and_fail_fast_on_permanent_errors() {
+    let docs = manifests();
+    let accounts: BTreeSet<&str> = docs
+        .iter()
+        .filter(|(_, v)| v["kind"] == "ServiceAccount")
+        .map(|(_, v)| s(v, "metadata.name"))
+        .collect();
+    let mut workloads = 0;
+    for (file, v) in &docs {
+        let kind = s(v, "kind");
+        if kind != "Job" && kind != "CronJob" {
+            continue;
+        }
+        workloads += 1;
+        let job = match kind {
+            "CronJob" => &v["spec"]["jobTemplate"]["spec"],
+            _ => &v["spec"],
+        };
+        assert!(
+            job["ttlSecondsAfterFinished"].as_u64().is_some(),
+            "{file}: ttl"
+        );
+        // Exit codes 2 (usage/config) and 3 (identity) fail at once instead of retrying.
+        let rules = job["podFailurePolicy"]["rules"]
+            .as_array()
+            .expect("podFailurePolicy");
+        let permanent: BTreeSet<u64> = rules
+            .iter()
+            .filter(|r| r["action"] == "FailJob" || r["action"] == "FailIndex")
+            .flat_map(|r| {
+                r["onExitCodes"]["values"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter_map(|x| x.as_u64())
+            .collect();
+        assert!(
+            permanent.contains(&2) && permanent.contains(&3),
+            "{file}: {permanent:?}"
+        );
+        assert!(!permanent.contains(&75), "{file}: 75 means 'retry later'");
+        let spec = pod_spec(kind, v);
+        assert!(
+            accounts.contains(s(spec, "serviceAccountName")),
+            "{file}: account"
+        );
+        assert_eq!(spec["automountServiceAccountToken"], false, "{file}");
+        let pod = &spec["securityContext"];
+        assert_eq!(pod["runAsNonRoot"], true, "{file}");
+        assert_eq!(pod["seccompProfile"]["type"], "RuntimeDefault", "{file}");
+        let sized: BTreeSet<(&str, &str)> = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x["emptyDir"]["sizeLimit"].is_string())
+            .map(|x| (s(x, "name"), s(x, "emptyDir.sizeLimit")))
+            .collect();
+        assert!(!sized.is_empty(), "{file}: an emptyDir without sizeLimit");
+        for c in spec["containers"].as_array().expect("containers") {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false, "{file}");
+            assert_eq!(sc["readOnlyRootFilesystem"], true, "{file}");
+            assert_eq!(
+                sc["capabilities"]["drop"],
+                serde_json::json!(["ALL"]),
+                "{file}"
+            );
+            let res = &c["resources"];
+            assert!(res["requests"]["ephemeral-storage"].is_string(), "{file}");
+            assert!(res["limits"]["ephemeral-storage"].is_string(), "{file}");
+            // Temporary files go to a mounted, sized volume (the root filesystem is read-only).
+            let tmpdir = c["env"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|e| e["name"] == "TMPDIR")
+                .map(|e| s(e, "value"))
+                .unwrap_or_else(|| panic!("{file}: no TMPDIR"));
+            let mounted = c["volumeMounts"].as_array().into_iter().flatten().any(|m| {
+                tmpdir.starts_with(s(m, "mountPath"))
+                    && sized.iter().any(|(name, _)| *name == s(m, "name"))
+            });
+            assert!(mounted, "{file}: TMPDIR {tmpdir} is not on a sized volume");
+        }
+    }
+    assert_eq!(workloads, 3);
+    // Images: a dependency layer, a mirror for the model download, a stripped binary, and a
+    // build context without virtualenvs.
+    for file in ["deploy/Dockerfile", "deploy/Dockerfile.cuda"] {
+        let text = read(file);
+        assert!(text.contains("ARG PIP_INDEX_URL"), "{file}");
+        assert!(text.contains("COPY Cargo.toml Cargo.lock ./"), "{file}");
+        let steps = run_steps(file);
+        assert!(
+            steps.iter().any(|s| s == "strip target/release/hindsight"),
+            "{file}"
+        );
+        let deps = steps.iter().position(|s| s.starts_with("mkdir -p src"));
+        let copy = text.find("COPY . .").expect("COPY . .");
+        assert!(deps.is_some() && text.find("COPY Cargo.toml").is_some_and(|i| i < copy));
+    }
+    assert!(read(".dockerignore").lines().any(|l| l.trim() == ".venv*/"));
 }
 
 /// `RUN` instructions of a Dockerfile, continuation lines joined.

@@ -14,6 +14,7 @@ mod hostile;
 mod ingest_formats;
 mod layers;
 mod object_store;
+mod ops;
 mod pipeline_run;
 mod report_views;
 mod schemas;

@@ -115,9 +115,10 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
 
     // Task 1 is missing: finalize refuses and names it; the directory stays unfinalized.
     let refused = run(&["finalize", sharded_s]);
-    assert!(
-        !refused.status.success(),
-        "finalize accepted a missing task"
+    assert_eq!(
+        refused.status.code(),
+        Some(75),
+        "finalize before every task has finished is 'not ready' (75)"
     );
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(

@@ -1,7 +1,8 @@
 """Ecosystem readers load a hindsight dataset with the contract's types (issue: trainer-ready datasets).
 
 Usage: python tests/python/check_readers.py DATASET_DIR
-Checks pyarrow.parquet.read_table and datasets.load_dataset("parquet", ...), the Arrow types of
+Checks pyarrow.parquet.read_table, datasets.load_dataset("parquet", ...) and
+datasets.load_dataset(DATASET_DIR) (through the generated dataset card), the Arrow types of
 the contract, per-token alignment, and that `prompt` / `privileged_context` have the shape TRL's
 SDFT/SDPO trainers take (a list of {"role", "content"} messages and a string).
 """
@@ -80,6 +81,21 @@ def main(d: str) -> None:
     assert isinstance(ex["privileged_context"], str) and ex["privileged_context"]
     assert isinstance(ex["completion"], str)
     assert len(ex["teacher_topk_logprobs"][0]) == k
+
+    # The directory itself, as the Hub would see it: the dataset card (README.md) names the
+    # shards, so manifest.json, quarantine.jsonl and _state/ are never taken for data.
+    whole = datasets.load_dataset(d, split="train")
+    assert len(whole) == expected_rows, (len(whole), expected_rows)
+    assert whole.column_names == table.column_names, whole.column_names
+    assert whole.features["completion_ids"] == ds.features["completion_ids"]
+    assert whole.features["teacher_topk_logprobs"] == ds.features["teacher_topk_logprobs"]
+    assert sorted(whole["sample_id"]) == sorted(r["sample_id"] for r in rows)
+    # pyarrow.dataset over the directory, by the card's own glob.
+    import pyarrow.dataset as pads
+    import glob as globlib
+
+    pd = pads.dataset(sorted(globlib.glob(os.path.join(d, "part-*.parquet"))), format="parquet")
+    assert pd.count_rows() == expected_rows and pd.schema.equals(table.schema, check_metadata=False)
     print(f"ok: pyarrow and datasets read {expected_rows} rows, K={k}, datasets {datasets.__version__}, pyarrow {pa.__version__}")
 
 
