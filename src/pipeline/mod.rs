@@ -354,13 +354,13 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
     };
-    progress.finish(&report)?;
     let report_json =
         serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     if report.stopped_early {
         if single {
             dataset.write_partial_report(&report_json)?;
         }
+        progress.finish(&report);
         return Ok(report);
     }
     let marker = TaskMarker {
@@ -382,6 +382,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         dataset.upload_state(&task.quarantine_rel())?;
         tasks::write_marker(&dataset, &marker)?;
     }
+    progress.finish(&report);
     Ok(report)
 }
 
@@ -478,6 +479,7 @@ fn score_chunks(
 ) -> Result<ScoringOutcome, PipelineError> {
     let mut steps = ScoringSteps::new(cfg, m, seen_ids);
     let progress = progress_bar(opts.progress, bytes_total);
+    // The reader may have read its first buffers already: the bar can start a little behind.
     let bytes_start = crate::ingest::input::input_bytes_read();
     let mut out = ScoringOutcome {
         counts: StepCounts::default(),
@@ -602,7 +604,7 @@ fn write_chunks(
                 })
                 .map_err(PipelineError::from)
         })?;
-        progress.chunk_committed(&id, &uri, &counts)?;
+        progress.chunk_committed(&id, &uri, &counts);
     }
     Ok((state, shards_written, progress))
 }

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::{PipelineError, RunReport, StepCounts};
+use super::{RunReport, StepCounts};
 
 /// Running totals of one run.
 pub struct RunProgress {
@@ -54,12 +54,7 @@ impl RunProgress {
     }
 
     /// Records a committed chunk: logs its event and refreshes the metrics file.
-    pub fn chunk_committed(
-        &mut self,
-        chunk_id: &str,
-        source_uri: &str,
-        counts: &StepCounts,
-    ) -> Result<(), PipelineError> {
+    pub fn chunk_committed(&mut self, chunk_id: &str, source_uri: &str, counts: &StepCounts) {
         self.chunks += 1;
         self.counts.add(counts);
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -79,22 +74,24 @@ impl RunProgress {
             eta_seconds = self.eta_seconds().map(|s| s.round()),
             "chunk committed"
         );
-        self.write_metrics(None)
+        self.write_metrics(None);
     }
 
-    /// The final metrics, with the run's ingest counts.
-    pub fn finish(&self, report: &RunReport) -> Result<(), PipelineError> {
-        self.write_metrics(Some(report))
+    /// The final metrics, with the run's ingest counts (after the dataset is published).
+    pub fn finish(&self, report: &RunReport) {
+        self.write_metrics(Some(report));
     }
 
-    fn write_metrics(&self, report: Option<&RunReport>) -> Result<(), PipelineError> {
+    /// A metrics file that cannot be written is a warning, not a failed run: observability
+    /// must never cost a night's data.
+    fn write_metrics(&self, report: Option<&RunReport>) {
         let Some(path) = &self.metrics else {
-            return Ok(());
+            return;
         };
         let text = self.exposition(report);
-        crate::util::write_atomic(path, text.as_bytes()).map_err(|source| {
-            PipelineError::Stage(format!("writing metrics file {}: {source}", path.display()))
-        })
+        if let Err(e) = crate::util::write_atomic(path, text.as_bytes()) {
+            tracing::warn!(path = %path.display(), "writing the metrics file failed: {e}");
+        }
     }
 
     /// The Prometheus text exposition of the run so far.
