@@ -109,10 +109,8 @@ impl DatasetWriter {
         staged: StagedChunk,
         record: impl FnOnce(Vec<ShardInfo>) -> Result<(), E>,
     ) -> Result<(), E> {
-        record(staged.shards)?;
-        self.mirror
-            .push(&chunk_state_rel(&staged.chunk_id))
-            .map_err(sink_err)
+        let StagedChunk { chunk_id, shards } = staged;
+        self.recommit(&chunk_id, || record(shards))
     }
 
     /// Rewrites a committed chunk's state record with its shards unchanged (finalize merging a
