@@ -7,7 +7,10 @@ use clap::Args;
 
 use super::UsageError;
 use crate::config::PipelineConfig;
-use crate::pipeline::{self, PipelineError, RunOptions, TaskSlice};
+use crate::pipeline::{self, LastTask, PipelineError, RunOptions, TaskSlice};
+
+/// How long the task that finalizes waits for the others' locks (they are exiting).
+const FINALIZE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Arguments of `hindsight run`.
 #[derive(Debug, Args)]
@@ -27,9 +30,9 @@ pub struct RunArgs {
     /// Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (a Slurm array) when a task count is known.
     #[arg(long)]
     pub task_index: Option<u32>,
-    /// Number of tasks of a sharded run; each scores the chunks whose ordinal mod N is its
-    /// index. Run `hindsight finalize` after all of them. Default $HINDSIGHT_NUM_TASKS or
-    /// $SLURM_ARRAY_TASK_COUNT.
+    /// Number of tasks of a sharded run; each reads and scores its share of the input files
+    /// (about 1/N of the bytes). Run `hindsight finalize` after all of them, or pass
+    /// --finalize-if-last. Default $HINDSIGHT_NUM_TASKS or $SLURM_ARRAY_TASK_COUNT.
     #[arg(long)]
     pub num_tasks: Option<u32>,
     /// cpu, or cuda[:N] (builds with the `cuda` feature); default $HINDSIGHT_DEVICE or cpu.
@@ -61,6 +64,14 @@ pub struct RunArgs {
     /// e.g. inputs that changed format; the dataset is still published.
     #[arg(long, value_name = "F")]
     pub max_quarantine_fraction: Option<f64>,
+    /// A sharded task: when it is the last of its run to finish, finalize the run (exactly one
+    /// task does, elected by a create-only write; no separate finalize step). Needs --run-id.
+    #[arg(long)]
+    pub finalize_if_last: bool,
+    /// Names this sharded run, the same in all its tasks and new for each run; default
+    /// $HINDSIGHT_RUN_ID, else $SLURM_ARRAY_JOB_ID.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
     /// Commit at most this many chunks, then stop (for staged runs and resume tests).
     #[arg(long, hide = true)]
     pub max_chunks: Option<usize>,
@@ -168,6 +179,25 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
                 .map_err(|e| PipelineError::Predicate(e.to_string()))?;
         }
     }
+    let run_id = a
+        .run_id
+        .clone()
+        .or_else(|| std::env::var("HINDSIGHT_RUN_ID").ok())
+        .or_else(|| std::env::var("SLURM_ARRAY_JOB_ID").ok())
+        .filter(|s| !s.trim().is_empty());
+    let finalize_as =
+        match (a.finalize_if_last, task.filter(|t| !t.is_single())) {
+            (false, _) | (true, None) => None,
+            (true, Some(t)) => match &run_id {
+                Some(id) => Some((t, id.clone())),
+                None => return Err(UsageError(
+                    "--finalize-if-last needs a run id shared by the run's tasks: --run-id ID, \
+                     $HINDSIGHT_RUN_ID (the Job's uid in deploy/k8s) or $SLURM_ARRAY_JOB_ID"
+                        .into(),
+                )
+                .into()),
+            },
+        };
     let report = pipeline::run(
         &cfg,
         &RunOptions {
@@ -183,9 +213,33 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         tracing::info!(
             task = t.index,
             tasks = t.count,
-            chunks_other_tasks = report.chunks_other_tasks,
+            files = format!(
+                "{}..{} of {}",
+                report.input.first_file, report.input.end_file, report.input.files_total
+            ),
+            bytes = report.input.bytes,
+            bytes_total = report.input.bytes_total,
             "task done; run `hindsight finalize` after all tasks"
         );
+    }
+    if let Some((t, id)) = finalize_as {
+        let target = cfg.output.dir.to_string_lossy().to_string();
+        match pipeline::finalize_if_last(&target, t, &id, FINALIZE_LOCK_WAIT)? {
+            LastTask::Waiting { done } => tracing::info!(
+                task = t.index,
+                run_id = %id,
+                "{done} of {} tasks done; the last one finalizes",
+                t.count
+            ),
+            LastTask::OtherFinalizes { by } => tracing::info!(
+                task = t.index,
+                run_id = %id,
+                "every task is done; task {by} finalizes"
+            ),
+            LastTask::Finalized(fin) => {
+                super::emit_report(json_logs, "finalize report", &fin, &fin.summary())?
+            }
+        }
     }
     println!("{}", cfg.output.dir.display());
     check_guards(&report, a.min_rows, a.max_quarantine_fraction)?;

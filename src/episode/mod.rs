@@ -21,7 +21,7 @@ pub use config::{
 };
 pub use prefilter::{ApproxTokenCounter, EpisodeFilter, Prefilters, TokenCounter};
 pub use stats::IngestStats;
-pub use stream::{ingest, EpisodeStream, IngestOptions};
+pub use stream::{ingest, ingest_files, EpisodeStream, IngestOptions};
 
 // The shared record types live in a leaf module; episode paths keep working.
 pub use crate::record::{

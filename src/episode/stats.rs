@@ -75,6 +75,41 @@ impl IngestStats {
             && self.episodes_built == self.episodes_emitted + self.episodes_filtered_total()
     }
 
+    /// Adds the statistics of the next share of the input (a sharded run's tasks read
+    /// consecutive shares, so absorbing them in task order keeps the examples in input order).
+    pub fn absorb(&mut self, next: &IngestStats) {
+        fn add(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+            for (k, v) in from {
+                *into.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        self.files += next.files;
+        self.records_read += next.records_read;
+        self.records_with_episodes += next.records_with_episodes;
+        add(&mut self.records_filtered, &next.records_filtered);
+        add(&mut self.records_quarantined, &next.records_quarantined);
+        self.episodes_built += next.episodes_built;
+        self.episodes_emitted += next.episodes_emitted;
+        add(&mut self.episodes_filtered, &next.episodes_filtered);
+        add(&mut self.flags, &next.flags);
+        add(&mut self.pii_scrubbed, &next.pii_scrubbed);
+        for (reason, examples) in &next.filtered_examples {
+            let into = self.filtered_examples.entry(reason.clone()).or_default();
+            let room = EXAMPLES_PER_REASON.saturating_sub(into.len());
+            into.extend(examples.iter().take(room).cloned());
+        }
+        match (&mut self.where_filter, &next.where_filter) {
+            (Some(w), Some(n)) => {
+                w.parquet_row_groups += n.parquet_row_groups;
+                w.parquet_row_groups_pruned += n.parquet_row_groups_pruned;
+                w.parquet_rows_pruned += n.parquet_rows_pruned;
+                w.records_evaluated += n.records_evaluated;
+            }
+            (None, Some(n)) => self.where_filter = Some(n.clone()),
+            _ => {}
+        }
+    }
+
     pub(crate) fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
         *map.entry(key.to_string()).or_insert(0) += 1;
     }

@@ -47,6 +47,16 @@ pub struct IngestOptions {
 /// matches nothing, a bad template or config, an unwritable quarantine path).
 pub fn ingest(opts: IngestOptions) -> Result<EpisodeStream, IngestError> {
     let files = expand_inputs(&opts.inputs)?;
+    ingest_files(opts, files)
+}
+
+/// [`ingest`] over files the caller expanded from `opts.inputs` already: a sharded task reads
+/// only its share of them (`pipeline::tasks`), and each file keeps the URI the full expansion
+/// gives it, so provenance and chunk ids do not depend on the share.
+pub fn ingest_files(
+    opts: IngestOptions,
+    files: Vec<crate::ingest::InputFile>,
+) -> Result<EpisodeStream, IngestError> {
     // The predicate is checked against every input before anything is read.
     let predicate = match &opts.predicate {
         Some(p) => Some((p.text().to_string(), p.bind(&files, &opts.reader)?)),

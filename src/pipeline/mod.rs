@@ -34,7 +34,9 @@ use crate::util::sha256_hex;
 use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState, TaskTag};
 use steps::{ChunkOutput, ScoringSteps};
 pub use steps::{DropReason, StepCounts};
-pub use tasks::{finalize, FinalizeReport, TaskMarker, TaskSlice};
+pub use tasks::{
+    finalize, finalize_if_last, FinalizeReport, InputShare, LastTask, TaskMarker, TaskSlice,
+};
 
 /// Errors that stop a run (bad records never do: they are quarantined or filtered).
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +103,9 @@ pub struct RunReport {
     pub chunks_seen: u64,
     pub chunks_already_committed: u64,
     pub chunks_committed: u64,
-    /// Chunks left to the other sharded tasks (0 in a single-task run).
-    pub chunks_other_tasks: u64,
+    /// The part of the input this run read (all of it in a single-task run).
+    #[serde(default)]
+    pub input: InputShare,
     pub orphans_removed: u64,
     /// What the scoring steps did with the episodes of chunks processed in this run.
     pub counts: StepCounts,
@@ -265,15 +268,10 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         })?;
     }
 
-    // Progress is measured in input bytes, against the inputs' total size.
-    let bytes_total = crate::ingest::expand_inputs(&cfg.input.paths)
-        .map(|files| {
-            files
-                .iter()
-                .map(|f| crate::store::input_size(&f.path.display().to_string()))
-                .sum()
-        })
-        .unwrap_or(0);
+    // The task's share of the input files; progress is measured in its bytes.
+    let inputs = InputFiles::expand(&cfg.input.paths)?;
+    let share = inputs.share(task);
+    let bytes_total = share.bytes;
     let progress = progress::RunProgress::new(bytes_total, opts.metrics_file.clone());
 
     // Stage 1: reader thread.
@@ -289,9 +287,15 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     };
     let counter = ModelTokenCounter(m.tokenizer.text_encoder());
     let chunk_records = cfg.input.chunk_records as u64;
+    let share_files = inputs.files[share.first_file..share.end_file].to_vec();
+    let chunking = Chunking {
+        records: chunk_records,
+        position: inputs.position.clone(),
+        identity: inputs.identity.clone(),
+    };
     let reader = std::thread::Builder::new()
         .name("hindsight-reader".into())
-        .spawn(move || read_chunks(ingest_opts, counter, chunk_records, chunk_tx))
+        .spawn(move || read_chunks(ingest_opts, share_files, counter, chunking, chunk_tx))
         .map_err(|e| PipelineError::Stage(format!("spawning reader: {e}")))?;
 
     // Stage 3: writer thread (shards, ids, chunk state, in that order).
@@ -345,7 +349,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         chunks_seen: scoring.chunks_seen,
         chunks_already_committed: scoring.chunks_skipped,
         chunks_committed: scoring.chunks_sent,
-        chunks_other_tasks: scoring.chunks_other_tasks,
+        input: share,
         orphans_removed,
         counts: scoring.counts,
         shards_written,
@@ -366,7 +370,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     let marker = TaskMarker {
         task_index: task.index,
         num_tasks: task.count,
-        inputs_sha256: scoring.inputs_sha256.clone(),
+        inputs_sha256: inputs.sha256.clone(),
         config_sha256: report.config_sha256.clone(),
         dataset: meta.clone(),
         chunks: scoring.owned.clone(),
@@ -398,17 +402,92 @@ fn stopped() -> crate::ingest::IngestError {
     crate::ingest::IngestError::Stopped
 }
 
+/// The run's input files: the same expanded list in every task, with what a task needs to
+/// name chunks and cut shares without reading any file.
+struct InputFiles {
+    files: Vec<crate::ingest::InputFile>,
+    /// File or object size of each file (compressed).
+    sizes: Vec<u64>,
+    /// Each file's position in the list, by URI.
+    position: HashMap<String, u64>,
+    /// Each file's content identity (size + mtime, or ETag), by URI.
+    identity: HashMap<String, String>,
+    /// sha256 over the list and the identities (tasks of one run agree on it).
+    sha256: String,
+}
+
+impl InputFiles {
+    fn expand(paths: &[String]) -> Result<Self, PipelineError> {
+        let files = crate::ingest::expand_inputs(paths)?;
+        let mut sizes = Vec::with_capacity(files.len());
+        let mut position = HashMap::new();
+        let mut identity = HashMap::new();
+        let mut list = String::new();
+        for (i, f) in files.iter().enumerate() {
+            let uri = f.path.display().to_string();
+            sizes.push(crate::store::input_size(&uri));
+            let id = crate::store::input_identity(&uri);
+            list.push_str(&format!("{uri}\0{id}\n"));
+            position.insert(uri.clone(), i as u64);
+            identity.insert(uri, id);
+        }
+        Ok(InputFiles {
+            files,
+            sizes,
+            position,
+            identity,
+            sha256: sha256_hex(list.as_bytes()),
+        })
+    }
+
+    /// The part of the input `task` reads.
+    fn share(&self, task: TaskSlice) -> InputShare {
+        let r = task.share(&self.sizes);
+        InputShare {
+            first_file: r.start,
+            end_file: r.end,
+            files_total: self.files.len(),
+            bytes: self.sizes[r.clone()].iter().sum(),
+            bytes_total: self.sizes.iter().sum(),
+            files: self.files[r]
+                .iter()
+                .map(|f| f.path.display().to_string())
+                .collect(),
+        }
+    }
+}
+
+/// How the reader cuts episodes into chunks and names them.
+struct Chunking {
+    /// Records per chunk (`input.chunk_records`).
+    records: u64,
+    /// Each input file's position in the whole input, by URI (the ordinal's high part).
+    position: HashMap<String, u64>,
+    /// Each input file's content identity, by URI (part of the chunk id).
+    identity: HashMap<String, String>,
+}
+
+/// A chunk's ordinal: its file's position in the input, then its position in the file, so
+/// ordinals sort in reading order and do not depend on which files a task reads.
+fn chunk_ordinal(file_position: u64, seq: u64) -> u64 {
+    (file_position << 32) | (seq & 0xffff_ffff)
+}
+
 fn read_chunks(
     opts: IngestOptions,
+    files: Vec<crate::ingest::InputFile>,
     counter: ModelTokenCounter,
-    chunk_records: u64,
+    chunking: Chunking,
     tx: SyncSender<ReaderMsg>,
 ) -> Result<IngestStats, crate::ingest::IngestError> {
-    let mut stream = episode::ingest(opts)?;
+    let mut stream = episode::ingest_files(opts, files)?;
     stream.set_token_counter(Box::new(counter));
-    let mut identities: HashMap<String, String> = HashMap::new();
+    let Chunking {
+        records: chunk_records,
+        position,
+        mut identity,
+    } = chunking;
     let mut seq: HashMap<String, u64> = HashMap::new();
-    let mut ordinal = 0u64;
     let mut current: Option<(String, u64, Chunk)> = None;
     let send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
     for ep in stream.by_ref() {
@@ -421,19 +500,20 @@ fn read_chunks(
                     return Err(stopped());
                 }
             }
-            let identity = identities
+            let id = identity
                 .entry(uri.clone())
                 .or_insert_with(|| crate::store::input_identity(&uri));
+            // Every episode comes from a listed file; an unknown URI sorts last.
+            let file_position = position.get(&uri).copied().unwrap_or(u64::from(u32::MAX));
             let n = seq.entry(uri.clone()).or_insert(0);
             let chunk = Chunk {
-                id: chunk_id(&uri, identity, *n),
+                id: chunk_id(&uri, id, *n),
                 source_uri: uri.clone(),
                 index: *n,
-                ordinal,
+                ordinal: chunk_ordinal(file_position, *n),
                 episodes: Vec::new(),
             };
             *n += 1;
-            ordinal += 1;
             current = Some((uri, bucket, chunk));
         }
         if let Some((_, _, c)) = current.as_mut() {
@@ -457,11 +537,8 @@ struct ScoringOutcome {
     chunks_sent: u64,
     examples: Vec<DroppedExample>,
     stopped_early: bool,
-    chunks_other_tasks: u64,
     /// Chunks this task owns (all chunks in a single-task run), as (chunk id, ordinal).
     owned: Vec<(String, u64)>,
-    /// sha256 over every chunk id of the input in order: tasks of one sharded run agree on it.
-    inputs_sha256: String,
 }
 
 // The scoring stage's inputs are the run's own pieces (config, model, the two channels, resume
@@ -488,22 +565,14 @@ fn score_chunks(
         chunks_sent: 0,
         examples: Vec::new(),
         stopped_early: false,
-        chunks_other_tasks: 0,
         owned: Vec::new(),
-        inputs_sha256: String::new(),
     };
-    let mut all_ids = <sha2::Sha256 as sha2::Digest>::new();
     for msg in rx {
         let chunk = match msg {
             ReaderMsg::Chunk(c) => c,
             ReaderMsg::Done => break,
         };
         out.chunks_seen += 1;
-        sha2::Digest::update(&mut all_ids, format!("{}\n", chunk.id).as_bytes());
-        if opts.task.is_some_and(|t| !t.owns(chunk.ordinal)) {
-            out.chunks_other_tasks += 1;
-            continue;
-        }
         out.owned.push((chunk.id.clone(), chunk.ordinal));
         if committed.contains(&chunk.id) {
             out.chunks_skipped += 1;
@@ -548,7 +617,6 @@ fn score_chunks(
         pb.finish_and_clear();
     }
     out.examples = steps.examples().to_vec();
-    out.inputs_sha256 = hex::encode(sha2::Digest::finalize(all_ids));
     Ok(out)
 }
 

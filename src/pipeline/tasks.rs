@@ -1,26 +1,42 @@
-//! Sharded runs: `hindsight run … --task-index I --num-tasks N` scores a deterministic slice of
-//! the input's chunks, and `hindsight finalize DIR` merges the slices once every task is done.
+//! Sharded runs: `hindsight run … --task-index I --num-tasks N` reads and scores one share of
+//! the input, and `hindsight finalize DIR` merges the shares once every task is done.
 //!
-//! Every task reads the whole input (reading is cheap next to scoring, and it keeps ingest's
-//! exact episode dedup and the chunk numbering identical in every task) and scores the chunks
-//! whose ordinal (position in reading order) is `I mod N`. Tasks share the dataset directory:
-//! each holds its own lock (`.lock-task-<I>`) and a shared hold on `.lock`, so a plain run or a
-//! finalize (which take `.lock` exclusively) cannot start while a task writes, nor a task while
-//! they do; it writes its shards and chunk states (tagged with
-//! the task and the chunk's ordinal), never writes `manifest.json`, and ends by writing its
-//! completion marker `_state/tasks/<N>/<I>.json`.
+//! **Shares.** The inputs expand to one ordered file list (the same in every task). Task `I`
+//! reads a contiguous run of those files, cut so that each task gets about `1/N` of the bytes
+//! ([`TaskSlice::share`]): a file goes to the task in whose byte range its midpoint lies. So
+//! the shares are disjoint, their union is the input, and N tasks together read it once; a
+//! single file is never split (a task whose share is empty finishes at once). Chunk ids and
+//! ordinals depend only on the file and the position in it (the ordinal is the file's position
+//! in the list, then the chunk's in the file), so a chunk has the same id and place in every
+//! task count, and `inputs_sha256` is taken over the file list and the files' identities, which
+//! every task knows without reading.
 //!
-//! `finalize` refuses until all N markers exist and agree on the input and config, then merges:
-//! walking the new chunks in input order, a row whose `sample_id` is already in the dataset (an
-//! earlier chunk or an earlier run) is dropped as `duplicate_across_runs`, exactly the row a
-//! single-task run would have dropped; the affected chunk's shards are rewritten without it.
-//! Then it writes the manifest, `quarantine.jsonl` and a merged `run_report.json`.
+//! **Locks and markers.** Tasks share the dataset directory: each holds its own lock
+//! (`.lock-task-<I>`) and a shared hold on `.lock`, so a plain run or a finalize (which take
+//! `.lock` exclusively) cannot start while a task writes, nor a task while they do; it writes
+//! its shards and chunk states (tagged with the task and the chunk's ordinal), never writes
+//! `manifest.json`, and ends by writing its quarantine and then its completion marker
+//! `_state/tasks/<N>/<I>.json`.
 //!
-//! A plain run is task 0 of 1: it writes its quarantine in place, keeps no marker, and ends with
-//! the same [`merge`] (which then finds nothing to drop: a single task deduplicates as it goes)
-//! and the same publish step.
+//! **Finalize** refuses until all N markers exist and agree on the input and config, then
+//! merges: walking the new chunks in input order, a row whose `sample_id` is already in the
+//! dataset (an earlier chunk or an earlier run) is dropped as `duplicate_across_runs`, exactly
+//! the row a single-task run would have dropped; the affected chunk's shards are rewritten
+//! without it. The ingest statistics are the sum of the shares', the quarantine is the tasks'
+//! quarantines in task (= input) order. Then it writes the manifest, `quarantine.jsonl` and a
+//! merged `run_report.json`.
+//!
+//! One difference from a single task remains, in the counts only: ingest's exact episode dedup
+//! sees one share, so an episode repeated in two shares is scored by both tasks, and finalize
+//! drops the later copy's row (same content, same `sample_id`) as `duplicate_across_runs`
+//! where a single task counts it as the ingest filter `duplicate`. The rows are the same.
+//!
+//! A plain run is task 0 of 1: its share is the whole input, it writes its quarantine in place,
+//! keeps no marker, and ends with the same [`merge`] (which then finds nothing to drop: a single
+//! task deduplicates as it goes) and the same publish step.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -65,9 +81,21 @@ impl TaskSlice {
         Ok(TaskSlice { index, count })
     }
 
-    /// Whether the chunk at `ordinal` (reading order) is this task's.
-    pub fn owns(&self, ordinal: u64) -> bool {
-        ordinal % u64::from(self.count) == u64::from(self.index)
+    /// This task's share of the input files, given their sizes in input order: the files whose
+    /// byte midpoint falls in the task's `1/N` of the total (all files by position when they
+    /// are all empty). Shares of the N tasks are disjoint, contiguous and cover every file.
+    pub fn share(&self, sizes: &[u64]) -> Range<usize> {
+        let owners = share_owners(sizes, self.count);
+        let index = self.index;
+        let first = owners
+            .iter()
+            .position(|&o| o >= index)
+            .unwrap_or(owners.len());
+        let end = owners
+            .iter()
+            .position(|&o| o > index)
+            .unwrap_or(owners.len());
+        first..end
     }
 
     /// Whether a committed chunk was written by this task (of a run with the same N).
@@ -80,7 +108,7 @@ impl TaskSlice {
         format!(".lock-task-{}", self.index)
     }
 
-    /// Where the task writes its quarantine (every task reads all input, so all are equal); a
+    /// Where the task writes the quarantine of its share (finalize joins them in task order); a
     /// plain run writes the dataset's own.
     pub fn quarantine_rel(&self) -> String {
         if self.is_single() {
@@ -98,8 +126,49 @@ impl TaskSlice {
     }
 }
 
+/// The task of each file: the one in whose `1/n` of the total bytes the file's midpoint lies
+/// (by position when every file is empty). Non-decreasing, so every share is contiguous.
+fn share_owners(sizes: &[u64], n: u32) -> Vec<u32> {
+    let n = u128::from(n.max(1));
+    let total: u128 = sizes.iter().map(|&s| u128::from(s)).sum();
+    let len = (sizes.len() as u128).max(1);
+    let mut before = 0u128;
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(j, &size)| {
+            let size = u128::from(size);
+            let owner = if total == 0 {
+                j as u128 * n / len
+            } else {
+                n * (2 * before + size) / (2 * total)
+            };
+            before += size;
+            // Below n by construction; the cast cannot truncate.
+            owner.min(n - 1) as u32
+        })
+        .collect()
+}
+
 fn marker_rel(count: u32, index: u32) -> String {
     format!("_state/tasks/{count}/{index}.json")
+}
+
+/// The part of the input a task read: a contiguous run of the expanded input files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShare {
+    /// Position of the share's first file among all input files (0-based)...
+    pub first_file: usize,
+    /// ...and one past its last (`first_file == end_file`: an empty share).
+    pub end_file: usize,
+    /// How many files the whole input has.
+    pub files_total: usize,
+    /// Bytes of the share's files (file or object sizes, compressed).
+    pub bytes: u64,
+    /// Bytes of the whole input.
+    pub bytes_total: u64,
+    /// The share's files, by URI, in input order.
+    pub files: Vec<String>,
 }
 
 /// What a finished task leaves behind: `_state/tasks/<N>/<I>.json`.
@@ -107,15 +176,15 @@ fn marker_rel(count: u32, index: u32) -> String {
 pub struct TaskMarker {
     pub task_index: u32,
     pub num_tasks: u32,
-    /// sha256 over the chunk ids of the whole input: tasks of one run agree on it, so a marker
-    /// left by an earlier run over other inputs is recognised as stale.
+    /// sha256 over the input file list and the files' identities (size + mtime, or ETag):
+    /// tasks of one run agree on it, so a marker left by a run over other inputs is stale.
     pub inputs_sha256: String,
     pub config_sha256: String,
     /// The shard metadata (finalize writes the manifest without loading the model).
     pub dataset: DatasetMeta,
     /// Chunks this task owns, as (chunk id, ordinal), including ones committed before.
     pub chunks: Vec<(String, u64)>,
-    /// The task's run report (its ingest statistics cover the whole input).
+    /// The task's run report (its ingest statistics and quarantine cover its share).
     pub report: RunReport,
 }
 
@@ -172,7 +241,7 @@ pub struct FinalizeReport {
     pub duplicates_removed: u64,
     /// Leftover files of interrupted work deleted.
     pub orphans_removed: u64,
-    /// Ingest statistics of the input (every task read all of it).
+    /// Ingest statistics of the input: the sum of the tasks' shares.
     pub ingest: IngestStats,
     /// What the scoring steps did over the merged chunks, after dedup.
     pub counts: super::StepCounts,
@@ -237,7 +306,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
             }
         },
     };
-    let slice = TaskSlice::new(0, n).map_err(PipelineError::Tasks)?;
+    TaskSlice::new(0, n).map_err(PipelineError::Tasks)?;
     // Local datasets: a task still running holds its lock; finalizing under it would race.
     let mut _task_locks = Vec::new();
     if mirror.remote().is_none() {
@@ -293,10 +362,13 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         )));
     }
     let meta = first.dataset.clone();
-    let ingest = first.report.ingest.clone();
-    if markers.iter().any(|m| m.report.ingest != ingest) {
-        tracing::warn!("tasks report different ingest statistics; using task 0's");
+    // Shares are consecutive in task order: summing (and joining) in that order keeps the
+    // examples and the quarantine in input order.
+    let mut ingest = IngestStats::default();
+    for m in &markers {
+        ingest.absorb(&m.report.ingest);
     }
+    let quarantine = join_quarantines(&dir, n)?;
 
     let bind_path = dir.join(state::BINDING_REL);
     let binding: DatasetBinding =
@@ -342,8 +414,193 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     let json =
         serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     let manifest = build_manifest(&meta, &st, Some(&ingest));
-    dataset.publish(Some(&dir.join(slice.quarantine_rel())), &json, &manifest)?;
+    dataset.publish(Some(&quarantine), &json, &manifest)?;
     Ok(report)
+}
+
+/// What [`finalize_if_last`] found after a task finished.
+#[derive(Debug)]
+pub enum LastTask {
+    /// Other tasks of the run have not finished yet (this many of N have).
+    Waiting { done: u32 },
+    /// Every task has finished and another one claimed the finalize.
+    OtherFinalizes { by: u32 },
+    /// This task was the one to finalize, and did.
+    Finalized(Box<FinalizeReport>),
+}
+
+/// A run id as a path segment: kept when it is short and plain, else its hash.
+pub fn run_id_segment(run_id: &str) -> String {
+    let plain = !run_id.is_empty()
+        && run_id.len() <= 128
+        && run_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !run_id.starts_with('.');
+    if plain {
+        run_id.to_string()
+    } else {
+        crate::util::sha256_hex(run_id.as_bytes())[..32].to_string()
+    }
+}
+
+/// Run after a task of a sharded run has written its completion marker
+/// (`run --finalize-if-last`): records that the task of run `run_id` is done, and when every
+/// task of that run is, the one task that creates the claim finalizes.
+///
+/// Race-free without a lock: each task writes its done record *before* it lists the run's
+/// records, so the task whose record completes the set sees it (stores are read-after-write
+/// and list-after-write consistent); several tasks may see the full set, but the claim is a
+/// create-only write, so exactly one of them wins. A retry of the winner (its pod restarted)
+/// finds its own claim and finalizes again, which is idempotent. `run_id` must be shared by the
+/// tasks of one run and differ between runs (the Job's uid, `$SLURM_ARRAY_JOB_ID`).
+pub fn finalize_if_last(
+    target: &str,
+    task: TaskSlice,
+    run_id: &str,
+    wait: std::time::Duration,
+) -> Result<LastTask, PipelineError> {
+    let mirror = Mirror::open(target)?;
+    let dir = mirror.local().to_path_buf();
+    let n = task.count;
+    let runs = format!("_state/tasks/{n}/runs/{}", run_id_segment(run_id));
+    let done_rel = format!("{runs}/{}.done", task.index);
+    let claim_rel = format!("{runs}/finalize.claim");
+    let me = task.index.to_string().into_bytes();
+
+    // 1. This task is done (after its marker, which `run` wrote before returning).
+    let done: HashSet<u32> = match mirror.remote() {
+        Some(remote) => {
+            remote.put_bytes(&done_rel, me.clone())?;
+            remote
+                .list(&runs)?
+                .iter()
+                .filter_map(|o| remote.relative(&o.location))
+                .filter_map(|rel| done_index(&rel))
+                .collect()
+        }
+        None => {
+            let path = dir.join(&done_rel);
+            let runs_dir = dir.join(&runs);
+            std::fs::create_dir_all(&runs_dir).map_err(|source| state::StateError::Io {
+                action: "creating",
+                path: runs_dir.clone(),
+                source,
+            })?;
+            state::write_atomic(&path, &me)?;
+            std::fs::read_dir(&runs_dir)
+                .map_err(|source| state::StateError::Io {
+                    action: "listing",
+                    path: runs_dir.clone(),
+                    source,
+                })?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| done_index(&e.file_name().to_string_lossy()))
+                .collect()
+        }
+    };
+    let finished = done.iter().filter(|&&i| i < n).count() as u32;
+    if finished < n {
+        return Ok(LastTask::Waiting { done: finished });
+    }
+
+    // 2. Every task is done: the one whose create-only claim succeeds finalizes.
+    let created = match mirror.remote() {
+        Some(remote) => remote.put_new(&claim_rel, me.clone())?,
+        None => {
+            let path = dir.join(&claim_rel);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(&me)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|source| state::StateError::Io {
+                            action: "writing",
+                            path: path.clone(),
+                            source,
+                        })?;
+                    true
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                Err(source) => {
+                    return Err(state::StateError::Io {
+                        action: "creating",
+                        path,
+                        source,
+                    }
+                    .into())
+                }
+            }
+        }
+    };
+    if !created {
+        let holder = match mirror.remote() {
+            Some(remote) => remote.get_bytes(&claim_rel)?.unwrap_or_default(),
+            None => std::fs::read(dir.join(&claim_rel)).unwrap_or_default(),
+        };
+        let by = String::from_utf8_lossy(&holder).trim().parse::<u32>().ok();
+        if by != Some(task.index) {
+            return Ok(LastTask::OtherFinalizes {
+                by: by.unwrap_or(u32::MAX),
+            });
+        }
+    }
+
+    // 3. Finalize. Tasks that finished a moment ago may still hold their locks (same machine or
+    // shared directory): wait for them, within `wait`.
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match finalize(target, Some(n)) {
+            Ok(report) => return Ok(LastTask::Finalized(Box::new(report))),
+            Err(PipelineError::NotReady(_))
+            | Err(PipelineError::State(state::StateError::Locked(_)))
+                if std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The task index of a done record's name (`<runs>/<I>.done` or `<I>.done`).
+fn done_index(name: &str) -> Option<u32> {
+    let file = name.rsplit('/').next()?;
+    file.strip_suffix(".done")?.parse().ok()
+}
+
+/// Joins the tasks' quarantines, in task order, into `_state/tasks/<N>/quarantine.jsonl`.
+fn join_quarantines(dir: &Path, n: u32) -> Result<std::path::PathBuf, PipelineError> {
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| state::StateError::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let joined = dir.join(format!("_state/tasks/{n}/quarantine.jsonl"));
+    let tmp = joined.with_extension("jsonl.tmp");
+    let mut out = std::fs::File::create(&tmp).map_err(io("creating", &tmp))?;
+    for i in 0..n {
+        let part = dir.join(TaskSlice { index: i, count: n }.quarantine_rel());
+        match std::fs::File::open(&part) {
+            Ok(mut f) => {
+                std::io::copy(&mut f, &mut out).map_err(io("reading", &part))?;
+            }
+            // A task whose share quarantined nothing may have no file on a store.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("reading", &part)(e).into()),
+        }
+    }
+    out.sync_all().map_err(io("writing", &tmp))?;
+    drop(out);
+    std::fs::rename(&tmp, &joined).map_err(io("renaming", &joined))?;
+    Ok(joined)
 }
 
 /// What [`merge`] did.
@@ -492,15 +749,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slices_partition_the_chunks_and_bad_flags_are_refused() {
-        let n = 3;
-        let slices: Vec<TaskSlice> = (0..n)
-            .map(|i| TaskSlice::new(i, n).expect("slice"))
-            .collect();
-        for ordinal in 0..20u64 {
-            let owners = slices.iter().filter(|s| s.owns(ordinal)).count();
-            assert_eq!(owners, 1, "chunk {ordinal} must have exactly one owner");
+    fn shares_are_contiguous_disjoint_balanced_and_cover_the_input() {
+        let cases: Vec<Vec<u64>> = vec![
+            vec![100, 100, 100],
+            vec![10, 500, 10, 10, 10, 300, 1],
+            vec![0, 0, 0, 0, 0],
+            vec![7],
+            vec![],
+            (1..=40).map(|i| i * 37 % 101).collect(),
+        ];
+        for sizes in &cases {
+            for n in 1..=5u32 {
+                let shares: Vec<Range<usize>> = (0..n)
+                    .map(|i| TaskSlice::new(i, n).expect("slice").share(sizes))
+                    .collect();
+                // Consecutive ranges from 0 to the end: disjoint, and their union is the input.
+                let mut next = 0;
+                for r in &shares {
+                    assert_eq!(r.start, next, "{sizes:?} n={n}: {shares:?}");
+                    assert!(r.end >= r.start);
+                    next = r.end;
+                }
+                assert_eq!(next, sizes.len(), "{sizes:?} n={n}: {shares:?}");
+            }
         }
+        // Equal files split evenly; a big file is not split but its neighbours balance it.
+        let even: Vec<_> = (0..3)
+            .map(|i| TaskSlice::new(i, 3).expect("slice").share(&[5; 9]))
+            .collect();
+        assert_eq!(even, vec![0..3, 3..6, 6..9]);
+        let big: Vec<_> = (0..2)
+            .map(|i| {
+                TaskSlice::new(i, 2)
+                    .expect("slice")
+                    .share(&[10, 1000, 10, 10])
+            })
+            .collect();
+        assert_eq!(big, vec![0..2, 2..4]);
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
         assert!(TaskSlice::new(3, 3).unwrap_err().contains("out of range"));
         assert!(TaskSlice::new(0, 0).is_err());
         let s = TaskSlice::new(1, 4).expect("slice");
@@ -511,7 +800,7 @@ mod tests {
             num_tasks: 4,
             ordinal: 9,
         };
-        assert!(s.owns_tag(&tag) && s.owns(9));
+        assert!(s.owns_tag(&tag));
         assert!(!TaskSlice::new(1, 3).expect("slice").owns_tag(&tag));
     }
 }

@@ -276,6 +276,42 @@ impl Remote {
             .map_err(request("uploading", &url))
     }
 
+    /// Creates the object only if no object has its key (`If-None-Match: *` on S3, the native
+    /// create-only put on GCS and Azure): `Ok(true)` when this call created it, `Ok(false)` when
+    /// it existed. Of many concurrent callers exactly one gets `true`, which is how sharded tasks
+    /// elect the one that finalizes without a lock.
+    pub fn put_new(&self, rel: &str, bytes: Vec<u8>) -> Result<bool, StoreError> {
+        let key = self.key(rel);
+        let url = self.url_of(&key);
+        let opts = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match block_on(self.store.put_opts(&key, PutPayload::from(bytes), opts)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(request("creating", &url)(e)),
+        }
+    }
+
+    /// A small object's bytes (`None` when there is no such object).
+    pub fn get_bytes(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = self.key(rel);
+        let url = self.url_of(&key);
+        block_on(async {
+            match self.store.get(&key).await {
+                Ok(got) => got
+                    .bytes()
+                    .await
+                    .map(|b| Some(b.to_vec()))
+                    .map_err(request("downloading", &url)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(request("downloading", &url)(e)),
+            }
+        })
+    }
+
     /// Uploads a local file with a multipart upload: readers see the object only once every part
     /// is in and the upload is completed; a failed upload is aborted (its parts deleted).
     pub fn put_file_multipart(&self, rel: &str, path: &Path) -> Result<(), StoreError> {
@@ -336,10 +372,15 @@ fn store_for(base: &str) -> Result<Arc<dyn ObjectStore>, StoreError> {
     }
     let scheme = base.split("://").next().unwrap_or_default();
     let built: Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme {
-        "s3" | "s3a" => object_store::aws::AmazonS3Builder::from_env()
-            .with_url(base)
-            .build()
-            .map(|s| Arc::new(s) as _),
+        "s3" | "s3a" => {
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(base);
+            // Create-only puts (`put_new`) use S3's native conditional writes unless the
+            // environment chose another mechanism (`AWS_CONDITIONAL_PUT`).
+            if std::env::var_os("AWS_CONDITIONAL_PUT").is_none() {
+                b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+            }
+            b.build().map(|s| Arc::new(s) as _)
+        }
         "gs" => object_store::gcp::GoogleCloudStorageBuilder::from_env()
             .with_url(base)
             .build()

@@ -202,6 +202,20 @@ fn kubernetes_manifests_are_valid_objects_wired_together() {
                                 Some("$(JOB_COMPLETION_INDEX)")
                             );
                             indexed_tasks = after("--num-tasks");
+                            // The last task finalizes, under a run id every pod of the Job
+                            // shares: the Job's uid, from the pod's label.
+                            assert!(args.iter().any(|a| a == "--finalize-if-last"), "{file}");
+                            let run_id = c["env"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .find(|e| s(e, "name") == "HINDSIGHT_RUN_ID")
+                                .unwrap_or_else(|| panic!("{file}: no HINDSIGHT_RUN_ID"));
+                            assert_eq!(
+                                s(run_id, "valueFrom.fieldRef.fieldPath"),
+                                "metadata.labels['batch.kubernetes.io/controller-uid']",
+                                "{file}"
+                            );
                         }
                     }
                     Some("finalize") => {

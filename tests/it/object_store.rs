@@ -4,7 +4,8 @@
 //!
 //! Round trip: inputs are read from `s3://`, the dataset is written to `s3://`, validated and
 //! summarised from `s3://`; a rerun is a no-op; a stray object makes `validate` fail; a 12 MiB
-//! multipart upload arrives intact.
+//! multipart upload arrives intact; create-only puts admit one writer; a two-task sharded run's
+//! last task finalizes it (same totals as the plain run).
 
 use crate::common::{ok, sample};
 use std::io::{Read, Write};
@@ -290,5 +291,72 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
         "{}",
         String::from_utf8_lossy(&missing.stderr)
     );
+
+    // Create-only puts: the store's conditional write lets exactly one caller create a key.
+    assert!(scratch.put_new("claim", b"0".to_vec()).expect("put_new"));
+    assert!(!scratch
+        .put_new("claim", b"1".to_vec())
+        .expect("put_new again"));
+    assert_eq!(
+        scratch.get_bytes("claim").expect("get"),
+        Some(b"0".to_vec())
+    );
+
+    // A sharded run on S3 whose last task finalizes: two tasks, each reading one of the two
+    // input objects; the first only records that it is done, the second finalizes.
+    let sharded_url = "s3://logs/datasets/sharded";
+    let task = |i: &str| {
+        run(
+            &moto,
+            &[
+                "run",
+                ps,
+                "--input",
+                "s3://logs/raw/2024-06-01/",
+                "--output",
+                sharded_url,
+                "--no-progress",
+                "--task-index",
+                i,
+                "--num-tasks",
+                "2",
+                "--finalize-if-last",
+                "--run-id",
+                "night-1",
+            ],
+        )
+    };
+    let first = task("0");
+    ok(&first);
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("1 of 2 tasks done"),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let sharded = Remote::parse(sharded_url).expect("sharded");
+    assert_eq!(sharded.head("manifest.json").expect("head"), None);
+    let last = task("1");
+    ok(&last);
+    assert!(
+        String::from_utf8_lossy(&last.stderr).contains("finalized 2 tasks"),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    let mut f = tempfile::tempfile().expect("tmp");
+    sharded
+        .download_to("manifest.json", &mut f)
+        .expect("the last task wrote the manifest");
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    let sharded_manifest: serde_json::Value = serde_json::from_reader(f).expect("json");
+    assert_eq!(sharded_manifest["totals"], before["totals"]);
+    // A retry of task 0 (same run) finds task 1's claim and leaves the finalize to it.
+    let retry = task("0");
+    ok(&retry);
+    assert!(
+        String::from_utf8_lossy(&retry.stderr).contains("task 1 finalizes"),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    ok(&run(&moto, &["validate", sharded_url]));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,6 +22,34 @@ fn run(args: &[&str]) -> Output {
     cmd(args).output().expect("run hindsight")
 }
 
+/// Task `i` of 3 of pipeline `ps` into `out` (plus `extra` flags).
+fn task_of_3(ps: &str, out: &str, i: &str, extra: &[&str]) -> Command {
+    let mut args = vec![
+        "run",
+        ps,
+        "--output",
+        out,
+        "--no-progress",
+        "--task-index",
+        i,
+        "--num-tasks",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    cmd(&args)
+}
+
+/// A plain run of pipeline `ps` into `out`.
+fn plain_run(ps: &str, out: &Path) {
+    ok(&run(&[
+        "run",
+        ps,
+        "--output",
+        out.to_str().expect("utf8"),
+        "--no-progress",
+    ]));
+}
+
 /// One record per chunk, ingest dedup off so that a copied file yields rows whose sample_id is
 /// already in the dataset (the pipeline's own cross-chunk dedup must drop them).
 fn pipeline(dir: &Path, inputs: &[String]) -> PathBuf {
@@ -56,6 +84,18 @@ fn rows(dir: &Path) -> BTreeMap<String, OutputRow> {
     out
 }
 
+/// Same sample ids, and each row equal, naming the first that differs.
+fn assert_same_rows(a: &BTreeMap<String, OutputRow>, b: &BTreeMap<String, OutputRow>) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "different sample ids"
+    );
+    for (id, row) in a {
+        assert_eq!(Some(row), b.get(id), "row {id} differs");
+    }
+}
+
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
 }
@@ -87,21 +127,11 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     let sharded = dir.join("sharded");
     let sharded_s = sharded.to_str().expect("utf8");
     let task = |i: &str| {
-        cmd(&[
-            "run",
-            ps,
-            "--output",
-            sharded_s,
-            "--no-progress",
-            "--task-index",
-            i,
-            "--num-tasks",
-            "3",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn task")
+        task_of_3(ps, sharded_s, i, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn task")
     };
     let t0 = task("0");
     let t2 = task("2");
@@ -131,18 +161,7 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     assert!(!plain.status.success());
     assert!(String::from_utf8_lossy(&plain.stderr).contains("hindsight finalize"));
 
-    let t1 = run(&[
-        "run",
-        ps,
-        "--output",
-        sharded_s,
-        "--no-progress",
-        "--task-index",
-        "1",
-        "--num-tasks",
-        "3",
-    ]);
-    ok(&t1);
+    ok(&task_of_3(ps, sharded_s, "1", &[]).output().expect("task 1"));
     ok(&run(&["finalize", sharded_s]));
     ok(&run(&["validate", sharded_s]));
 
@@ -155,14 +174,7 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
             .as_u64()
             .unwrap_or(0)
     );
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "different sample ids"
-    );
-    for (id, row) in &a {
-        assert_eq!(Some(row), b.get(id), "row {id} differs");
-    }
+    assert_same_rows(&a, &b);
     assert!(a
         .values()
         .all(|r| !r.source_uri.ends_with("hints_copy.jsonl")));
@@ -180,6 +192,41 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
         ma["stats"]["ingest_last_run"],
         mb["stats"]["ingest_last_run"]
     );
+    // Each task read only its share: consecutive file ranges, disjoint, covering the input,
+    // and the records the tasks read add up to the single run's.
+    let mut next = 0;
+    let mut files_read = Vec::new();
+    let mut records = 0;
+    for i in 0..3 {
+        let marker = json(&sharded.join(format!("_state/tasks/3/{i}.json")));
+        let share = &marker["report"]["input"];
+        assert_eq!(share["first_file"].as_u64(), Some(next), "{share}");
+        let end = share["end_file"].as_u64().expect("end_file");
+        assert_eq!(share["files_total"].as_u64(), Some(3));
+        assert_eq!(
+            marker["report"]["ingest"]["files"].as_u64(),
+            Some(end - next),
+            "task {i} opened files outside its share"
+        );
+        for f in share["files"].as_array().expect("files") {
+            files_read.push(f.as_str().expect("uri").to_string());
+        }
+        records += marker["report"]["ingest"]["records_read"]
+            .as_u64()
+            .expect("records_read");
+        next = end;
+    }
+    assert_eq!(next, 3);
+    assert_eq!(
+        files_read, inputs,
+        "the shares' union is the input, in order"
+    );
+    assert_eq!(
+        Some(records),
+        single_report["ingest"]["records_read"].as_u64(),
+        "every record read exactly once across the tasks"
+    );
+
     let fin = json(&sharded.join("run_report.json"));
     assert_eq!(fin["num_tasks"].as_u64(), Some(3));
     // Some duplicates fall in chunks of the same task (that task drops them); the rest are
@@ -205,6 +252,136 @@ fn three_tasks_plus_finalize_equal_one_task_and_finalize_refuses_a_missing_task(
     // A later plain run over the same inputs is a no-op.
     ok(&run(&["run", ps, "--output", sharded_s, "--no-progress"]));
     assert_eq!(rows(&sharded), b);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Ingest dedup on, and the repeated episodes need a rollout: a demonstration file copied into
+/// another task's share. The tasks sample the same responses for the copies as for the
+/// originals (seeds come from the content), so finalize drops them and the rows equal the
+/// single run's; only where the copies are counted differs (documented).
+#[test]
+fn episodes_repeated_across_shares_give_the_single_runs_rows() {
+    let dir = temp_dir("sharded_rollout");
+    let copy = dir.join("demonstrations_copy.jsonl");
+    std::fs::copy(sample("demonstrations.jsonl"), &copy).expect("copy");
+    let inputs = [
+        sample("demonstrations.jsonl"),
+        sample("hints.jsonl"),
+        copy.display().to_string(),
+    ];
+    let paths: Vec<String> = inputs.iter().map(|p| format!("{p:?}")).collect();
+    let text = format!(
+        "name = \"sharded_rollout\"\n[input]\npaths = [{}]\nchunk_records = 2\n\
+         [rollout]\nn = 1\nmax_new_tokens = 6\n[output]\ndir = \"unused\"\n",
+        paths.join(", ")
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, text).expect("write pipeline");
+    let ps = p.to_str().expect("utf8");
+
+    let single = dir.join("single");
+    plain_run(ps, &single);
+    let sharded = dir.join("sharded");
+    let ss = sharded.to_str().expect("utf8");
+    for i in ["0", "1", "2"] {
+        ok(&task_of_3(ps, ss, i, &[]).output().expect("task"));
+    }
+    ok(&run(&["finalize", ss]));
+    ok(&run(&["validate", ss]));
+
+    let a = rows(&single);
+    let b = rows(&sharded);
+    assert!(
+        a.values().any(|r| r.is_on_policy),
+        "the demonstrations must be rolled out"
+    );
+    assert_same_rows(&a, &b);
+
+    // The single run filters the copies at ingest; the tasks score them and finalize drops
+    // their rows instead.
+    let ma = json(&single.join("manifest.json"));
+    let mb = json(&sharded.join("manifest.json"));
+    let dups = |m: &serde_json::Value| {
+        m["stats"]["ingest_last_run"]["episodes_filtered"]["duplicate"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // The sample file repeats one of its own records (each share filters that one itself).
+    let ingest_dups = dups(&ma) - dups(&mb);
+    assert!(ingest_dups >= 1, "{}\n{}", ma["stats"], mb["stats"]);
+    let across = |m: &serde_json::Value| {
+        m["stats"]["episodes"]["filtered:duplicate_across_runs"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let rollouts = |m: &serde_json::Value| m["stats"]["episodes"]["rollouts"].as_u64();
+    assert_eq!(rollouts(&mb), rollouts(&ma).map(|r| r + ingest_dups));
+    assert_eq!(across(&mb), across(&ma) + ingest_dups, "{}", mb["stats"]);
+    assert_eq!(ma["totals"]["rows"], mb["totals"]["rows"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--finalize-if-last`: three tasks started together, no finalize step. Exactly one of them
+/// finalizes, and the dataset equals a plain run's.
+#[test]
+fn the_last_task_to_finish_finalizes_exactly_once() {
+    let dir = temp_dir("sharded_last");
+    let inputs = vec![
+        sample("hints.jsonl"),
+        sample("unit_tests.jsonl"),
+        sample("openai_messages.jsonl"),
+    ];
+    let p = pipeline(&dir, &inputs);
+    let ps = p.to_str().expect("utf8");
+    let single = dir.join("single");
+    plain_run(ps, &single);
+
+    let sharded = dir.join("sharded");
+    let ss = sharded.to_str().expect("utf8");
+    let children: Vec<_> = ["0", "1", "2"]
+        .iter()
+        .map(|i| {
+            task_of_3(ps, ss, i, &["--finalize-if-last"])
+                .env("HINDSIGHT_RUN_ID", "night-1")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn task")
+        })
+        .collect();
+    let mut finalized = 0;
+    for c in children {
+        let out = c.wait_with_output().expect("task");
+        ok(&out);
+        if String::from_utf8_lossy(&out.stderr).contains("finalized 3 tasks") {
+            finalized += 1;
+        }
+    }
+    assert_eq!(finalized, 1, "exactly one task finalizes");
+    ok(&run(&["validate", ss]));
+    assert_same_rows(&rows(&single), &rows(&sharded));
+    let claim = std::fs::read_to_string(sharded.join("_state/tasks/3/runs/night-1/finalize.claim"))
+        .expect("claim");
+    assert!(["0", "1", "2"].contains(&claim.as_str()), "{claim}");
+
+    // Without a run id the flag is a usage error, before anything runs.
+    let o = cmd(&[
+        "run",
+        ps,
+        "--output",
+        ss,
+        "--task-index",
+        "0",
+        "--num-tasks",
+        "3",
+        "--finalize-if-last",
+    ])
+    .env_remove("HINDSIGHT_RUN_ID")
+    .env_remove("SLURM_ARRAY_JOB_ID")
+    .output()
+    .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--run-id"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,7 +1,10 @@
 //! Step 1, rollout: episodes without a logged response (demonstrations: SDFT is on-policy) get
 //! `rollout.n` responses sampled from the student, the whole batch in one generation call; the
-//! others pass through. Each episode's seed comes from the run seed and its provenance, so its
-//! samples are the same whatever else is in its batch (resume, sharding).
+//! others pass through. Each episode's seed comes from the run seed and the episode's content
+//! (the ingest dedup hash: kind, template, prompt, privileged context), so its samples are the
+//! same whatever else is in its batch and wherever it is read: a resumed run, or a sharded task
+//! that reads an episode another task's share repeats, samples the same rows (and finalize's
+//! `sample_id` dedup then keeps one, as a single run's ingest dedup would).
 
 use super::counts::{DropReason, StepCounts};
 use crate::episode::Episode;
@@ -91,7 +94,7 @@ fn failed(ep: &Episode, e: &crate::error::Error) {
 }
 
 /// The episode's prompt ids and seed. The seed is derived from the run seed and the episode's
-/// provenance; the prompt must leave room for `max_new_tokens` (checked here, so one long
+/// content hash; the prompt must leave room for `max_new_tokens` (checked here, so one long
 /// prompt fails alone instead of failing its batch).
 fn rollout_prompt(
     m: &LoadedModel,
@@ -110,10 +113,10 @@ fn rollout_prompt(
             ),
         });
     }
-    let p = &ep.provenance;
     let key = format!(
-        "{}\0{}\0{}\0{}",
-        cfg.seed, p.source_uri, p.source_record, p.turn_index
+        "{}\0{:032x}",
+        cfg.seed,
+        crate::episode::prefilter::content_hash(ep)
     );
     let seed = u64::from_str_radix(&sha256_hex(key.as_bytes())[..16], 16).unwrap_or(cfg.seed);
     Ok(GenerationPrompt { ids, seed })
