@@ -2,6 +2,7 @@
 //! only parses and dispatches, so every command is also callable (and testable) as a library.
 
 pub mod bench;
+pub mod compact;
 pub mod eval_relevance;
 pub mod export;
 pub mod finalize;
@@ -106,6 +107,8 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// After all `run --task-index I --num-tasks N` tasks: merge their chunks (dedup across tasks), write the manifest.
     Finalize(finalize::FinalizeArgs),
+    /// Rewrite a dataset's many small per-chunk shards into few large ones (rows unchanged), then republish the manifest.
+    Compact(compact::CompactArgs),
     /// Summarize a dataset directory: rows, tokens, bytes per response token, relevance, counts.
     Stats(stats::StatsArgs),
     /// Write a self-contained HTML report: funnel, distributions, top-k coverage, token heatmaps.
@@ -177,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => inspect::run(a),
         Command::EvalRelevance(a) => eval_relevance::run(a),
         Command::Finalize(a) => finalize::run(a, json_logs),
+        Command::Compact(a) => compact::run(a, json_logs),
         Command::Query(a) => query::run(a),
     }
 }

@@ -11,6 +11,7 @@
 //! and publish step as `finalize` ([`tasks`]): the manifest is built from the committed chunks
 //! in a fixed order and written once, last, so it never lists a partial or duplicate shard.
 
+pub mod compact;
 pub mod plan;
 pub mod progress;
 pub mod state;
@@ -31,6 +32,7 @@ use crate::sink::dataset::{chunk_ids_rel, DatasetWriter};
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig};
 use crate::store::Mirror;
 use crate::util::sha256_hex;
+pub use compact::{compact, CompactOptions, CompactReport};
 use state::{ChunkState, DatasetBinding, KlTotals, RunLock, RunState, TaskTag};
 use steps::{ChunkOutput, ScoringSteps};
 pub use steps::{DropReason, StepCounts};

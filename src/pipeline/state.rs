@@ -197,6 +197,86 @@ pub struct TaskTag {
 pub struct RunState {
     dir: PathBuf,
     chunks: BTreeMap<String, ChunkState>,
+    /// Chunks whose rows live in compacted shards (`hindsight compact`).
+    compacted: std::collections::HashSet<String>,
+}
+
+/// A compaction (`_state/compactions/<id>.json`, the commit point of `hindsight compact`): the
+/// rows of `chunks` now live in `shards`. Chunk records keep their own (deleted) shard lists;
+/// the state applies the record on load, so the chunks' shards read as these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Compaction {
+    /// Names the new shards (`part-<id>-NNNNN.parquet`) and the record.
+    pub id: String,
+    /// The chunks compacted, in the order their rows were written.
+    pub chunks: Vec<String>,
+    /// The compacted shards.
+    pub shards: Vec<ShardInfo>,
+}
+
+/// Refuses a state record (at `path`) naming a file that is not a plain name inside the
+/// dataset: names from records are joined to the dataset directory to read and delete.
+fn check_plain_names<'a>(
+    path: &Path,
+    mut names: impl Iterator<Item = &'a String>,
+) -> Result<(), StateError> {
+    match names.find(|n| !crate::util::is_plain_name(n)) {
+        None => Ok(()),
+        Some(bad) => Err(StateError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!(
+                "'{}' is not a plain file name inside the dataset",
+                crate::util::terminal_safe(bad)
+            ),
+        }),
+    }
+}
+
+/// Where a compaction's record lives.
+pub fn compaction_rel(id: &str) -> String {
+    format!("_state/compactions/{id}.json")
+}
+
+/// Reads the compaction records of `dir` (checking their names, like chunk records') and
+/// applies them: a compacted chunk lists no shards of its own, and the first chunk of each
+/// compaction that is still committed lists the compaction's shards. Returns the compacted ids.
+fn apply_compactions(
+    dir: &Path,
+    chunks: &mut BTreeMap<String, ChunkState>,
+) -> Result<std::collections::HashSet<String>, StateError> {
+    let mut compacted = std::collections::HashSet::new();
+    let cdir = dir.join("_state/compactions");
+    if !cdir.is_dir() {
+        return Ok(compacted);
+    }
+    let mut records = Vec::new();
+    for e in std::fs::read_dir(&cdir).map_err(io("listing", &cdir))? {
+        let path = e.map_err(io("listing", &cdir))?.path();
+        if path.extension().is_some_and(|x| x == "json") {
+            let c: Compaction = read_json(&path)?;
+            let names = std::iter::once(&c.id)
+                .chain(&c.chunks)
+                .chain(c.shards.iter().map(|s| &s.file));
+            check_plain_names(&path, names)?;
+            records.push(c);
+        }
+    }
+    records.sort_by(|a, b| a.id.cmp(&b.id));
+    for c in records {
+        let mut holder = None;
+        for id in &c.chunks {
+            if let Some(chunk) = chunks.get_mut(id) {
+                chunk.shards.clear();
+                compacted.insert(id.clone());
+                holder.get_or_insert_with(|| id.clone());
+            }
+        }
+        match holder.and_then(|h| chunks.get_mut(&h)) {
+            Some(chunk) => chunk.shards = c.shards,
+            None => tracing::warn!(compaction = %c.id, "compaction of chunks no longer committed"),
+        }
+    }
+    Ok(compacted)
 }
 
 /// Writes `bytes` to `path` atomically and durably ([`crate::util::write_atomic`]: unguessable
@@ -279,6 +359,12 @@ pub fn peek(dir: &Path) -> Result<Option<(DatasetBinding, Vec<ChunkState>)>, Sta
             }
         }
     }
+    let mut by_id: BTreeMap<String, ChunkState> = chunks
+        .into_iter()
+        .map(|c| (c.chunk_id.clone(), c))
+        .collect();
+    apply_compactions(dir, &mut by_id)?;
+    let mut chunks: Vec<ChunkState> = by_id.into_values().collect();
     chunks.sort_by(|a, b| {
         a.source_uri
             .cmp(&b.source_uri)
@@ -380,24 +466,39 @@ impl RunState {
                 // Names from here are joined to the dataset directory (shards to read, merge
                 // and delete; the chunk's id list), so a crafted file cannot point outside it.
                 let names = std::iter::once(&c.chunk_id).chain(c.shards.iter().map(|s| &s.file));
-                if let Some(bad) = names.into_iter().find(|n| !crate::util::is_plain_name(n)) {
-                    return Err(StateError::Corrupt {
-                        path,
-                        message: format!(
-                            "'{}' is not a plain file name inside the dataset",
-                            crate::util::terminal_safe(bad)
-                        ),
-                    });
-                }
+                check_plain_names(&path, names)?;
                 chunks.insert(c.chunk_id.clone(), c);
             } else if exclusive && path.extension().is_some_and(|x| x == "tmp") {
                 let _ = std::fs::remove_file(&path);
             }
         }
+        let compacted = apply_compactions(dir, &mut chunks)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             chunks,
+            compacted,
         })
+    }
+
+    /// Whether a chunk's rows were compacted into shards shared with other chunks.
+    pub fn is_compacted(&self, chunk_id: &str) -> bool {
+        self.compacted.contains(chunk_id)
+    }
+
+    /// Records a compaction (after its shards are in place): writes its record, the commit
+    /// point, and applies it.
+    pub fn commit_compaction(&mut self, c: Compaction) -> Result<(), StateError> {
+        let path = self.dir.join(compaction_rel(&c.id));
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
+        }
+        let json = serde_json::to_vec_pretty(&c).map_err(|e| StateError::Corrupt {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&path, &json)?;
+        self.compacted = apply_compactions(&self.dir, &mut self.chunks)?;
+        Ok(())
     }
 
     /// Whether a chunk is already committed.

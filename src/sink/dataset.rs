@@ -233,6 +233,16 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Republishes a dataset whose shards moved (`hindsight compact`): the dataset card, then
+    /// the manifest; the run report and quarantine stay the last run's.
+    pub fn republish(&self, manifest: &Manifest) -> SinkResult<()> {
+        self.write_local(CARD_FILE, dataset_card(manifest).as_bytes())?;
+        self.mirror.push(CARD_FILE)?;
+        manifest.write(self.dir())?;
+        self.mirror.push(MANIFEST_FILE)?;
+        Ok(())
+    }
+
     /// Writes the report of a run that stopped early: locally only, and no manifest (the
     /// published dataset stays the last complete one).
     pub fn write_partial_report(&self, report: &[u8]) -> SinkResult<()> {

@@ -124,3 +124,21 @@ pub fn reasons(q: &[QuarantineEntry]) -> Vec<(i64, &'static str)> {
         .map(|e| (e.record_index, e.reason.as_str()))
         .collect()
 }
+
+/// Every row of a dataset directory, in manifest order (shards read with the real Parquet
+/// reader).
+pub fn manifest_rows(dir: &std::path::Path) -> Vec<hindsight::sink::OutputRow> {
+    let manifest = hindsight::sink::Manifest::read(dir).expect("manifest");
+    let mut out = Vec::new();
+    for s in &manifest.shards {
+        let f = std::fs::File::open(dir.join(&s.file)).expect("shard");
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        for batch in reader {
+            out.extend(hindsight::sink::batch_to_rows(&batch.expect("batch")).expect("rows"));
+        }
+    }
+    out
+}

@@ -7,6 +7,7 @@
 mod common;
 
 mod bad_inputs;
+mod compact;
 mod deploy;
 mod families;
 mod generation;

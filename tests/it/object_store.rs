@@ -5,7 +5,7 @@
 //! Round trip: inputs are read from `s3://`, the dataset is written to `s3://`, validated and
 //! summarised from `s3://`; a rerun is a no-op; a stray object makes `validate` fail; a 12 MiB
 //! multipart upload arrives intact; create-only puts admit one writer; a two-task sharded run's
-//! last task finalizes it (same totals as the plain run).
+//! last task finalizes it (same totals as the plain run); `compact` folds its shards into one.
 
 use crate::common::{ok, sample};
 use std::io::{Read, Write};
@@ -358,5 +358,25 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
         String::from_utf8_lossy(&retry.stderr)
     );
     ok(&run(&moto, &["validate", sharded_url]));
+
+    // Compaction on S3: the per-chunk shards become one object; the old ones are deleted.
+    ok(&run(&moto, &["compact", sharded_url]));
+    ok(&run(&moto, &["validate", sharded_url]));
+    let mut f = tempfile::tempfile().expect("tmp");
+    sharded
+        .download_to("manifest.json", &mut f)
+        .expect("manifest");
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    let compacted: serde_json::Value = serde_json::from_reader(f).expect("json");
+    assert_eq!(compacted["shards"].as_array().map(Vec::len), Some(1));
+    assert_eq!(compacted["totals"]["rows"], before["totals"]["rows"]);
+    let parts: Vec<String> = sharded
+        .list("")
+        .expect("list")
+        .iter()
+        .filter_map(|m| sharded.relative(&m.location))
+        .filter(|n| n.starts_with("part-"))
+        .collect();
+    assert_eq!(parts.len(), 1, "{parts:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }

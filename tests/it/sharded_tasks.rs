@@ -3,12 +3,12 @@
 //! single-task run; `finalize` refuses while a task is missing; rows duplicated across tasks are
 //! dropped as the single run drops them.
 
-use crate::common::{model_path, ok, sample, temp_dir};
+use crate::common::{manifest_rows, model_path, ok, sample, temp_dir};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use hindsight::sink::{batch_to_rows, Manifest, OutputRow};
+use hindsight::sink::OutputRow;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hindsight");
 
@@ -66,20 +66,10 @@ fn pipeline(dir: &Path, inputs: &[String]) -> PathBuf {
 
 /// Every row of a dataset directory, by sample_id.
 fn rows(dir: &Path) -> BTreeMap<String, OutputRow> {
-    let manifest = Manifest::read(dir).expect("manifest");
     let mut out = BTreeMap::new();
-    for s in &manifest.shards {
-        let f = std::fs::File::open(dir.join(&s.file)).expect("shard");
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
-            .expect("parquet")
-            .build()
-            .expect("reader");
-        for batch in reader {
-            for row in batch_to_rows(&batch.expect("batch")).expect("rows") {
-                let prev = out.insert(row.sample_id.clone(), row);
-                assert!(prev.is_none(), "sample_id twice in {}", dir.display());
-            }
-        }
+    for row in manifest_rows(dir) {
+        let prev = out.insert(row.sample_id.clone(), row);
+        assert!(prev.is_none(), "sample_id twice in {}", dir.display());
     }
     out
 }
