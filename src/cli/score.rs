@@ -30,6 +30,9 @@ pub struct ScoreArgs {
     /// Teacher top-k size.
     #[arg(long, default_value_t = 20)]
     pub top_k: usize,
+    /// Student top-k size K_s of the student-side values (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub student_top_k: usize,
     /// Max tokens per packed forward batch.
     #[arg(long, default_value_t = 4096)]
     pub token_budget: usize,
@@ -128,6 +131,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
     let m = a.model.load()?;
     let cfg = ScorerConfig {
         top_k: a.top_k,
+        student_top_k: a.student_top_k,
         token_budget: a.token_budget,
         prefix_sharing: !a.no_prefix_sharing,
         relevance: a.relevance,

@@ -44,7 +44,19 @@ pub struct PipelineConfig {
     /// Sampling for episodes whose response must come from the student (demonstrations).
     #[serde(default)]
     pub rollout: crate::model::generate::GenerationConfig,
+    /// How the output contract stores its values.
+    #[serde(default)]
+    pub contract: ContractConfig,
     pub output: OutputConfig,
+}
+
+/// How the output contract stores its values (docs/CONTRACT.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContractConfig {
+    /// `lossless` (float32 log-probs, the default) or `compact` (one-byte log-prob codes, no
+    /// student log-prob snapshots; ≤ 100 B per response token at K=20).
+    pub encoding: crate::sink::Encoding,
 }
 
 /// Where records come from.
@@ -112,6 +124,9 @@ pub struct ModelConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ScoreConfig {
     pub top_k: usize,
+    /// Width K_s of the student-side columns (the student's own top-k and the teacher's
+    /// log-probs there, for reverse-KL losses); 0 = off.
+    pub student_top_k: usize,
     pub token_budget: usize,
     pub prefix_sharing: bool,
     pub relevance: RelevanceMethod,
@@ -135,6 +150,7 @@ impl Default for ScoreConfig {
     fn default() -> Self {
         Self {
             top_k: 20,
+            student_top_k: 0,
             token_budget: 4096,
             prefix_sharing: true,
             relevance: RelevanceMethod::Pmi,

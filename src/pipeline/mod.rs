@@ -210,7 +210,8 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         cfg.score.relevance,
         Some(f64::from(cfg.score.threshold())),
         &identity,
-    );
+    )
+    .with_layout(cfg.score.student_top_k, cfg.contract.encoding);
     let config_sha256 = meta.pipeline_config_sha256.clone();
     let binding = DatasetBinding {
         config_sha256: config_sha256.clone(),

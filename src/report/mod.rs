@@ -651,11 +651,13 @@ impl Scan {
             self.advantages.add(f64::from(a));
         }
         let k = row.k;
-        if k > 0 {
+        // The coverage needs the student's log-probs at the teacher's top-k (not stored in the
+        // compact encoding).
+        if let (true, Some(student_topk)) = (k > 0, row.student_topk_logprobs.as_deref()) {
             let mut lp = Vec::with_capacity(k);
             let mut lq = Vec::with_capacity(k);
             let teacher = row.teacher_topk_logprobs.chunks_exact(k);
-            let student = row.student_topk_logprobs.chunks_exact(k);
+            let student = student_topk.chunks_exact(k);
             for (tp, sp) in teacher.zip(student) {
                 lp.clear();
                 lq.clear();

@@ -99,6 +99,10 @@ impl RelevanceMethod {
 pub struct ScorerConfig {
     /// Teacher top-k size (K).
     pub top_k: usize,
+    /// Student top-k size (K_s) of the student-side columns (the student's own top-k and the
+    /// teacher's log-probs there, for reverse-KL losses); 0 = off.
+    #[serde(default)]
+    pub student_top_k: usize,
     /// Upper bound on tokens in one packed forward batch (a longer request runs alone).
     pub token_budget: usize,
     /// Compute the shared student/teacher prefix once.
@@ -119,6 +123,7 @@ impl Default for ScorerConfig {
     fn default() -> Self {
         Self {
             top_k: 20,
+            student_top_k: 0,
             token_budget: 4096,
             prefix_sharing: true,
             head_chunk: 32,
@@ -198,6 +203,24 @@ pub struct EpisodeScores {
     pub teacher_topk_logprobs: Vec<f32>,
     pub teacher_tail_logmass: Vec<f32>,
     pub student_topk_logprobs: Vec<f32>,
+    /// Width K_s of the student-side vectors (0: not computed).
+    #[serde(default)]
+    pub student_k: usize,
+    /// The student's own top-K_s ids per token, descending, `T * K_s`.
+    #[serde(default)]
+    pub student_topk_ids: Vec<u32>,
+    /// The student's log-probs at its own top-K_s ids, `T * K_s`.
+    #[serde(default)]
+    pub student_topk_logprobs_self: Vec<f32>,
+    /// The teacher's log-probs at the student's top-K_s ids, `T * K_s`.
+    #[serde(default)]
+    pub teacher_logprobs_at_student_topk: Vec<f32>,
+    /// The teacher's log-normaliser (log-sum-exp of its logits) per token: logit = log-prob + it.
+    #[serde(default)]
+    pub teacher_logz: Vec<f32>,
+    /// The student's log-normaliser per token.
+    #[serde(default)]
+    pub student_logz: Vec<f32>,
     /// KL(teacher ‖ student) per token, top-k + tail estimate.
     pub kl_topk_tail: Vec<f32>,
     /// Exact KL(teacher ‖ student) per token over the full vocabulary.
@@ -254,6 +277,15 @@ pub struct ScoreStats {
     pub response_tokens: u64,
 }
 
+/// The student-side values of one position: the student's top-K_s and both models' log-probs
+/// there (empty when K_s = 0).
+#[derive(Default)]
+struct StudentSide {
+    ids: Vec<u32>,
+    student: Vec<f64>,
+    teacher: Vec<f64>,
+}
+
 /// Runs scoring requests through a model.
 pub struct Scorer<'m> {
     model: &'m Transformer,
@@ -267,6 +299,9 @@ struct TokenResult {
     topk_ids: Vec<u32>,
     topk_lp: Vec<f64>,
     student_topk: Vec<f64>,
+    student_side: StudentSide,
+    lse_t: f64,
+    lse_s: f64,
     tail: f64,
     kl: f64,
     kl_full: f64,
@@ -327,6 +362,7 @@ impl<'m> Scorer<'m> {
     ) -> Result<EpisodeScores> {
         let t_len = req.completion_ids.len();
         let k = self.cfg.top_k.min(self.model.config.vocab_size);
+        let ks = self.cfg.student_top_k.min(self.model.config.vocab_size);
         let has_control = layout.control_rows.is_some();
         let mut results: Vec<TokenResult> = Vec::with_capacity(t_len);
         let chunk = self.cfg.head_chunk.max(1);
@@ -355,14 +391,14 @@ impl<'m> Scorer<'m> {
                     let student = &logits[(c + i) * v..(c + i + 1) * v];
                     let control =
                         has_control.then(|| &logits[(2 * c + i) * v..(2 * c + i + 1) * v]);
-                    token_result(teacher, student, control, targets[i] as usize, k)
+                    token_result(teacher, student, control, targets[i] as usize, k, ks)
                 })
                 .collect();
             results.extend(chunk_results);
             t0 = t1;
         }
         stats.response_tokens += t_len as u64;
-        let mut scores = assemble(results, k, has_control);
+        let mut scores = assemble(results, k, ks, has_control);
         if let (Some(probe), Some(rows)) = (&req.followup, &layout.followup_rows) {
             let t = &probe.target;
             scores.followup = Some(FollowupScores {
@@ -411,6 +447,7 @@ fn token_result(
     control: Option<&[f32]>,
     target: usize,
     k: usize,
+    ks: usize,
 ) -> TokenResult {
     let lse_t = log_sum_exp(teacher);
     let lse_s = log_sum_exp(student);
@@ -428,6 +465,19 @@ fn token_result(
         let ctl: Vec<f64> = ids.iter().map(|&i| cl[i as usize] as f64 - lse_c).collect();
         kl_topk_tail(&topk_lp, &ctl)
     });
+    let student_side = if ks == 0 {
+        StudentSide::default()
+    } else {
+        let ids = top_k(student, ks);
+        let at = |row: &[f32], lse: f64| -> Vec<f64> {
+            ids.iter().map(|&i| row[i as usize] as f64 - lse).collect()
+        };
+        StudentSide {
+            student: at(student, lse_s),
+            teacher: at(teacher, lse_t),
+            ids,
+        }
+    };
     TokenResult {
         student: student[target] as f64 - lse_s,
         teacher: teacher[target] as f64 - lse_t,
@@ -437,6 +487,9 @@ fn token_result(
         topk_ids: ids,
         topk_lp,
         student_topk,
+        student_side,
+        lse_t,
+        lse_s,
         control_kl,
     }
 }
@@ -448,7 +501,7 @@ fn mean(xs: &[f32]) -> f32 {
     (xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len() as f64) as f32
 }
 
-fn assemble(results: Vec<TokenResult>, k: usize, has_control: bool) -> EpisodeScores {
+fn assemble(results: Vec<TokenResult>, k: usize, ks: usize, has_control: bool) -> EpisodeScores {
     let t = results.len();
     let mut s = EpisodeScores {
         k,
@@ -459,6 +512,12 @@ fn assemble(results: Vec<TokenResult>, k: usize, has_control: bool) -> EpisodeSc
         teacher_topk_logprobs: Vec::with_capacity(t * k),
         teacher_tail_logmass: Vec::with_capacity(t),
         student_topk_logprobs: Vec::with_capacity(t * k),
+        student_k: ks,
+        student_topk_ids: Vec::with_capacity(t * ks),
+        student_topk_logprobs_self: Vec::with_capacity(t * ks),
+        teacher_logprobs_at_student_topk: Vec::with_capacity(t * ks),
+        teacher_logz: Vec::with_capacity(t),
+        student_logz: Vec::with_capacity(t),
         kl_topk_tail: Vec::with_capacity(t),
         kl_full_vocab: Vec::with_capacity(t),
         control_kl_topk_tail: has_control.then(|| Vec::with_capacity(t)),
@@ -478,6 +537,13 @@ fn assemble(results: Vec<TokenResult>, k: usize, has_control: bool) -> EpisodeSc
         s.student_topk_logprobs
             .extend(r.student_topk.iter().map(|&x| x as f32));
         s.teacher_tail_logmass.push(r.tail as f32);
+        s.student_topk_ids.extend(&r.student_side.ids);
+        s.student_topk_logprobs_self
+            .extend(r.student_side.student.iter().map(|&x| x as f32));
+        s.teacher_logprobs_at_student_topk
+            .extend(r.student_side.teacher.iter().map(|&x| x as f32));
+        s.teacher_logz.push(r.lse_t as f32);
+        s.student_logz.push(r.lse_s as f32);
         s.kl_topk_tail.push(r.kl as f32);
         s.kl_full_vocab.push(r.kl_full as f32);
         if let (Some(v), Some(c)) = (s.control_kl_topk_tail.as_mut(), r.control_kl) {

@@ -13,10 +13,13 @@ use arrow_array::{
 use arrow_buffer::{OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
 
-use super::columns::{Column, TextKind, Values, CONTRACT};
+use arrow_buffer::NullBuffer;
+
+use super::columns::{Column, Compact, TextKind, Values, Width, CONTRACT};
+use super::encoding::{self, Encoding};
 use super::error::{SinkError, SinkResult};
 use super::row::OutputRow;
-use super::schema::{contract_schema, item, message_fields};
+use super::schema::{contract_schema, item, message_fields, Layout};
 use crate::episode::Message;
 
 /// Offsets from lengths with overflow checked (a batch whose total would not fit is an error,
@@ -80,17 +83,62 @@ fn f32_lists<'a>(
     )
 }
 
-/// `large_list<fixed_size_list<T, k>>` from per-row flat `T * k` vectors.
-fn topk_lists(column: &str, k: usize, lens: &[usize], values: ArrayRef) -> SinkResult<ArrayRef> {
+/// `large_list<fixed_size_list<T, k>>` from per-row flat `T * k` vectors; a `None` length is a
+/// null row.
+fn topk_lists(
+    column: &str,
+    k: usize,
+    lens: &[Option<usize>],
+    values: ArrayRef,
+) -> SinkResult<ArrayRef> {
     let dt = values.data_type().clone();
     let width = i32::try_from(k).map_err(|_| SinkError::Config(format!("top-k {k} too large")))?;
     let fsl = FixedSizeListArray::try_new(item(dt.clone()), width, values, None)?;
-    large_list_of(
-        column,
-        DataType::FixedSizeList(item(dt), width),
-        lens.iter().map(|l| l / k),
+    let offs = offsets::<i64>(column, lens.iter().map(|l| l.unwrap_or(0) / k.max(1)))?;
+    let nulls = lens
+        .iter()
+        .any(Option::is_none)
+        .then(|| NullBuffer::from_iter(lens.iter().map(Option::is_some)));
+    Ok(Arc::new(LargeListArray::try_new(
+        item(DataType::FixedSizeList(item(dt), width)),
+        offs,
         Arc::new(fsl),
-    )
+        nulls,
+    )?))
+}
+
+/// A top-k id column from per-row values (`None`: null row).
+fn topk_ids(column: &str, k: usize, rows: &[Option<&[i32]>]) -> SinkResult<ArrayRef> {
+    let lens: Vec<Option<usize>> = rows.iter().map(|r| r.map(<[_]>::len)).collect();
+    let flat = Int32Array::from_iter_values(rows.iter().flatten().flat_map(|v| v.iter().copied()));
+    topk_lists(column, k, &lens, Arc::new(flat))
+}
+
+/// A top-k log-prob column from per-row values: float32, or one-byte codes where `layout`
+/// stores the column compactly.
+fn topk_logprobs(
+    c: &Column,
+    layout: &Layout,
+    k: usize,
+    rows: &[Option<&[f32]>],
+) -> SinkResult<ArrayRef> {
+    let lens: Vec<Option<usize>> = rows.iter().map(|r| r.map(<[_]>::len)).collect();
+    let flat: Vec<f32> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.iter().copied())
+        .collect();
+    let values: ArrayRef = if layout.codes(c) {
+        let codes = if c.compact == Compact::SortedCodes {
+            encoding::encode_sorted(&flat, k)
+        } else {
+            encoding::encode_codes(&flat)
+        };
+        Arc::new(UInt8Array::from(codes))
+    } else {
+        Arc::new(Float32Array::from(flat))
+    };
+    topk_lists(c.name, k, &lens, values)
 }
 
 fn messages(column: &str, rows: &[&[Message]]) -> SinkResult<ArrayRef> {
@@ -123,9 +171,11 @@ fn dict<'a>(values: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(values.collect::<DictionaryArray<Int32Type>>())
 }
 
-/// One column of `rows` as an Arrow array of the contract type.
-fn column_array(c: &Column, rows: &[OutputRow], k: usize) -> SinkResult<ArrayRef> {
+/// One column of `rows` as an Arrow array of the contract type in `layout`.
+fn column_array(c: &Column, rows: &[OutputRow], layout: &Layout) -> SinkResult<ArrayRef> {
     let name = c.name;
+    let k = layout.width(c.width);
+    let omitted = layout.omitted(c);
     Ok(match c.values {
         Values::U16(get, _) => Arc::new(UInt16Array::from_iter_values(rows.iter().map(get))),
         Values::I32(get, _) => Arc::new(Int32Array::from_iter_values(rows.iter().map(get))),
@@ -158,49 +208,75 @@ fn column_array(c: &Column, rows: &[OutputRow], k: usize) -> SinkResult<ArrayRef
             )?
         }
         Values::F32List(get, _) => f32_lists(name, rows.iter().map(get))?,
-        Values::TopKI32(get, _) => topk_lists(
+        Values::TopKI32(get, _) => topk_ids(
             name,
             k,
-            &rows.iter().map(|r| get(r).len()).collect::<Vec<_>>(),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().flat_map(|r| get(r).iter().copied()),
-            )),
+            &rows.iter().map(|r| Some(get(r))).collect::<Vec<_>>(),
         )?,
-        Values::TopKF32(get, _) => topk_lists(
+        Values::OptTopKI32(get, _) => topk_ids(
             name,
             k,
-            &rows.iter().map(|r| get(r).len()).collect::<Vec<_>>(),
-            Arc::new(Float32Array::from_iter_values(
-                rows.iter().flat_map(|r| get(r).iter().copied()),
-            )),
+            &rows
+                .iter()
+                .map(|r| get(r).filter(|_| !omitted))
+                .collect::<Vec<_>>(),
+        )?,
+        Values::TopKF32(get, _) => topk_logprobs(
+            c,
+            layout,
+            k,
+            &rows.iter().map(|r| Some(get(r))).collect::<Vec<_>>(),
+        )?,
+        Values::OptTopKF32(get, _) => topk_logprobs(
+            c,
+            layout,
+            k,
+            &rows
+                .iter()
+                .map(|r| get(r).filter(|_| !omitted))
+                .collect::<Vec<_>>(),
         )?,
     })
 }
 
-/// Builds one record batch of `rows` with the contract schema for top-k width `k`. Fails (instead
-/// of writing a malformed shard) when a row's top-k vectors are not a multiple of `k` long.
-pub fn rows_to_batch(rows: &[OutputRow], k: usize) -> SinkResult<RecordBatch> {
-    if k == 0 {
+/// Builds one record batch of `rows` with the contract schema of `layout`. Fails (instead of
+/// writing a malformed shard) when a row's top-k vectors are not a multiple of their width long,
+/// or a student-side column is missing while K_s > 0.
+pub fn rows_to_batch(rows: &[OutputRow], layout: &Layout) -> SinkResult<RecordBatch> {
+    if layout.top_k == 0 {
         return Err(SinkError::Config("top-k width must be at least 1".into()));
     }
     for r in rows {
-        for (name, len) in [
-            ("teacher_topk_ids", r.teacher_topk_ids.len()),
-            ("teacher_topk_logprobs", r.teacher_topk_logprobs.len()),
-            ("student_topk_logprobs", r.student_topk_logprobs.len()),
-        ] {
-            if len % k != 0 {
-                return Err(SinkError::InvalidRow(format!(
-                    "sample {}: {name} has {len} values, not a multiple of K={k}",
-                    r.sample_id
-                )));
+        for c in &CONTRACT {
+            let len = match c.values {
+                Values::TopKI32(get, _) => Some(get(r).len()),
+                Values::TopKF32(get, _) => Some(get(r).len()),
+                Values::OptTopKI32(get, _) => get(r).map(<[_]>::len),
+                Values::OptTopKF32(get, _) => get(r).map(<[_]>::len),
+                _ => continue,
+            };
+            let width = layout.width(c.width);
+            match len {
+                None if !layout.omitted(c) && c.width == Width::Student => {
+                    return Err(SinkError::InvalidRow(format!(
+                        "sample {}: {} is missing but student_top_k is {width}",
+                        r.sample_id, c.name
+                    )));
+                }
+                Some(len) if width > 0 && len % width != 0 => {
+                    return Err(SinkError::InvalidRow(format!(
+                        "sample {}: {} has {len} values, not a multiple of K={width}",
+                        r.sample_id, c.name
+                    )));
+                }
+                _ => {}
             }
         }
     }
-    let schema = contract_schema(k);
+    let schema = contract_schema(layout);
     let columns = CONTRACT
         .iter()
-        .map(|c| column_array(c, rows, k))
+        .map(|c| column_array(c, rows, layout))
         .collect::<SinkResult<Vec<ArrayRef>>>()?;
     Ok(RecordBatch::try_new(schema, columns)?)
 }
@@ -269,12 +345,13 @@ fn list_values<P: Array + 'static, T>(
         .collect())
 }
 
-/// Per-row flattened `T * K` values of a `large_list<fixed_size_list<P, K>>` column.
+/// Per-row flattened `T * K` values of a `large_list<fixed_size_list<P, K>>` column (`None`
+/// for a null row), and K.
 fn topk_values<P: Array + 'static, T>(
     batch: &RecordBatch,
     name: &str,
     get: impl Fn(&P, usize) -> T,
-) -> SinkResult<Vec<Vec<T>>> {
+) -> SinkResult<(Vec<Option<Vec<T>>>, usize)> {
     let a = column::<LargeListArray>(batch, name)?;
     let fsl = a
         .values()
@@ -289,13 +366,52 @@ fn topk_values<P: Array + 'static, T>(
         .ok_or_else(|| SinkError::column(name, "unexpected top-k element type"))?;
     // A fixed-size list's offset is always 0 (slicing slices its values), so list offsets index
     // whole elements of `values`.
-    Ok(a.offsets()
+    let rows = a
+        .offsets()
         .windows(2)
-        .map(|w| {
+        .enumerate()
+        .map(|(i, w)| {
             let (s, e) = (w[0] as usize * k, w[1] as usize * k);
-            (s..e).map(|j| get(values, j)).collect()
+            a.is_valid(i)
+                .then(|| (s..e).map(|j| get(values, j)).collect())
         })
-        .collect())
+        .collect();
+    Ok((rows, k))
+}
+
+/// Whether a top-k column holds one-byte codes (the compact encoding).
+fn holds_codes(batch: &RecordBatch, name: &str) -> bool {
+    match batch
+        .schema()
+        .field_with_name(name)
+        .map(|f| f.data_type().clone())
+    {
+        Ok(DataType::LargeList(f)) => {
+            matches!(f.data_type(), DataType::FixedSizeList(e, _) if e.data_type() == &DataType::UInt8)
+        }
+        _ => false,
+    }
+}
+
+/// Per-row log-probs of a top-k log-prob column, decoded when it holds compact codes.
+fn topk_logprob_values(batch: &RecordBatch, c: &Column) -> SinkResult<Vec<Option<Vec<f32>>>> {
+    if holds_codes(batch, c.name) {
+        let (rows, k) = topk_values(batch, c.name, |a: &UInt8Array, j| a.value(j))?;
+        let sorted = c.compact == Compact::SortedCodes;
+        return Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.map(|codes| {
+                    if sorted {
+                        encoding::decode_sorted(&codes, k)
+                    } else {
+                        encoding::decode_codes(&codes)
+                    }
+                })
+            })
+            .collect());
+    }
+    Ok(topk_values(batch, c.name, |a: &Float32Array, j| a.value(j))?.0)
 }
 
 fn message_lists(batch: &RecordBatch, name: &str) -> SinkResult<Vec<Vec<Message>>> {
@@ -382,20 +498,33 @@ fn read_column(batch: &RecordBatch, c: &Column, rows: &mut [OutputRow]) -> SinkR
             each(rows, v, set);
         }
         Values::F32List(_, set) => each(rows, list_values(batch, name, f32v)?, set),
-        Values::TopKI32(_, set) => each(rows, topk_values(batch, name, i32v)?, set),
-        Values::TopKF32(_, set) => each(rows, topk_values(batch, name, f32v)?, set),
+        Values::TopKI32(_, set) => {
+            let v = topk_values(batch, name, i32v)?.0;
+            each(
+                rows,
+                v.into_iter().map(Option::unwrap_or_default).collect(),
+                set,
+            );
+        }
+        Values::TopKF32(_, set) => {
+            let v = topk_logprob_values(batch, c)?;
+            each(
+                rows,
+                v.into_iter().map(Option::unwrap_or_default).collect(),
+                set,
+            );
+        }
+        Values::OptTopKI32(_, set) => each(rows, topk_values(batch, name, i32v)?.0, set),
+        Values::OptTopKF32(_, set) => each(rows, topk_logprob_values(batch, c)?, set),
     }
     Ok(())
 }
 
-/// Decodes a batch with the contract columns back into rows (`k` is taken from the top-k
-/// columns' type). Fails only when a column is missing or has another type; value-level
-/// problems (lengths, ranges) are left for `validate` to report.
-pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
-    let n = batch.num_rows();
-    let k = match batch
+/// The width of a `large_list<fixed_size_list<_, K>>` column (0 when absent or another type).
+fn width_of(batch: &RecordBatch, name: &str) -> usize {
+    match batch
         .schema()
-        .field_with_name("teacher_topk_ids")
+        .field_with_name(name)
         .map(|f| f.data_type().clone())
     {
         Ok(DataType::LargeList(f)) => match f.data_type() {
@@ -403,8 +532,32 @@ pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
             _ => 0,
         },
         _ => 0,
-    };
-    let mut rows = vec![OutputRow::empty(k); n];
+    }
+}
+
+/// The layout a batch was written with, read from its column types.
+pub fn batch_layout(batch: &RecordBatch) -> Layout {
+    Layout {
+        top_k: width_of(batch, "teacher_topk_ids"),
+        student_top_k: width_of(batch, "student_topk_ids"),
+        encoding: if holds_codes(batch, "teacher_topk_logprobs") {
+            Encoding::Compact
+        } else {
+            Encoding::Lossless
+        },
+    }
+}
+
+/// Decodes a batch with the contract columns back into rows (the widths and the encoding are
+/// taken from the columns' types; compact codes come back as the log-probs they stand for).
+/// Fails only when a column is missing or has another type; value-level problems (lengths,
+/// ranges) are left for `validate` to report.
+pub fn batch_to_rows(batch: &RecordBatch) -> SinkResult<Vec<OutputRow>> {
+    let n = batch.num_rows();
+    let layout = batch_layout(batch);
+    let mut empty = OutputRow::empty(layout.top_k);
+    empty.ks = layout.student_top_k;
+    let mut rows = vec![empty; n];
     for c in &CONTRACT {
         read_column(batch, c, &mut rows)?;
     }

@@ -67,7 +67,7 @@ pub fn dataset_card(m: &Manifest) -> String {
         s.push_str(&format!(
             "| `{}` | `{}` | {} |\n",
             c.name,
-            arrow_type(&c.values, d.top_k),
+            arrow_type(c, &d.layout()),
             if c.nullable { "yes" } else { "no" }
         ));
     }

@@ -65,6 +65,41 @@ pub enum Values {
     TopKI32(fn(&OutputRow) -> &[i32], fn(&mut OutputRow, Vec<i32>)),
     /// `large_list<fixed_size_list<float32, K>>`, flattened row-major in the row.
     TopKF32(fn(&OutputRow) -> &[f32], fn(&mut OutputRow, Vec<f32>)),
+    /// `large_list<fixed_size_list<int32, K>>`, nullable.
+    OptTopKI32(
+        fn(&OutputRow) -> Option<&[i32]>,
+        fn(&mut OutputRow, Option<Vec<i32>>),
+    ),
+    /// `large_list<fixed_size_list<float32, K>>`, nullable.
+    OptTopKF32(
+        fn(&OutputRow) -> Option<&[f32]>,
+        fn(&mut OutputRow, Option<Vec<f32>>),
+    ),
+}
+
+/// Which top-k width a top-k column has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Width {
+    /// The teacher's K (`top_k`); also what non-top-k columns carry.
+    Teacher,
+    /// The student's K_s (`student_top_k`).
+    Student,
+}
+
+/// How a column is stored under `contract.encoding = "compact"` (see [`super::encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compact {
+    /// As in the lossless encoding.
+    Same,
+    /// Token ids: int32 with BYTE_STREAM_SPLIT (measured smaller than PLAIN under zstd).
+    Ids,
+    /// Descending log-probs: one-byte code differences along K (`uint8`).
+    SortedCodes,
+    /// Log-probs in no particular order: one-byte codes (`uint8`).
+    Codes,
+    /// Not stored (null): the student's own log-prob snapshots, which a trainer recomputes with
+    /// the live student.
+    Omitted,
 }
 
 /// How the Parquet writer stores a column (measured choices, see docs/STORAGE.md).
@@ -95,6 +130,10 @@ pub struct Column {
     pub storage: Storage,
     /// The only values a label column may take (`None`: any).
     pub allowed: Option<&'static [&'static str]>,
+    /// Which top-k width the column has (top-k columns only).
+    pub width: Width,
+    /// How the compact encoding stores it.
+    pub compact: Compact,
 }
 
 const fn col(name: &'static str, values: Values) -> Column {
@@ -104,7 +143,19 @@ const fn col(name: &'static str, values: Values) -> Column {
         values,
         storage: Storage::Default,
         allowed: None,
+        width: Width::Teacher,
+        compact: Compact::Same,
     }
+}
+
+const fn student(mut c: Column) -> Column {
+    c.width = Width::Student;
+    c
+}
+
+const fn compact(mut c: Column, how: Compact) -> Column {
+    c.compact = how;
+    c
 }
 
 const fn nullable(mut c: Column) -> Column {
@@ -125,8 +176,8 @@ const fn allowed(mut c: Column, values: &'static [&'static str]) -> Column {
 use Storage::{ByteStreamSplit, Plain, Statistics};
 use TextKind::{Dictionary, Large, Utf8};
 
-/// The contract columns of schema version 1, in the order shards store them.
-pub static CONTRACT: [Column; 35] = [
+/// The contract columns of schema version 2, in the order shards store them.
+pub static CONTRACT: [Column; 40] = [
     col(
         "schema_version",
         Values::U16(|r| r.schema_version, |r, v| r.schema_version = v),
@@ -267,22 +318,28 @@ pub static CONTRACT: [Column; 35] = [
         ),
         ByteStreamSplit,
     ),
-    stored(
-        col(
-            "teacher_topk_ids",
-            Values::TopKI32(|r| &r.teacher_topk_ids, |r, v| r.teacher_topk_ids = v),
-        ),
-        Plain,
-    ),
-    stored(
-        col(
-            "teacher_topk_logprobs",
-            Values::TopKF32(
-                |r| &r.teacher_topk_logprobs,
-                |r, v| r.teacher_topk_logprobs = v,
+    compact(
+        stored(
+            col(
+                "teacher_topk_ids",
+                Values::TopKI32(|r| &r.teacher_topk_ids, |r, v| r.teacher_topk_ids = v),
             ),
+            Plain,
         ),
-        ByteStreamSplit,
+        Compact::Ids,
+    ),
+    compact(
+        stored(
+            col(
+                "teacher_topk_logprobs",
+                Values::TopKF32(
+                    |r| &r.teacher_topk_logprobs,
+                    |r, v| r.teacher_topk_logprobs = v,
+                ),
+            ),
+            ByteStreamSplit,
+        ),
+        Compact::SortedCodes,
     ),
     stored(
         col(
@@ -294,13 +351,69 @@ pub static CONTRACT: [Column; 35] = [
         ),
         ByteStreamSplit,
     ),
+    compact(
+        stored(
+            nullable(col(
+                "student_topk_logprobs",
+                Values::OptTopKF32(
+                    |r| r.student_topk_logprobs.as_deref(),
+                    |r, v| r.student_topk_logprobs = v,
+                ),
+            )),
+            ByteStreamSplit,
+        ),
+        Compact::Omitted,
+    ),
+    compact(
+        student(stored(
+            nullable(col(
+                "student_topk_ids",
+                Values::OptTopKI32(
+                    |r| r.student_topk_ids.as_deref(),
+                    |r, v| r.student_topk_ids = v,
+                ),
+            )),
+            Plain,
+        )),
+        Compact::Ids,
+    ),
+    compact(
+        student(stored(
+            nullable(col(
+                "student_topk_logprobs_self",
+                Values::OptTopKF32(
+                    |r| r.student_topk_logprobs_self.as_deref(),
+                    |r, v| r.student_topk_logprobs_self = v,
+                ),
+            )),
+            ByteStreamSplit,
+        )),
+        Compact::Omitted,
+    ),
+    compact(
+        student(stored(
+            nullable(col(
+                "teacher_logprobs_at_student_topk",
+                Values::OptTopKF32(
+                    |r| r.teacher_logprobs_at_student_topk.as_deref(),
+                    |r, v| r.teacher_logprobs_at_student_topk = v,
+                ),
+            )),
+            ByteStreamSplit,
+        )),
+        Compact::Codes,
+    ),
     stored(
         col(
-            "student_topk_logprobs",
-            Values::TopKF32(
-                |r| &r.student_topk_logprobs,
-                |r, v| r.student_topk_logprobs = v,
-            ),
+            "teacher_logz",
+            Values::F32List(|r| &r.teacher_logz, |r, v| r.teacher_logz = v),
+        ),
+        ByteStreamSplit,
+    ),
+    stored(
+        col(
+            "student_logz",
+            Values::F32List(|r| &r.student_logz, |r, v| r.student_logz = v),
         ),
         ByteStreamSplit,
     ),

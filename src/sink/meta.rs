@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::schema::SCHEMA_VERSION;
+use super::encoding::Encoding;
+use super::schema::{Layout, SCHEMA_VERSION};
 use crate::model::ModelInfo;
 use crate::score::RelevanceMethod;
 
@@ -25,8 +26,14 @@ pub struct DatasetMeta {
     pub chat_template_sha256: String,
     /// Vocabulary size; every token id in the data is below it.
     pub vocab_size: usize,
-    /// Width K of the top-k columns.
+    /// Width K of the teacher's top-k columns.
     pub top_k: usize,
+    /// Width K_s of the student-side columns (0: they are null).
+    #[serde(default)]
+    pub student_top_k: usize,
+    /// How top-k log-probs are stored (`lossless`, `compact`).
+    #[serde(default)]
+    pub encoding: Encoding,
     /// `f32` or `quantized`.
     pub compute_dtype: String,
     /// Temperature of the stored log-probs (always 1.0: raw model distribution).
@@ -92,6 +99,8 @@ impl DatasetMeta {
             chat_template_sha256: model.chat_template_sha256.clone(),
             vocab_size: model.vocab_size,
             top_k,
+            student_top_k: 0,
+            encoding: Encoding::Lossless,
             compute_dtype: model.compute_dtype.clone(),
             teacher_temperature: 1.0,
             relevance_method: relevance.as_str().to_string(),
@@ -99,6 +108,22 @@ impl DatasetMeta {
             pipeline_config_sha256: config_sha256(&pipeline_config),
             pipeline_config,
             hindsight_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The same metadata with student-side columns of width `student_top_k` and `encoding`.
+    pub fn with_layout(mut self, student_top_k: usize, encoding: Encoding) -> Self {
+        self.student_top_k = student_top_k;
+        self.encoding = encoding;
+        self
+    }
+
+    /// The column layout of the dataset's shards.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            top_k: self.top_k,
+            student_top_k: self.student_top_k,
+            encoding: self.encoding,
         }
     }
 
@@ -114,6 +139,8 @@ impl DatasetMeta {
             ("chat_template_sha256", self.chat_template_sha256.clone()),
             ("vocab_size", self.vocab_size.to_string()),
             ("top_k", self.top_k.to_string()),
+            ("student_top_k", self.student_top_k.to_string()),
+            ("encoding", self.encoding.as_str().to_string()),
             ("compute_dtype", self.compute_dtype.clone()),
             ("teacher_temperature", json(self.teacher_temperature.into())),
             ("relevance_method", self.relevance_method.clone()),

@@ -14,7 +14,7 @@ use crate::score::{EpisodeScores, RelevanceMethod};
 /// contract's int32; top-k columns are flattened row-major (`T * k` values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputRow {
-    /// Contract version (1).
+    /// Contract version (2).
     pub schema_version: u16,
     /// Stable content hash, see [`sample_id`].
     pub sample_id: String,
@@ -68,8 +68,19 @@ pub struct OutputRow {
     pub teacher_topk_logprobs: Vec<f32>,
     /// log(1 − Σ exp(top-k)) per token.
     pub teacher_tail_logmass: Vec<f32>,
-    /// Student log-probs at the teacher's top-k ids, `T * k`.
-    pub student_topk_logprobs: Vec<f32>,
+    /// Student log-probs at the teacher's top-k ids, `T * k`; null in the compact encoding.
+    pub student_topk_logprobs: Option<Vec<f32>>,
+    /// The student's own top-K_s ids, `T * K_s`, descending; null when `student_top_k` is 0.
+    pub student_topk_ids: Option<Vec<i32>>,
+    /// The student's log-probs at its own top-K_s ids; null when `student_top_k` is 0 and in
+    /// the compact encoding.
+    pub student_topk_logprobs_self: Option<Vec<f32>>,
+    /// The teacher's log-probs at the student's top-K_s ids; null when `student_top_k` is 0.
+    pub teacher_logprobs_at_student_topk: Option<Vec<f32>>,
+    /// The teacher's log-normaliser per token (its logit of a token = log-prob + this).
+    pub teacher_logz: Vec<f32>,
+    /// The student's log-normaliser per token.
+    pub student_logz: Vec<f32>,
     /// T.
     pub num_completion_tokens: i32,
     /// Mean KL(teacher ‖ student), top-k + tail estimate.
@@ -93,6 +104,9 @@ pub struct OutputRow {
     /// Width of the top-k columns (not a column: recorded once, in metadata).
     #[serde(skip)]
     pub k: usize,
+    /// Width K_s of the student-side columns (metadata `student_top_k`; 0 = off).
+    #[serde(skip)]
+    pub ks: usize,
 }
 
 impl OutputRow {
@@ -127,7 +141,12 @@ impl OutputRow {
             teacher_topk_ids: Vec::new(),
             teacher_topk_logprobs: Vec::new(),
             teacher_tail_logmass: Vec::new(),
-            student_topk_logprobs: Vec::new(),
+            student_topk_logprobs: None,
+            student_topk_ids: None,
+            student_topk_logprobs_self: None,
+            teacher_logprobs_at_student_topk: None,
+            teacher_logz: Vec::new(),
+            student_logz: Vec::new(),
             num_completion_tokens: 0,
             relevance_kl: 0.0,
             relevance: None,
@@ -136,6 +155,7 @@ impl OutputRow {
             relevance_pmi_mean: None,
             relevance_pmi_answer: None,
             k,
+            ks: 0,
         }
     }
 }
@@ -225,7 +245,14 @@ impl OutputRow {
             teacher_topk_ids: ids(&scores.teacher_topk_ids),
             teacher_topk_logprobs: scores.teacher_topk_logprobs.clone(),
             teacher_tail_logmass: scores.teacher_tail_logmass.clone(),
-            student_topk_logprobs: scores.student_topk_logprobs.clone(),
+            student_topk_logprobs: Some(scores.student_topk_logprobs.clone()),
+            student_topk_ids: (scores.student_k > 0).then(|| ids(&scores.student_topk_ids)),
+            student_topk_logprobs_self: (scores.student_k > 0)
+                .then(|| scores.student_topk_logprobs_self.clone()),
+            teacher_logprobs_at_student_topk: (scores.student_k > 0)
+                .then(|| scores.teacher_logprobs_at_student_topk.clone()),
+            teacher_logz: scores.teacher_logz.clone(),
+            student_logz: scores.student_logz.clone(),
             num_completion_tokens: i32::try_from(t).unwrap_or(i32::MAX),
             relevance_kl: scores.relevance_kl,
             relevance: scores.relevance(method),
@@ -234,6 +261,7 @@ impl OutputRow {
             relevance_pmi_mean: scores.relevance(RelevanceMethod::PmiMean),
             relevance_pmi_answer: scores.relevance(RelevanceMethod::PmiAnswer),
             k: scores.k,
+            ks: scores.student_k,
         }
     }
 

@@ -1,17 +1,18 @@
-//! The Arrow schema of the output contract (`docs/CONTRACT.md`, schema version 1), built for a
-//! given top-k width K from the one column table ([`super::columns::CONTRACT`]). The writer builds
+//! The Arrow schema of the output contract (`docs/CONTRACT.md`, schema version 2), built for a
+//! given [`Layout`] (top-k widths K and K_s, encoding) from the one column table ([`super::columns::CONTRACT`]). The writer builds
 //! batches against it and `validate` compares every shard's schema with it; the machine-readable
-//! copy for other languages is `schemas/dataset_v1.schema.json`, and a test keeps the two in
+//! copy for other languages is `schemas/dataset_v2.schema.json`, and a test keeps the two in
 //! agreement.
 
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 
-use super::columns::{self, TextKind, Values, CONTRACT};
+use super::columns::{self, Column, Compact, TextKind, Values, Width, CONTRACT};
+use super::encoding::Encoding;
 
 /// The contract version these columns implement; bumped on any change that breaks readers.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Default top-k width (K) of the teacher columns.
 pub const DEFAULT_TOP_K: usize = 20;
@@ -66,8 +67,60 @@ pub fn large_list_topk(dt: DataType, k: usize) -> DataType {
     large_list(DataType::FixedSizeList(item(dt), k as i32))
 }
 
-/// The Arrow type of a column holding `values`, for top-k width `k`.
-pub fn arrow_type(values: &Values, k: usize) -> DataType {
+/// What fixes the Arrow types of a dataset's columns: the top-k widths and the encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// The teacher's K.
+    pub top_k: usize,
+    /// The student's K_s (0: the student-side columns are null).
+    pub student_top_k: usize,
+    /// How top-k log-probs are stored.
+    pub encoding: Encoding,
+}
+
+impl Layout {
+    /// Lossless, teacher top-k `k`, no student-side columns: the default layout.
+    pub fn lossless(k: usize) -> Self {
+        Layout {
+            top_k: k,
+            student_top_k: 0,
+            encoding: Encoding::Lossless,
+        }
+    }
+
+    /// The width of a top-k column of `width`.
+    pub fn width(&self, width: Width) -> usize {
+        match width {
+            Width::Teacher => self.top_k,
+            Width::Student => self.student_top_k,
+        }
+    }
+
+    /// Whether `column` is stored as one-byte codes (compact top-k log-probs).
+    pub fn codes(&self, column: &Column) -> bool {
+        self.encoding == Encoding::Compact
+            && matches!(column.compact, Compact::SortedCodes | Compact::Codes)
+    }
+
+    /// Whether `column` is always null in this layout: a student-side column when K_s is 0,
+    /// a student snapshot in the compact encoding.
+    pub fn omitted(&self, column: &Column) -> bool {
+        (column.width == Width::Student && self.student_top_k == 0)
+            || (self.encoding == Encoding::Compact && column.compact == Compact::Omitted)
+    }
+}
+
+/// The Arrow type of `column` in `layout`.
+pub fn arrow_type(column: &Column, layout: &Layout) -> DataType {
+    let k = layout.width(column.width);
+    if layout.codes(column) {
+        return large_list_topk(DataType::UInt8, k);
+    }
+    value_type(&column.values, k)
+}
+
+/// The Arrow type of a column holding `values` losslessly, for top-k width `k`.
+pub fn value_type(values: &Values, k: usize) -> DataType {
     match values {
         Values::U16(..) => DataType::UInt16,
         Values::I32(..) => DataType::Int32,
@@ -82,14 +135,14 @@ pub fn arrow_type(values: &Values, k: usize) -> DataType {
         Values::I32List(..) => large_list(DataType::Int32),
         Values::U8List(..) => large_list(DataType::UInt8),
         Values::F32List(..) => large_list(DataType::Float32),
-        Values::TopKI32(..) => large_list_topk(DataType::Int32, k),
-        Values::TopKF32(..) => large_list_topk(DataType::Float32, k),
+        Values::TopKI32(..) | Values::OptTopKI32(..) => large_list_topk(DataType::Int32, k),
+        Values::TopKF32(..) | Values::OptTopKF32(..) => large_list_topk(DataType::Float32, k),
     }
 }
 
-/// The Arrow type of `column` for top-k width `k` (`None` for an unknown column).
-pub fn column_type(column: &str, k: usize) -> Option<DataType> {
-    columns::column(column).map(|c| arrow_type(&c.values, k))
+/// The Arrow type of `column` in `layout` (`None` for an unknown column).
+pub fn column_type(column: &str, layout: &Layout) -> Option<DataType> {
+    columns::column(column).map(|c| arrow_type(c, layout))
 }
 
 /// Whether `column` may hold nulls (only where the input may not know the value).
@@ -103,7 +156,7 @@ pub fn contract_sha256() -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(format!("v{SCHEMA_VERSION}\n"));
-    for f in contract_schema(0).fields() {
+    for f in contract_schema(&Layout::lossless(0)).fields() {
         h.update(format!(
             "{} {} {}\n",
             f.name(),
@@ -114,17 +167,17 @@ pub fn contract_sha256() -> String {
     hex::encode(h.finalize())
 }
 
-/// The contract schema for top-k width `k`, without metadata (metadata lives in the Parquet
+/// The contract schema of `layout`, without metadata (metadata lives in the Parquet
 /// key-value store, see [`super::DatasetMeta::key_values`]).
-pub fn contract_schema(k: usize) -> SchemaRef {
+pub fn contract_schema(layout: &Layout) -> SchemaRef {
     let fields: Vec<Field> = CONTRACT
         .iter()
-        .map(|c| Field::new(c.name, arrow_type(&c.values, k), c.nullable))
+        .map(|c| Field::new(c.name, arrow_type(c, layout), c.nullable))
         .collect();
     Arc::new(Schema::new(fields))
 }
 
-/// The contract's spelling of an Arrow type (as used in `schemas/dataset_v1.schema.json`):
+/// The contract's spelling of an Arrow type (as used in `schemas/dataset_v2.schema.json`):
 /// `uint16`, `dictionary<int32, utf8>`, `large_list<fixed_size_list<float32, K>>`,
 /// `timestamp[us, UTC]`, `list<struct<role: utf8, content: large_utf8>>`. Fixed-size lists are
 /// written with a literal `K` since K is a pipeline setting.

@@ -139,8 +139,22 @@ fn writer_properties(
     for col in descr.columns() {
         let path = col.path().clone();
         let top = path.parts().first().map(String::as_str).unwrap_or_default();
-        // How each column is stored is part of the column table (`super::columns::Storage`).
-        match super::columns::column(top).map(|c| c.storage) {
+        // How each column is stored is part of the column table (`super::columns::Storage`);
+        // the compact encoding's codes use the writer's defaults (dictionary where it pays:
+        // measured smallest for one-byte codes) and its ids BYTE_STREAM_SPLIT.
+        let layout = meta.layout();
+        let storage = super::columns::column(top).map(|c| {
+            if layout.codes(c) {
+                Storage::Default
+            } else if layout.encoding == super::encoding::Encoding::Compact
+                && c.compact == super::columns::Compact::Ids
+            {
+                Storage::ByteStreamSplit
+            } else {
+                c.storage
+            }
+        });
+        match storage {
             Some(Storage::Plain) => {
                 b = b
                     .set_column_dictionary_enabled(path.clone(), false)
@@ -179,10 +193,40 @@ fn check_alignment(row: &OutputRow) -> SinkResult<()> {
         ),
         (
             "student_topk_logprobs",
-            row.student_topk_logprobs.len(),
+            row.student_topk_logprobs.as_ref().map_or(t * k, Vec::len),
             t * k,
         ),
+        ("teacher_logz", row.teacher_logz.len(), t),
+        ("student_logz", row.student_logz.len(), t),
     ];
+    let ks = row.ks;
+    let student_side = [
+        (
+            "student_topk_ids",
+            row.student_topk_ids.as_ref().map(Vec::len),
+        ),
+        (
+            "student_topk_logprobs_self",
+            row.student_topk_logprobs_self.as_ref().map(Vec::len),
+        ),
+        (
+            "teacher_logprobs_at_student_topk",
+            row.teacher_logprobs_at_student_topk.as_ref().map(Vec::len),
+        ),
+    ];
+    for (name, len) in student_side {
+        let ok = match len {
+            None => ks == 0,
+            Some(len) => len == t * ks,
+        };
+        if !ok {
+            return Err(SinkError::InvalidRow(format!(
+                "sample {}: {name} has {len:?} values, expected {} (T={t}, K_s={ks})",
+                row.sample_id,
+                t * ks
+            )));
+        }
+    }
     for (name, len, want) in lens {
         if len != want {
             return Err(SinkError::InvalidRow(format!(
@@ -232,7 +276,7 @@ impl ShardWriter {
             return Err(SinkError::Config("top_k must be at least 1".into()));
         }
         std::fs::create_dir_all(&dir).map_err(|e| SinkError::io("creating", &dir, e))?;
-        let schema = contract_schema(meta.top_k);
+        let schema = contract_schema(&meta.layout());
         let props = writer_properties(&meta, &cfg, &schema)?;
         Ok(Self {
             dir,
@@ -260,10 +304,10 @@ impl ShardWriter {
 
     /// Queues one row; a row group is written every `row_group_rows` rows.
     pub fn write_row(&mut self, row: OutputRow) -> SinkResult<()> {
-        if row.k != self.meta.top_k {
+        if row.k != self.meta.top_k || row.ks != self.meta.student_top_k {
             return Err(SinkError::InvalidRow(format!(
-                "sample {}: top-k width {} differs from the dataset's K={}",
-                row.sample_id, row.k, self.meta.top_k
+                "sample {}: top-k widths {}/{} differ from the dataset's K={} / K_s={}",
+                row.sample_id, row.k, row.ks, self.meta.top_k, self.meta.student_top_k
             )));
         }
         check_alignment(&row)?;
@@ -314,7 +358,7 @@ impl ShardWriter {
             return Ok(());
         }
         let tokens = rows.iter().map(|r| r.response_tokens() as u64).sum();
-        let batch = rows_to_batch(&rows, self.meta.top_k)?;
+        let batch = rows_to_batch(&rows, &self.meta.layout())?;
         self.write_batch(&batch, tokens)
     }
 

@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 
 use super::batch::batch_to_rows;
 use super::columns::{Values, CONTRACT};
+use super::encoding::{self, Encoding};
 use super::error::{SinkError, SinkResult};
 use super::manifest::{Manifest, Totals, MANIFEST_FILE};
 use super::row::OutputRow;
-use super::schema::{contract_schema, type_name, RELEVANCE_COLUMNS, SCHEMA_VERSION};
+use super::schema::{contract_schema, type_name, Layout, RELEVANCE_COLUMNS, SCHEMA_VERSION};
 use crate::score::{pmi_control, RelevanceMethod};
 
 /// At most this many violations are kept; the rest are only counted (a broken dataset of a
@@ -35,6 +36,9 @@ pub const MASS_TOLERANCE: f64 = 1e-3;
 pub const TOPK_MATCH_TOLERANCE: f64 = 1e-4;
 /// Tolerance of `advantages = teacher − student`.
 pub const ADVANTAGE_TOLERANCE: f64 = 1e-5;
+/// |Σ exp(top-k) + exp(tail) − 1| allowed in the compact encoding: the decoded log-probs carry
+/// the code's error (measured ≤ 0.02 on the sample data; the bound of the code is 0.43·K/S).
+pub const COMPACT_MASS_TOLERANCE: f64 = 0.05;
 
 /// One broken invariant and where it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,9 +362,10 @@ fn check_shard(
         }
     };
     rep.shards_checked += 1;
-    let k = m.dataset.top_k;
+    let layout = m.dataset.layout();
+    let k = layout.top_k;
     // Schema.
-    let expected = contract_schema(k);
+    let expected = contract_schema(&layout);
     let actual = builder.schema().clone();
     let mut schema_ok = true;
     for field in expected.fields() {
@@ -378,7 +383,7 @@ fn check_shard(
                     None,
                     Some(field.name()),
                     format!(
-                        "type {}{} differs from the contract's {}{} (K={k})",
+                        "type {}{} differs from the contract's {}{} (K={k}, K_s={}, {})",
                         type_name(a.data_type()),
                         if a.is_nullable() { " (nullable)" } else { "" },
                         type_name(field.data_type()),
@@ -387,6 +392,8 @@ fn check_shard(
                         } else {
                             ""
                         },
+                        layout.student_top_k,
+                        layout.encoding.as_str(),
                     ),
                 );
             }
@@ -480,7 +487,7 @@ fn check_shard(
             }
         };
         for r in &rows {
-            check_row(r, k, m.dataset.vocab_size, name, row_idx, rep);
+            check_row(r, &layout, m.dataset.vocab_size, name, row_idx, rep);
             check_relevance(r, &m.dataset, name, row_idx, rep);
             if let Some((pf, pr)) = ids.get(&r.sample_id) {
                 let msg = format!(
@@ -624,14 +631,18 @@ fn within(x: f64, tol: f64) -> bool {
 }
 
 /// Row-level invariants. Per-token checks report the first offending position per column.
+/// Compact datasets are checked on the decoded values, with the code's error bound added to
+/// each tolerance.
 fn check_row(
     r: &OutputRow,
-    k: usize,
+    layout: &Layout,
     vocab: usize,
     file: &str,
     row: u64,
     rep: &mut ValidationReport,
 ) {
+    let (k, ks) = (layout.top_k, layout.student_top_k);
+    let compact = layout.encoding == Encoding::Compact;
     let mut bad =
         |column: &str, message: String| rep.push(Some(file), Some(row), Some(column), message);
     if r.schema_version != SCHEMA_VERSION {
@@ -650,6 +661,29 @@ fn check_row(
             bad(c.name, format!("unknown value '{v}'"));
         }
     }
+    // Columns the layout leaves null must be null; the others must not be.
+    for c in &CONTRACT {
+        let present = match c.values {
+            Values::OptTopKI32(get, _) => get(r).is_some(),
+            Values::OptTopKF32(get, _) => get(r).is_some(),
+            _ => continue,
+        };
+        let omitted = layout.omitted(c);
+        if present == omitted {
+            let why = if omitted {
+                format!(
+                    "is set, but the dataset's layout (K_s={ks}, {}) leaves it null",
+                    layout.encoding.as_str()
+                )
+            } else {
+                format!(
+                    "is null, but the dataset's layout (K_s={ks}, {}) stores it",
+                    layout.encoding.as_str()
+                )
+            };
+            bad(c.name, why);
+        }
+    }
     let t = r.completion_ids.len();
     if t == 0 {
         bad("completion_ids", "empty completion".into());
@@ -663,17 +697,35 @@ fn check_row(
             ),
         );
     }
-    let per_token: [(&str, usize); 5] = [
+    let per_token: [(&str, usize); 7] = [
         ("loss_mask", r.loss_mask.len()),
         ("student_logprobs", r.student_logprobs.len()),
         ("teacher_logprobs", r.teacher_logprobs.len()),
         ("advantages", r.advantages.len()),
         ("teacher_tail_logmass", r.teacher_tail_logmass.len()),
+        ("teacher_logz", r.teacher_logz.len()),
+        ("student_logz", r.student_logz.len()),
     ];
-    let topk: [(&str, usize); 3] = [
-        ("teacher_topk_ids", r.teacher_topk_ids.len()),
-        ("teacher_topk_logprobs", r.teacher_topk_logprobs.len()),
-        ("student_topk_logprobs", r.student_topk_logprobs.len()),
+    let none: &[f32] = &[];
+    let student_topk = r.student_topk_logprobs.as_deref();
+    let s_ids = r.student_topk_ids.as_deref();
+    let s_self = r.student_topk_logprobs_self.as_deref();
+    let t_at_s = r.teacher_logprobs_at_student_topk.as_deref();
+    let topk: [(&str, Option<usize>, usize); 6] = [
+        ("teacher_topk_ids", Some(r.teacher_topk_ids.len()), k),
+        (
+            "teacher_topk_logprobs",
+            Some(r.teacher_topk_logprobs.len()),
+            k,
+        ),
+        ("student_topk_logprobs", student_topk.map(<[_]>::len), k),
+        ("student_topk_ids", s_ids.map(<[_]>::len), ks),
+        ("student_topk_logprobs_self", s_self.map(<[_]>::len), ks),
+        (
+            "teacher_logprobs_at_student_topk",
+            t_at_s.map(<[_]>::len),
+            ks,
+        ),
     ];
     let mut aligned = true;
     for (column, len) in per_token {
@@ -685,13 +737,16 @@ fn check_row(
             );
         }
     }
-    for (column, len) in topk {
-        if len != t * k {
-            aligned = false;
-            bad(
-                column,
-                format!("length {} != T = {t} (len(completion_ids))", len / k.max(1)),
-            );
+    for (column, len, width) in topk {
+        match len {
+            Some(len) if len != t * width => {
+                aligned = false;
+                bad(
+                    column,
+                    format!("{len} values != T × K = {t} × {width} (len(completion_ids) × width)"),
+                );
+            }
+            _ => {}
         }
     }
     if let Some(i) = r.loss_mask.iter().position(|&x| x > 1) {
@@ -701,10 +756,11 @@ fn check_row(
         );
     }
     for (column, ids) in [
-        ("prompt_ids", &r.prompt_ids),
+        ("prompt_ids", r.prompt_ids.as_slice()),
         ("teacher_prompt_ids", &r.teacher_prompt_ids),
         ("completion_ids", &r.completion_ids),
         ("teacher_topk_ids", &r.teacher_topk_ids),
+        ("student_topk_ids", s_ids.unwrap_or_default()),
     ] {
         if let Some(i) = ids.iter().position(|&x| x < 0 || x as usize >= vocab) {
             bad(
@@ -717,11 +773,13 @@ fn check_row(
         }
     }
     for (column, xs) in [
-        ("student_logprobs", &r.student_logprobs),
+        ("student_logprobs", r.student_logprobs.as_slice()),
         ("teacher_logprobs", &r.teacher_logprobs),
         ("teacher_topk_logprobs", &r.teacher_topk_logprobs),
-        ("student_topk_logprobs", &r.student_topk_logprobs),
+        ("student_topk_logprobs", student_topk.unwrap_or(none)),
         ("teacher_tail_logmass", &r.teacher_tail_logmass),
+        ("student_topk_logprobs_self", s_self.unwrap_or(none)),
+        ("teacher_logprobs_at_student_topk", t_at_s.unwrap_or(none)),
     ] {
         if let Some(i) = xs.iter().position(|x| !x.is_finite() || *x > 0.0) {
             bad(
@@ -730,9 +788,36 @@ fn check_row(
             );
         }
     }
+    for (column, xs) in [
+        ("teacher_logz", &r.teacher_logz),
+        ("student_logz", &r.student_logz),
+    ] {
+        if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+            bad(
+                column,
+                format!("log-normaliser {} at t={i} is not finite", xs[i]),
+            );
+        }
+    }
     if !aligned || k == 0 {
         return;
     }
+    // A stored log-prob equals the exact one within this tolerance: float32 rounding, plus the
+    // code's error bound in the compact encoding.
+    let tol = |exact: f32| {
+        if compact && exact as f64 >= encoding::CODE_FLOOR {
+            TOPK_MATCH_TOLERANCE + encoding::error_bound(exact)
+        } else if compact {
+            f64::INFINITY
+        } else {
+            TOPK_MATCH_TOLERANCE
+        }
+    };
+    let mass_tol = if compact {
+        COMPACT_MASS_TOLERANCE
+    } else {
+        MASS_TOLERANCE
+    };
     let mut sorted_bad = None;
     let mut mass_bad = None;
     let mut match_bad = None;
@@ -746,14 +831,14 @@ fn check_row(
         if mass_bad.is_none() {
             let mass: f64 = lp.iter().map(|&x| (x as f64).exp()).sum::<f64>()
                 + (r.teacher_tail_logmass[i] as f64).exp();
-            if !within(mass - 1.0, MASS_TOLERANCE) {
+            if !within(mass - 1.0, mass_tol) {
                 mass_bad = Some((i, mass));
             }
         }
         if match_bad.is_none() {
             if let Some(j) = ids.iter().position(|&id| id == r.completion_ids[i]) {
                 let d = (lp[j] as f64 - r.teacher_logprobs[i] as f64).abs();
-                if !within(d, TOPK_MATCH_TOLERANCE) {
+                if !within(d, tol(r.teacher_logprobs[i])) {
                     match_bad = Some((i, lp[j], r.teacher_logprobs[i]));
                 }
             }
@@ -772,7 +857,12 @@ fn check_row(
         );
     }
     if let Some((i, mass)) = mass_bad {
-        bad("teacher_tail_logmass", format!("sum exp(top-k) + exp(tail) = {mass:.6} at t={i}, expected 1 within {MASS_TOLERANCE}"));
+        bad(
+            "teacher_tail_logmass",
+            format!(
+                "sum exp(top-k) + exp(tail) = {mass:.6} at t={i}, expected 1 within {mass_tol}"
+            ),
+        );
     }
     if let Some((i, a, b)) = match_bad {
         bad("teacher_topk_logprobs", format!("top-k log-prob {a} of the completion token at t={i} differs from teacher_logprobs {b}"));
@@ -782,5 +872,97 @@ fn check_row(
             "advantages",
             format!("advantages[{i}] = {a} != teacher - student = {want}"),
         );
+    }
+    if let (Some(s_ids), Some(t_at_s)) = (s_ids, t_at_s) {
+        check_student_side(r, k, ks, s_ids, s_self, t_at_s, &tol, &mut bad);
+    }
+}
+
+/// The student-side columns agree with the rest of the row: the student's own top-k is sorted
+/// and holds at most all the mass; where its id is the response token, its log-prob is
+/// `student_logprobs` and the teacher's there is `teacher_logprobs`; where its id is also in the
+/// teacher's top-k, the teacher's log-prob there is the same in both columns.
+#[allow(clippy::too_many_arguments)]
+fn check_student_side(
+    r: &OutputRow,
+    k: usize,
+    ks: usize,
+    s_ids: &[i32],
+    s_self: Option<&[f32]>,
+    t_at_s: &[f32],
+    tol: &dyn Fn(f32) -> f64,
+    bad: &mut dyn FnMut(&str, String),
+) {
+    if ks == 0 {
+        return;
+    }
+    let t = r.completion_ids.len();
+    let mut sorted_bad = None;
+    let mut mass_bad = None;
+    let mut self_bad = None;
+    let mut teacher_bad = None;
+    let mut cross_bad = None;
+    for i in 0..t {
+        let ids = &s_ids[i * ks..(i + 1) * ks];
+        let tl = &t_at_s[i * ks..(i + 1) * ks];
+        if let Some(sl) = s_self.map(|s| &s[i * ks..(i + 1) * ks]) {
+            if sorted_bad.is_none() && sl.windows(2).any(|w| w[0] < w[1]) {
+                sorted_bad = Some(i);
+            }
+            let mass: f64 = sl.iter().map(|&x| (x as f64).exp()).sum();
+            if mass_bad.is_none() && mass > 1.0 + MASS_TOLERANCE {
+                mass_bad = Some((i, mass));
+            }
+            if let Some(j) = ids.iter().position(|&id| id == r.completion_ids[i]) {
+                let d = (sl[j] as f64 - r.student_logprobs[i] as f64).abs();
+                if self_bad.is_none() && !within(d, TOPK_MATCH_TOLERANCE) {
+                    self_bad = Some((i, sl[j], r.student_logprobs[i]));
+                }
+            }
+        }
+        if let Some(j) = ids.iter().position(|&id| id == r.completion_ids[i]) {
+            let d = (tl[j] as f64 - r.teacher_logprobs[i] as f64).abs();
+            if teacher_bad.is_none() && !within(d, tol(r.teacher_logprobs[i])) {
+                teacher_bad = Some((i, tl[j], r.teacher_logprobs[i]));
+            }
+        }
+        let t_ids = &r.teacher_topk_ids[i * k..(i + 1) * k];
+        let t_lp = &r.teacher_topk_logprobs[i * k..(i + 1) * k];
+        for (j, id) in ids.iter().enumerate() {
+            if let Some(m) = t_ids.iter().position(|x| x == id) {
+                // Both are stored approximations of one exact value in the compact encoding.
+                let d = (tl[j] as f64 - t_lp[m] as f64).abs();
+                let allowed = tol(tl[j].min(t_lp[m])) * 2.0;
+                if cross_bad.is_none() && !within(d, allowed) {
+                    cross_bad = Some((i, *id, tl[j], t_lp[m]));
+                }
+            }
+        }
+    }
+    if let Some(i) = sorted_bad {
+        bad(
+            "student_topk_logprobs_self",
+            format!("student top-k not sorted descending at t={i}"),
+        );
+    }
+    if let Some((i, mass)) = mass_bad {
+        bad(
+            "student_topk_logprobs_self",
+            format!("sum exp(student top-k) = {mass:.6} > 1 at t={i}"),
+        );
+    }
+    if let Some((i, a, b)) = self_bad {
+        bad(
+            "student_topk_logprobs_self",
+            format!(
+                "log-prob {a} of the response token at t={i} differs from student_logprobs {b}"
+            ),
+        );
+    }
+    if let Some((i, a, b)) = teacher_bad {
+        bad("teacher_logprobs_at_student_topk", format!("teacher log-prob {a} of the response token at t={i} differs from teacher_logprobs {b}"));
+    }
+    if let Some((i, id, a, b)) = cross_bad {
+        bad("teacher_logprobs_at_student_topk", format!("teacher log-prob {a} of token {id} at t={i} differs from its teacher_topk_logprobs entry {b}"));
     }
 }

@@ -74,7 +74,7 @@ impl DatasetQuery {
             .with_target_partitions(2)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config(config);
-        let schema = contract_schema(manifest.dataset.top_k);
+        let schema = contract_schema(&manifest.dataset.layout());
         let table: Arc<dyn datafusion::datasource::TableProvider> = if manifest.shards.is_empty() {
             Arc::new(
                 MemTable::try_new(schema, vec![vec![]])

@@ -9,6 +9,7 @@ mod common;
 mod bad_inputs;
 mod compact;
 mod deploy;
+mod encoding;
 mod families;
 mod generation;
 mod hostile;

@@ -358,3 +358,106 @@ fn followup_pmi_equals_an_unshared_computation_and_orders_a_crafted_pair() {
     assert!(c.pmi() > u.pmi(), "{c:?} vs {u:?}");
     assert!(c.pmi_mean() > u.pmi_mean(), "{c:?} vs {u:?}");
 }
+
+/// Full-vocabulary log-probs of every position of one sequence and the log-sum-exp of its
+/// logits, computed alone: one segment, no packing, no shared prefix, the LM head on every row,
+/// log-softmax in f64.
+fn unshared_logprobs(tokens: &[u32]) -> Vec<(Vec<f64>, f64)> {
+    let m = common::model();
+    let mut batch = model::PackedBatch::default();
+    batch.push_segment(tokens, 0, None);
+    let hidden = m.transformer.forward_hidden(&batch).expect("forward");
+    let logits = m.transformer.logits(&hidden).expect("logits");
+    logits
+        .to_vec2::<f32>()
+        .expect("logits")
+        .into_iter()
+        .map(|row| {
+            let max = row.iter().fold(f64::NEG_INFINITY, |a, &x| a.max(x as f64));
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            (row.iter().map(|&x| x as f64 - lse).collect(), lse)
+        })
+        .collect()
+}
+
+/// The rows of `context ++ completion` that predict each completion token.
+fn predictions(context: &[u32], completion: &[u32]) -> Vec<(Vec<f64>, f64)> {
+    let mut seq = context.to_vec();
+    seq.extend_from_slice(&completion[..completion.len() - 1]);
+    let all = unshared_logprobs(&seq);
+    all[context.len() - 1..].to_vec()
+}
+
+#[test]
+fn student_side_columns_equal_an_unshared_computation() {
+    let m = common::model();
+    let requests = chat_requests();
+    let ks = 8;
+    // Shared prefixes and both requests in one packed batch, as a run scores them.
+    let cfg = ScorerConfig {
+        student_top_k: ks,
+        ..ScorerConfig::default()
+    };
+    let (scores, _) = Scorer::new(&m.transformer, cfg)
+        .score(&requests)
+        .expect("score");
+    for (req, s) in requests.iter().zip(&scores) {
+        let t_len = req.completion_ids.len();
+        assert_eq!(s.student_k, ks);
+        assert_eq!(s.student_topk_ids.len(), t_len * ks);
+        let (student, student_lse): (Vec<_>, Vec<_>) =
+            predictions(&req.prompt_ids, &req.completion_ids)
+                .into_iter()
+                .unzip();
+        let (teacher, teacher_lse): (Vec<_>, Vec<_>) =
+            predictions(&req.teacher_prompt_ids, &req.completion_ids)
+                .into_iter()
+                .unzip();
+        for t in 0..t_len {
+            // The student's own top-K_s from the full distribution, descending.
+            let mut order: Vec<usize> = (0..student[t].len()).collect();
+            order.sort_by(|&a, &b| student[t][b].total_cmp(&student[t][a]).then(a.cmp(&b)));
+            let ids = &s.student_topk_ids[t * ks..(t + 1) * ks];
+            let own = &s.student_topk_logprobs_self[t * ks..(t + 1) * ks];
+            let at = &s.teacher_logprobs_at_student_topk[t * ks..(t + 1) * ks];
+            for j in 0..ks {
+                let want_id = order[j];
+                let got_id = ids[j] as usize;
+                // Equal ids, or a near-tie whose order float rounding may flip.
+                assert!(
+                    got_id == want_id || (student[t][got_id] - student[t][want_id]).abs() < 1e-4,
+                    "t={t} j={j}: id {got_id} vs {want_id}"
+                );
+                let d_self = (own[j] as f64 - student[t][got_id]).abs();
+                let d_teacher = (at[j] as f64 - teacher[t][got_id]).abs();
+                assert!(
+                    d_self < 1e-4,
+                    "t={t} j={j}: student {} vs {}",
+                    own[j],
+                    student[t][got_id]
+                );
+                assert!(
+                    d_teacher < 1e-4,
+                    "t={t} j={j}: teacher {} vs {}",
+                    at[j],
+                    teacher[t][got_id]
+                );
+            }
+            // The log-normalisers are the log-sum-exp of each model's logits.
+            assert!((s.teacher_logz[t] as f64 - teacher_lse[t]).abs() < 1e-4);
+            assert!((s.student_logz[t] as f64 - student_lse[t]).abs() < 1e-4);
+        }
+    }
+    // K_s = 0 computes nothing on the student side.
+    let (off, _) = Scorer::new(&m.transformer, ScorerConfig::default())
+        .score(&requests)
+        .expect("score");
+    assert!(off
+        .iter()
+        .all(|s| s.student_topk_ids.is_empty() && s.student_k == 0));
+}

@@ -16,8 +16,8 @@ use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
 use hindsight::sink::schema::{column_nullable, column_type, type_name};
 use hindsight::sink::CONTRACT;
 use hindsight::sink::{
-    batch_to_rows, contract_schema, dataset_stats, rows_to_batch, validate, DatasetMeta, Manifest,
-    OutputRow, ShardConfig, ShardWriter, ValidationReport,
+    batch_to_rows, contract_schema, dataset_stats, rows_to_batch, validate, DatasetMeta, Encoding,
+    Layout, Manifest, OutputRow, ShardConfig, ShardWriter, ValidationReport,
 };
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -104,14 +104,22 @@ fn assert_only(rep: &ValidationReport, column: Option<&str>, needle: &str) {
 #[test]
 fn schema_json_agrees_with_arrow_schema() {
     let p = format!(
-        "{}/schemas/dataset_v1.schema.json",
+        "{}/schemas/dataset_v2.schema.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(p).expect("schema file")).expect("json");
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     let cols = doc["columns"].as_array().expect("columns");
-    let schema = contract_schema(20);
+    let lossless = Layout {
+        student_top_k: 20,
+        ..Layout::lossless(20)
+    };
+    let compact = Layout {
+        encoding: Encoding::Compact,
+        ..lossless
+    };
+    let schema = contract_schema(&lossless);
     assert_eq!(cols.len(), schema.fields().len());
     assert_eq!(CONTRACT.len(), schema.fields().len());
     for (c, f) in cols.iter().zip(schema.fields()) {
@@ -123,8 +131,26 @@ fn schema_json_agrees_with_arrow_schema() {
             f.name()
         );
         assert_eq!(c["nullable"], f.is_nullable(), "{}", f.name());
-        assert_eq!(Some(f.data_type().clone()), column_type(f.name(), 20));
+        assert_eq!(
+            Some(f.data_type().clone()),
+            column_type(f.name(), &lossless)
+        );
         assert_eq!(column_nullable(f.name()), f.is_nullable());
+        // The compact encoding's type: one-byte codes where the JSON says codes, else the same.
+        let want = match c["compact"].as_str().expect("compact") {
+            "sorted_codes" | "codes" => "large_list<fixed_size_list<uint8, K>>".to_string(),
+            "same" | "ids" | "null" => type_name(f.data_type()),
+            other => panic!("unknown compact rule {other}"),
+        };
+        let got = column_type(f.name(), &compact).expect("column");
+        assert_eq!(type_name(&got), want, "{}", f.name());
+        let column = hindsight::sink::columns::column(f.name()).expect("column");
+        assert_eq!(
+            compact.omitted(column),
+            c["compact"] == "null",
+            "{}",
+            f.name()
+        );
     }
     // The label columns' allowed values are the ones the JSON schema lists ("a | b | c").
     let mut labels = 0;
@@ -165,7 +191,10 @@ fn schema_json_agrees_with_arrow_schema() {
     b.sort();
     assert_eq!(a, b);
     // K is really in the type: another K gives another schema.
-    assert_ne!(contract_schema(20), contract_schema(5));
+    assert_ne!(
+        contract_schema(&Layout::lossless(20)),
+        contract_schema(&Layout::lossless(5))
+    );
 }
 
 #[test]
@@ -198,7 +227,9 @@ fn valid_dataset_validates_and_reads_back() {
             .expect("kv")
             .clone();
         let get = |k: &str| kv.iter().find(|x| x.key == k).and_then(|x| x.value.clone());
-        assert_eq!(get("schema_version").as_deref(), Some("1"));
+        assert_eq!(get("schema_version").as_deref(), Some("2"));
+        assert_eq!(get("student_top_k").as_deref(), Some("0"));
+        assert_eq!(get("encoding").as_deref(), Some("lossless"));
         assert_eq!(get("top_k").as_deref(), Some("20"));
         assert_eq!(get("teacher_temperature").as_deref(), Some("1.0"));
         assert_eq!(get("weights_sha256"), Some(meta.weights_sha256.clone()));
@@ -214,7 +245,10 @@ fn valid_dataset_validates_and_reads_back() {
         );
         let batches = read_batches(&path);
         for batch in &batches {
-            assert_eq!(batch.schema().fields(), contract_schema(20).fields());
+            assert_eq!(
+                batch.schema().fields(),
+                contract_schema(&Layout::lossless(20)).fields()
+            );
             back.extend(batch_to_rows(batch).expect("rows"));
         }
         // Independently of batch_to_rows: raw Arrow values of the first row of the shard.
@@ -351,7 +385,8 @@ fn misaligned_list_is_caught() {
     let _ = std::fs::remove_dir_all(&dir);
     // ... so write it raw.
     let mut w = ShardWriter::new(&dir, "c0", meta.clone(), ShardConfig::default()).expect("writer");
-    let batch = rows_to_batch(&[rows[0].clone(), bad, rows[2].clone()], meta.top_k).expect("batch");
+    let batch =
+        rows_to_batch(&[rows[0].clone(), bad, rows[2].clone()], &meta.layout()).expect("batch");
     w.write_raw_batch(&batch).expect("raw");
     let shards = w.finish().expect("finish");
     Manifest::new(meta.clone(), shards, run_stats())
@@ -692,7 +727,9 @@ fn crafted_datasets_never_panic_or_escape() {
     empty.advantages.clear();
     empty.teacher_topk_ids.clear();
     empty.teacher_topk_logprobs.clear();
-    empty.student_topk_logprobs.clear();
+    empty.student_topk_logprobs = Some(Vec::new());
+    empty.teacher_logz.clear();
+    empty.student_logz.clear();
     empty.teacher_tail_logmass.clear();
     empty.num_completion_tokens = 0;
     std::fs::create_dir_all(&dir).expect("mkdir");

@@ -57,6 +57,7 @@ impl<'a> ScoringSteps<'a> {
         let method = cfg.score.relevance;
         let scorer_cfg = ScorerConfig {
             top_k: cfg.score.top_k,
+            student_top_k: cfg.score.student_top_k,
             token_budget: cfg.score.token_budget,
             prefix_sharing: cfg.score.prefix_sharing,
             relevance: method,
