@@ -44,6 +44,11 @@ trap 'rm -rf "$tmp"' EXIT
 ./target/debug/hindsight run pipelines/hints.toml --output "$tmp/hints" --no-progress >/dev/null
 ./target/debug/hindsight validate "$tmp/hints"
 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$venv/bin/python" tests/python/check_readers.py "$tmp/hints"
+# The same pipeline with the student-side columns, in the compact encoding.
+./target/debug/hindsight run pipelines/hints.toml --output "$tmp/hints-compact" --no-progress \
+  --set score.student_top_k=8 --set contract.encoding=compact >/dev/null
+./target/debug/hindsight validate "$tmp/hints-compact"
+HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$venv/bin/python" tests/python/check_readers.py "$tmp/hints-compact"
 
 # Library, binary and integration tests; the summed total is printed last as one plain line.
 set +e

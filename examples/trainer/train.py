@@ -4,11 +4,14 @@
 Reads the Parquet shards listed in `manifest.json`, loads the GGUF model the dataset was scored
 with (transformers dequantizes it to f32), refuses a dataset scored with another model or
 tokenizer, checks that the live student reproduces the stored `student_logprobs`, then trains a
-few steps with one of two losses and reports held-out KL(teacher || student) and the mean student
+few steps with one of four losses and reports held-out KL(teacher || student) and the mean student
 log-prob of the response tokens before and after.
 
-The teacher is never run: its signal is the stored top-k + tail (loss `kl`) or the stored
-advantages (loss `awll`). Token ids are used exactly as stored; no text is re-tokenized.
+The teacher is never run: its signal is the stored top-k + tail (loss `kl`), the stored teacher
+log-probs at the student's top-k (loss `rkl`, reverse KL on the student's support; `kl+rkl` sums
+both; needs a dataset with `score.student_top_k > 0`) or the stored advantages (loss `awll`).
+Token ids are used exactly as stored; no text is re-tokenized. Datasets in the compact encoding
+are decoded as docs/CONTRACT.md says (lp = -(code / 64)^2, sorted rows as code differences).
 
 Exit status: 0 done; 1 `--require-kl-decrease` and held-out KL did not drop; 2 unusable input
 (bad arguments, dataset or model file, or a model/tokenizer that does not match the manifest);
@@ -47,6 +50,7 @@ COLUMNS = [
     "teacher_tail_logmass",
     "relevance_kl",
 ]
+STUDENT_SIDE = ["student_topk_ids", "teacher_logprobs_at_student_topk"]
 PER_TOKEN = ["loss_mask", "student_logprobs", "advantages", "teacher_topk_ids",
              "teacher_topk_logprobs", "teacher_tail_logmass"]
 SANITY_LIMIT = 0.1  # nats; a model mismatch gives differences of whole nats
@@ -61,7 +65,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dataset", type=Path, help="hindsight dataset directory (with manifest.json)")
     p.add_argument("--model", type=Path, default=default_model, help="GGUF file (default: %(default)s)")
-    p.add_argument("--loss", choices=["kl", "awll"], default="kl",
+    p.add_argument("--loss", choices=["kl", "rkl", "kl+rkl", "awll"], default="kl",
                    help="kl: forward KL to the stored teacher top-k + tail (default); "
                         "awll: advantage-weighted log-likelihood -(A_t * log p_student(y_t))")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps (default: %(default)s)")
@@ -133,8 +137,8 @@ def read_manifest(directory):
         manifest = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise Refusal(f"{path}: not a readable hindsight manifest ({e}); run `hindsight run` first")
-    if manifest.get("schema_version") != 1:
-        raise Refusal(f"{path}: schema_version {manifest.get('schema_version')!r}, this trainer reads 1")
+    if manifest.get("schema_version") not in (1, 2):
+        raise Refusal(f"{path}: schema_version {manifest.get('schema_version')!r}, this trainer reads 1 and 2")
     for shard in manifest["shards"]:
         path = directory / shard["file"]
         try:
@@ -163,9 +167,26 @@ def check_model(dataset_meta, identity, allow_mismatch):
     return "hashes DIFFER (--allow-model-mismatch)"
 
 
-def load_rows(directory, manifest):
+def decode(values, sorted_codes):
+    """Top-k log-probs as stored: float32 as is; compact one-byte codes decoded (docs/CONTRACT.md)."""
+    t = torch.tensor(values)
+    if t.dtype != torch.uint8:
+        return t
+    codes = t.to(torch.float32)
+    if sorted_codes:
+        codes = codes.cumsum(-1).clamp(max=255)
+    return -(codes / 64.0) ** 2
+
+
+def load_rows(directory, manifest, loss):
     """Per-row tensors from the shards the manifest lists (a glob would also pick up manifest.json)."""
-    tables = [pq.read_table(directory / s["file"], columns=COLUMNS) for s in manifest["shards"]]
+    meta = manifest["dataset"]
+    reverse = loss in ("rkl", "kl+rkl")
+    if reverse and (manifest.get("schema_version") != 2 or not meta.get("student_top_k")):
+        raise Refusal(f"{directory}: loss {loss} needs the student-side columns; build the dataset "
+                      "with schema version 2 and score.student_top_k > 0")
+    columns = COLUMNS + (STUDENT_SIDE if reverse else [])
+    tables = [pq.read_table(directory / s["file"], columns=columns) for s in manifest["shards"]]
     if not tables or sum(t.num_rows for t in tables) == 0:
         raise Refusal(f"{directory}: the dataset has no rows")
     rows = []
@@ -183,10 +204,13 @@ def load_rows(directory, manifest):
             "student_logprobs": torch.tensor(r["student_logprobs"]),
             "advantages": torch.tensor(r["advantages"]),
             "t_ids": torch.tensor(r["teacher_topk_ids"]),
-            "t_logp": torch.tensor(r["teacher_topk_logprobs"]),
+            "t_logp": decode(r["teacher_topk_logprobs"], sorted_codes=True),
             "t_tail": torch.tensor(r["teacher_tail_logmass"]),
             "relevance_kl": r["relevance_kl"],
         })
+        if reverse:
+            rows[-1]["s_ids"] = torch.tensor(r["student_topk_ids"])
+            rows[-1]["t_at_s"] = decode(r["teacher_logprobs_at_student_topk"], sorted_codes=False)
     no_mask = [r["sample_id"] for r in rows if r["mask"].sum() == 0]
     if no_mask:
         print(f"note: {len(no_mask)} rows have no trainable token (loss_mask all 0); skipped")
@@ -226,6 +250,20 @@ def kl_per_token(logp, row):
     return (t_top.exp() * (t_top - s_top)).sum(-1) + t_tail.exp() * (t_tail - s_tail)
 
 
+def rkl_per_token(logp, row):
+    """KL(student || teacher) per response token on the student's stored top-K_s plus one tail bucket.
+
+    The teacher is known only at the stored ids (`teacher_logprobs_at_student_topk`); its tail is
+    the mass it puts elsewhere, 1 - sum, floored at 1e-6. The student's top-K_s was taken when the
+    dataset was scored; the live student's log-probs are used on it.
+    """
+    s_top = logp.gather(-1, row["s_ids"])
+    s_tail = torch.logsumexp(logp.scatter(-1, row["s_ids"], float("-inf")), dim=-1)
+    t_top = row["t_at_s"]
+    t_tail = torch.log((1 - t_top.exp().sum(-1)).clamp(min=1e-6))
+    return (s_top.exp() * (s_top - t_top)).sum(-1) + s_tail.exp() * (s_tail - t_tail)
+
+
 def masked_mean(values, mask):
     return (values * mask).sum() / mask.sum()
 
@@ -239,6 +277,10 @@ def row_loss(model, row, loss):
     logp = student_logprobs(model, row)
     if loss == "kl":
         return masked_mean(kl_per_token(logp, row), row["mask"])
+    if loss == "rkl":
+        return masked_mean(rkl_per_token(logp, row), row["mask"])
+    if loss == "kl+rkl":
+        return masked_mean(kl_per_token(logp, row) + rkl_per_token(logp, row), row["mask"])
     token_logp = logp.gather(-1, row["completion_ids"][:, None])[:, 0]
     return -masked_mean(row["advantages"] * token_logp, row["mask"])
 
@@ -317,7 +359,7 @@ def run(args):
     meta = manifest["dataset"]
     identity = gguf_identity(args.model)
     verdict = check_model(meta, identity, args.allow_model_mismatch)
-    rows = load_rows(args.dataset, manifest)
+    rows = load_rows(args.dataset, manifest, args.loss)
     train_rows, held = split_rows(rows, args.heldout_fraction)
     print(f"dataset {args.dataset}: {len(rows)} rows ({len(train_rows)} train, {len(held)} held out), "
           f"K={meta['top_k']}, model '{meta['model_id']}' {meta['weights_sha256'][:12]}: {verdict}")

@@ -63,18 +63,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         resp
     );
     let mut scoring = Vec::new();
-    for (label, sharing, control, followup) in [
-        ("shared prefix, +control", true, true, false),
-        ("separate contexts, +control", false, true, false),
-        ("shared prefix, student+teacher", true, false, false),
-        ("separate contexts, student+teacher", false, false, false),
+    for (label, sharing, control, followup, student_top_k) in [
+        ("shared prefix, +control", true, true, false, 0),
+        ("separate contexts, +control", false, true, false, 0),
+        ("shared prefix, student+teacher", true, false, false, 0),
+        ("separate contexts, student+teacher", false, false, false, 0),
         // What `pmi` / `pmi_mean` add: the feedback after the response and after the preamble.
-        ("shared prefix, +control +pmi probes", true, true, true),
+        ("shared prefix, +control +pmi probes", true, true, true, 0),
+        // The student-side columns: one more top-k per scored row, no more forward tokens.
+        ("shared prefix, +control, K_s=20", true, true, false, 20),
     ] {
         let cfg = ScorerConfig {
             prefix_sharing: sharing,
             control,
             followup,
+            student_top_k,
             ..ScorerConfig::default()
         };
         let b = bench::scoring(&m.transformer, &requests, cfg, label)?;

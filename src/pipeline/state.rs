@@ -405,7 +405,14 @@ impl RunState {
         let bind_path = dir.join(BINDING_REL);
         if bind_path.exists() {
             let existing: DatasetBinding = read_json(&bind_path)?;
+            // The contract first: a dataset of another schema version also has another config
+            // identity (new settings), and the version is the cause to name.
             let checks = [
+                (
+                    "output contract (columns)",
+                    &existing.contract_sha256,
+                    &binding.contract_sha256,
+                ),
                 (
                     "pipeline config",
                     &existing.config_sha256,
@@ -416,11 +423,6 @@ impl RunState {
                     "tokenizer",
                     &existing.tokenizer_sha256,
                     &binding.tokenizer_sha256,
-                ),
-                (
-                    "output contract (columns)",
-                    &existing.contract_sha256,
-                    &binding.contract_sha256,
                 ),
             ];
             for (what, a, b) in checks {
