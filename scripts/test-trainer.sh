@@ -3,7 +3,9 @@
 # trains on the CPU for minutes). Checks that
 #   1. scripts/train-example.sh (default loss `kl`) lowers the held-out KL to the teacher, after the
 #      sanity check (live student log-probs = stored ones) has passed;
-#   2. a dataset whose manifest names another tokenizer hash is refused with exit status 2.
+#   2. a dataset whose manifest names another tokenizer hash is refused with exit status 2;
+#   3. the same pipeline in the compact encoding trains with forward + reverse KL (--loss kl+rkl,
+#      the student-side columns decoded from one-byte codes) and the held-out KL drops too.
 # Prints 'N passed, N failed' last and exits non-zero on any failure.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +38,12 @@ json.dump(m, open(sys.argv[2], "w"))
 PY
 check "manifest with another tokenizer hash is refused" 2 \
   .venv-trainer/bin/python examples/trainer/train.py "$tmp/other"
+
+# The compact encoding, with the reverse-KL columns.
+./target/debug/hindsight run pipelines/chat_logs.toml --output "$tmp/compact" --no-progress \
+  --set contract.encoding=compact >/dev/null 2>&1
+check "compact dataset, loss kl+rkl: held-out KL drops" 0 \
+  .venv-trainer/bin/python examples/trainer/train.py "$tmp/compact" --loss kl+rkl --require-kl-decrease
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -167,12 +167,11 @@ def check_model(dataset_meta, identity, allow_mismatch):
     return "hashes DIFFER (--allow-model-mismatch)"
 
 
-def decode(values, sorted_codes):
+def decode(values, compact, sorted_codes):
     """Top-k log-probs as stored: float32 as is; compact one-byte codes decoded (docs/CONTRACT.md)."""
-    t = torch.tensor(values)
-    if t.dtype != torch.uint8:
-        return t
-    codes = t.to(torch.float32)
+    if not compact:
+        return torch.tensor(values)
+    codes = torch.tensor(values, dtype=torch.float32)
     if sorted_codes:
         codes = codes.cumsum(-1).clamp(max=255)
     return -(codes / 64.0) ** 2
@@ -185,6 +184,7 @@ def load_rows(directory, manifest, loss):
     if reverse and (manifest.get("schema_version") != 2 or not meta.get("student_top_k")):
         raise Refusal(f"{directory}: loss {loss} needs the student-side columns; build the dataset "
                       "with schema version 2 and score.student_top_k > 0")
+    compact = meta.get("encoding") == "compact"
     columns = COLUMNS + (STUDENT_SIDE if reverse else [])
     tables = [pq.read_table(directory / s["file"], columns=columns) for s in manifest["shards"]]
     if not tables or sum(t.num_rows for t in tables) == 0:
@@ -204,13 +204,13 @@ def load_rows(directory, manifest, loss):
             "student_logprobs": torch.tensor(r["student_logprobs"]),
             "advantages": torch.tensor(r["advantages"]),
             "t_ids": torch.tensor(r["teacher_topk_ids"]),
-            "t_logp": decode(r["teacher_topk_logprobs"], sorted_codes=True),
+            "t_logp": decode(r["teacher_topk_logprobs"], compact, sorted_codes=True),
             "t_tail": torch.tensor(r["teacher_tail_logmass"]),
             "relevance_kl": r["relevance_kl"],
         })
         if reverse:
             rows[-1]["s_ids"] = torch.tensor(r["student_topk_ids"])
-            rows[-1]["t_at_s"] = decode(r["teacher_logprobs_at_student_topk"], sorted_codes=False)
+            rows[-1]["t_at_s"] = decode(r["teacher_logprobs_at_student_topk"], compact, sorted_codes=False)
     no_mask = [r["sample_id"] for r in rows if r["mask"].sum() == 0]
     if no_mask:
         print(f"note: {len(no_mask)} rows have no trainable token (loss_mask all 0); skipped")

@@ -3,7 +3,7 @@
 //! stores it, and the values it may take. The Arrow schema ([`super::schema`]), rows → batches
 //! and batches → rows ([`super::batch`]), the writer's per-column Parquet settings
 //! ([`super::shard`]) and `validate`'s per-column checks are all derived from it;
-//! `tests/it/sink.rs` compares it with `schemas/dataset_v1.schema.json`.
+//! `tests/it/sink.rs` compares it with `schemas/dataset_v2.schema.json`.
 
 use super::row::OutputRow;
 use crate::episode::Message;
