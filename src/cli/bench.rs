@@ -29,6 +29,11 @@ pub struct BenchArgs {
     /// Also print the results as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Write the scored episodes' token ids (student, teacher and control context, response) as
+    /// JSONL here, for a reference implementation to score the same work
+    /// (`scripts/bench_score_python.py`).
+    #[arg(long)]
+    pub dump_requests: Option<std::path::PathBuf>,
 }
 
 /// Runs the benchmark and prints a table.
@@ -57,6 +62,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let requests = bench::episode_requests(&m.tokenizer, &a.episodes)?;
     let resp: usize = requests.iter().map(|r| r.completion_ids.len()).sum();
+    if let Some(path) = &a.dump_requests {
+        let mut out = String::new();
+        for r in &requests {
+            let line = serde_json::json!({
+                "prompt_ids": r.prompt_ids,
+                "teacher_prompt_ids": r.teacher_prompt_ids,
+                "control_prompt_ids": r.control_prompt_ids,
+                "completion_ids": r.completion_ids,
+            });
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        std::fs::write(path, out)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    }
     println!(
         "scoring {} chat-log episodes ({} response tokens), K=20:",
         requests.len(),

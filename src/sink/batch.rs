@@ -10,10 +10,8 @@ use arrow_array::{
     Int64Array, LargeListArray, LargeStringArray, ListArray, OffsetSizeTrait, RecordBatch,
     StringArray, StructArray, TimestampMicrosecondArray, UInt16Array, UInt8Array,
 };
-use arrow_buffer::{OffsetBuffer, ScalarBuffer};
+use arrow_buffer::{NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::DataType;
-
-use arrow_buffer::NullBuffer;
 
 use super::columns::{Column, Compact, TextKind, Values, Width, CONTRACT};
 use super::encoding::{self, Encoding};
@@ -539,7 +537,11 @@ fn width_of(batch: &RecordBatch, name: &str) -> usize {
 pub fn batch_layout(batch: &RecordBatch) -> Layout {
     Layout {
         top_k: width_of(batch, "teacher_topk_ids"),
-        student_top_k: width_of(batch, "student_topk_ids"),
+        // A K_s = 0 dataset types its (all-null) student columns 1 wide.
+        student_top_k: batch
+            .column_by_name("student_topk_ids")
+            .filter(|c| c.null_count() < c.len())
+            .map_or(0, |_| width_of(batch, "student_topk_ids")),
         encoding: if holds_codes(batch, "teacher_topk_logprobs") {
             Encoding::Compact
         } else {

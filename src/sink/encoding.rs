@@ -124,6 +124,20 @@ mod tests {
     }
 
     #[test]
+    fn decoded_codes_encode_to_themselves() {
+        // Rewriting a compact dataset (dedup, compaction) must not drift.
+        for c in 0..=255u8 {
+            assert_eq!(code(decode(c)), c);
+        }
+        let row: Vec<f32> = [0u8, 3, 3, 40, 200, 255]
+            .iter()
+            .map(|&c| decode(c))
+            .collect();
+        let enc = encode_sorted(&row, row.len());
+        assert_eq!(decode_sorted(&enc, row.len()), row);
+    }
+
+    #[test]
     fn sorted_rows_round_trip_through_differences() {
         let v = [-0.01f32, -0.5, -2.0, -9.0, -0.2, -0.2, -30.0, -31.0];
         let enc = encode_sorted(&v, 4);

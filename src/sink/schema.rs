@@ -88,11 +88,13 @@ impl Layout {
         }
     }
 
-    /// The width of a top-k column of `width`.
+    /// The Arrow width of a top-k column of `width`. The student-side columns are 1 wide when
+    /// K_s is 0 (they are then all null): a zero width is legal Arrow, but Hugging Face
+    /// `datasets` refuses to load it.
     pub fn width(&self, width: Width) -> usize {
         match width {
             Width::Teacher => self.top_k,
-            Width::Student => self.student_top_k,
+            Width::Student => self.student_top_k.max(1),
         }
     }
 

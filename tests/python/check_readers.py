@@ -44,9 +44,10 @@ def main(d: str) -> None:
         ("teacher_topk_ids", pa.int32(), k),
         ("teacher_topk_logprobs", code if compact else pa.float32(), k),
         ("student_topk_logprobs", pa.float32(), k),
-        ("student_topk_ids", pa.int32(), ks),
-        ("student_topk_logprobs_self", pa.float32(), ks),
-        ("teacher_logprobs_at_student_topk", code if compact else pa.float32(), ks),
+        # The student side is typed 1 wide when K_s = 0 (all null; datasets refuses width 0).
+        ("student_topk_ids", pa.int32(), max(ks, 1)),
+        ("student_topk_logprobs_self", pa.float32(), max(ks, 1)),
+        ("teacher_logprobs_at_student_topk", code if compact else pa.float32(), max(ks, 1)),
     ):
         inner = s.field(name).type.value_type
         assert pa.types.is_fixed_size_list(inner) and inner.list_size == width and inner.value_type == vt, (name, inner)

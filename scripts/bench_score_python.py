@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""The reference for `hindsight bench`'s scoring line: the same episodes scored with Hugging Face
+transformers on the CPU, the way a Python pipeline would do it.
+
+Usage (with the example trainer's virtualenv, which has torch + transformers + gguf):
+    ./target/debug/hindsight bench --dump-requests /tmp/requests.jsonl
+    .venv-trainer/bin/python scripts/bench_score_python.py /tmp/requests.jsonl
+
+Per episode it runs the student, teacher and control sequences (context ++ response minus its
+last token) through the model, the LM head only on the rows that predict response tokens
+(`logits_to_keep`), then a float32 log-softmax, the teacher's top-20, and the student's and
+control's log-probs there: the work of hindsight's `shared prefix, +control` line without the
+prefix sharing. Prints episodes/s, response tokens/s and forward tokens, plus raw forward
+tokens/s at T=512 with the LM head at every position.
+"""
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch
+from transformers import AutoModelForCausalLM
+
+
+def main(path, model_path):
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32)
+    model.eval()
+    reqs = [json.loads(l) for l in open(path)]
+    k = 20
+
+    def run(ctx, completion):
+        ids = torch.tensor(ctx + completion[:-1])[None]
+        logits = model(input_ids=ids, logits_to_keep=len(completion), use_cache=False).logits[0]
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    with torch.inference_mode():
+        run(reqs[0]["prompt_ids"], reqs[0]["completion_ids"])  # warm-up
+        forward = resp = 0
+        t0 = time.perf_counter()
+        for r in reqs:
+            c = r["completion_ids"]
+            contexts = [r["prompt_ids"], r["teacher_prompt_ids"]]
+            if r.get("control_prompt_ids"):
+                contexts.append(r["control_prompt_ids"])
+            lps = [run(ctx, c) for ctx in contexts]
+            top = lps[1].topk(k, dim=-1).indices
+            for lp in [lps[0]] + lps[2:]:
+                lp.gather(-1, top)
+            forward += sum(len(ctx) + len(c) - 1 for ctx in contexts)
+            resp += len(c)
+        dt = time.perf_counter() - t0
+        print(f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads")
+        print(f"scoring {len(reqs)} episodes ({resp} response tokens), K={k}, student+teacher+control, "
+              f"no prefix sharing: {len(reqs) / dt:.2f} episodes/s {resp / dt:.1f} response tokens/s "
+              f"| forward tokens {forward}")
+        ids = torch.tensor(reqs[0]["prompt_ids"] * 512)[:512][None]
+        model(input_ids=ids, use_cache=False)
+        t0 = time.perf_counter()
+        for _ in range(3):
+            torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0], dim=-1)
+        print(f"forward T=512 with LM head + log-softmax at every position: "
+              f"{3 * 512 / (time.perf_counter() - t0):.1f} tokens/s")
+
+
+if __name__ == "__main__":
+    root = Path(__file__).resolve().parents[1]
+    main(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else root / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
