@@ -131,7 +131,11 @@ def main(d: str) -> None:
 
     # The directory itself, as the Hub would see it: the dataset card (README.md) names the
     # shards, so manifest.json, quarantine.jsonl and _state/ are never taken for data.
-    whole = datasets.load_dataset(d, split="train")
+    # A fresh cache: datasets 5.2 keys a local directory's cache by the directory's name and
+    # card, not its files, so a rerun into a directory of the same name read a stale copy here.
+    import tempfile
+
+    whole = datasets.load_dataset(d, split="train", cache_dir=tempfile.mkdtemp(prefix="hf-cache-"))
     assert len(whole) == expected_rows, (len(whole), expected_rows)
     assert whole.column_names == table.column_names, whole.column_names
     assert whole.features["completion_ids"] == ds.features["completion_ids"]
