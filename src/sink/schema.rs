@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 
-use super::columns::{self, Column, Compact, TextKind, Values, Width, CONTRACT};
+use super::columns::{self, Column, Compact, Storage, TextKind, Values, Width, CONTRACT};
 use super::encoding::Encoding;
 
 /// The contract version these columns implement; bumped on any change that breaks readers.
@@ -102,6 +102,19 @@ impl Layout {
     pub fn codes(&self, column: &Column) -> bool {
         self.encoding == Encoding::Compact
             && matches!(column.compact, Compact::SortedCodes | Compact::Codes)
+    }
+
+    /// How Parquet stores `column` in this layout: the column table's choice, except in the
+    /// compact encoding, where one-byte codes take the writer's defaults (dictionary: measured
+    /// smallest for them) and token ids BYTE_STREAM_SPLIT (measured 8% below PLAIN).
+    pub fn storage(&self, column: &Column) -> Storage {
+        if self.codes(column) {
+            Storage::Default
+        } else if self.encoding == Encoding::Compact && column.compact == Compact::Ids {
+            Storage::ByteStreamSplit
+        } else {
+            column.storage
+        }
     }
 
     /// Whether `column` is always null in this layout: a student-side column when K_s is 0,

@@ -139,21 +139,10 @@ fn writer_properties(
     for col in descr.columns() {
         let path = col.path().clone();
         let top = path.parts().first().map(String::as_str).unwrap_or_default();
-        // How each column is stored is part of the column table (`super::columns::Storage`);
-        // the compact encoding's codes use the writer's defaults (dictionary where it pays:
-        // measured smallest for one-byte codes) and its ids BYTE_STREAM_SPLIT.
+        // How each column is stored is part of the column table (`super::columns::Storage`),
+        // adjusted for the dataset's encoding (`Layout::storage`).
         let layout = meta.layout();
-        let storage = super::columns::column(top).map(|c| {
-            if layout.codes(c) {
-                Storage::Default
-            } else if layout.encoding == super::encoding::Encoding::Compact
-                && c.compact == super::columns::Compact::Ids
-            {
-                Storage::ByteStreamSplit
-            } else {
-                c.storage
-            }
-        });
+        let storage = super::columns::column(top).map(|c| layout.storage(c));
         match storage {
             Some(Storage::Plain) => {
                 b = b
