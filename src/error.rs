@@ -23,6 +23,10 @@ pub enum Error {
     /// The model's chat template could not be compiled or rendered.
     #[error("chat template: {0}")]
     ChatTemplate(String),
+    /// The chat template renders a conversation in a way its pieces cannot be matched exactly
+    /// (the whole conversation does not start with the generation prompt, no end-of-turn).
+    #[error("chat template mismatch: {0}")]
+    TemplateMismatch(String),
     /// A teacher template id is unknown or its placeholders do not fit.
     #[error("teacher template: {0}")]
     Template(String),

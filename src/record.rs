@@ -21,6 +21,28 @@ pub struct Message {
     /// Shared, not copied: every episode of a conversation holds its history, and a 400-turn
     /// agent transcript would otherwise be copied once per turn (quadratic memory).
     pub content: Arc<str>,
+    /// An assistant turn's reasoning when the log keeps it apart from the content
+    /// (`reasoning_content`, OpenAI-style `reasoning`). The chat template decides where it goes:
+    /// templates with a reasoning slot (Qwen3) render it, others render none
+    /// (docs/TEMPLATES.md, "Reasoning turns").
+    #[serde(
+        default,
+        rename = "reasoning_content",
+        alias = "reasoning",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reasoning: Option<Arc<str>>,
+}
+
+impl Message {
+    /// A message without separate reasoning.
+    pub fn new(role: impl Into<String>, content: impl Into<Arc<str>>) -> Self {
+        Message {
+            role: role.into(),
+            content: content.into(),
+            reasoning: None,
+        }
+    }
 }
 
 /// The content of the last user message (what a response answers), or "" when there is none.

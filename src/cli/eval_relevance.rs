@@ -96,7 +96,8 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
     }
     let model_path = crate::model::resolve_model_path(cfg.model.path.as_deref())?;
     tracing::info!(model = %model_path.display(), "loading model");
-    let m = crate::model::load(&model_path, cfg.model.compute, &candle_core::Device::Cpu)?;
+    let mut m = crate::model::load(&model_path, cfg.model.compute, &candle_core::Device::Cpu)?;
+    cfg.model.configure(&mut m)?;
     let mut stream = episode::ingest(IngestOptions {
         inputs: cfg.input.paths.clone(),
         format: cfg.format()?,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::episode::{Message, PrivilegedContext};
-use crate::score::prepare::{prepare, Prepared};
+use crate::score::prepare::{prepare, Prepared, Response};
 use crate::score::{EpisodeScores, RelevanceMethod, Scorer, ScorerConfig};
 use crate::template;
 
@@ -48,6 +48,18 @@ pub struct ScoreArgs {
     /// Exit non-zero if any input line was rejected.
     #[arg(long)]
     pub strict: bool,
+    /// Chat template variables as a JSON object, e.g. '{"enable_thinking": false}' (what
+    /// transformers' `apply_chat_template(**kwargs)` takes).
+    #[arg(long, value_parser = parse_template_vars)]
+    pub chat_template_kwargs: Option<TemplateVars>,
+}
+
+/// Chat template variables (`--chat-template-kwargs`).
+pub type TemplateVars = std::collections::BTreeMap<String, serde_json::Value>;
+
+fn parse_template_vars(s: &str) -> Result<TemplateVars, String> {
+    serde_json::from_str(s)
+        .map_err(|e| format!("--chat-template-kwargs must be a JSON object: {e}"))
 }
 
 /// `score` lines carry no follow-up to probe, so only the KL methods apply here.
@@ -79,6 +91,10 @@ pub struct ScoreInput {
     #[serde(default)]
     pub teacher_prompt: Option<Vec<Message>>,
     pub completion: String,
+    /// The response's reasoning, logged apart from `completion` (rendered where the chat
+    /// template has a slot for it).
+    #[serde(default, alias = "reasoning")]
+    pub reasoning_content: Option<String>,
     #[serde(default = "yes")]
     pub ends_turn: bool,
 }
@@ -128,7 +144,10 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
     };
     let mut out = BufWriter::new(writer);
     // Inputs and outputs are opened first so a typo fails before the model loads.
-    let m = a.model.load()?;
+    let mut m = a.model.load()?;
+    if let Some(vars) = a.chat_template_kwargs.clone() {
+        m.tokenizer.set_template_vars(vars)?;
+    }
     let cfg = ScorerConfig {
         top_k: a.top_k,
         student_top_k: a.student_top_k,
@@ -140,32 +159,39 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
     let scorer = Scorer::new(&m.transformer, cfg);
     let (mut ok, mut rejected) = (0usize, 0usize);
     let mut pending: Vec<Pending> = Vec::new();
-    let flush =
-        |pending: &mut Vec<Pending>, out: &mut BufWriter<Box<dyn Write>>| -> anyhow::Result<()> {
-            if pending.is_empty() {
-                return Ok(());
+    let flush = |pending: &mut Vec<Pending>,
+                 out: &mut BufWriter<Box<dyn Write>>|
+     -> anyhow::Result<usize> {
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let requests: Vec<_> = pending.iter().map(|p| p.prepared.request.clone()).collect();
+        let (scores, _) = scorer.score(&requests)?;
+        let mut non_finite = 0;
+        for (p, s) in pending.iter().zip(&scores) {
+            if !s.all_finite() {
+                tracing::warn!(line = p.line, "rejected: a score is NaN or infinite");
+                non_finite += 1;
+                continue;
             }
-            let requests: Vec<_> = pending.iter().map(|p| p.prepared.request.clone()).collect();
-            let (scores, _) = scorer.score(&requests)?;
-            for (p, s) in pending.iter().zip(&scores) {
-                let row = ScoreOutput {
-                    id: p.input.id.as_deref(),
-                    line: p.line,
-                    teacher_template: &p.input.teacher_template,
-                    rendered_prompt: &p.prepared.rendered_prompt,
-                    rendered_teacher_prompt: &p.prepared.rendered_teacher_prompt,
-                    prompt_ids: &p.prepared.request.prompt_ids,
-                    teacher_prompt_ids: &p.prepared.request.teacher_prompt_ids,
-                    completion_ids: &p.prepared.request.completion_ids,
-                    relevance: s.relevance(a.relevance),
-                    scores: s,
-                };
-                serde_json::to_writer(&mut *out, &row)?;
-                out.write_all(b"\n")?;
-            }
-            pending.clear();
-            Ok(())
-        };
+            let row = ScoreOutput {
+                id: p.input.id.as_deref(),
+                line: p.line,
+                teacher_template: &p.input.teacher_template,
+                rendered_prompt: &p.prepared.rendered_prompt,
+                rendered_teacher_prompt: &p.prepared.rendered_teacher_prompt,
+                prompt_ids: &p.prepared.request.prompt_ids,
+                teacher_prompt_ids: &p.prepared.request.teacher_prompt_ids,
+                completion_ids: &p.prepared.request.completion_ids,
+                relevance: s.relevance(a.relevance),
+                scores: s,
+            };
+            serde_json::to_writer(&mut *out, &row)?;
+            out.write_all(b"\n")?;
+        }
+        pending.clear();
+        Ok(non_finite)
+    };
     for (i, line) in reader.lines().enumerate() {
         let lineno = i + 1;
         let line = match line {
@@ -194,10 +220,14 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
             }
         }
         if pending.len() >= a.chunk.max(1) {
-            flush(&mut pending, &mut out)?;
+            let n = flush(&mut pending, &mut out)?;
+            rejected += n;
+            ok -= n;
         }
     }
-    flush(&mut pending, &mut out)?;
+    let n = flush(&mut pending, &mut out)?;
+    rejected += n;
+    ok -= n;
     out.flush()?;
     tracing::info!(scored = ok, rejected, "done");
     if a.strict && rejected > 0 {
@@ -230,7 +260,20 @@ fn parse_line(
         None => tpl.apply(&input.prompt, &privileged)?,
     };
     let control = tpl.apply_control(&input.prompt)?;
-    let completion_ids = tok.encode_completion(&input.completion, input.ends_turn)?;
-    let prepared = prepare(tok, &input.prompt, &teacher, Some(&control), completion_ids)?;
+    let message = Message {
+        role: "assistant".into(),
+        content: input.completion.as_str().into(),
+        reasoning: input.reasoning_content.as_deref().map(Into::into),
+    };
+    let prepared = prepare(
+        tok,
+        &input.prompt,
+        &teacher,
+        Some(&control),
+        Response::Logged {
+            message: &message,
+            ends_turn: input.ends_turn,
+        },
+    )?;
     Ok((input, prepared))
 }

@@ -117,6 +117,21 @@ pub struct ModelConfig {
     pub path: Option<PathBuf>,
     #[serde(default)]
     pub compute: ComputeMode,
+    /// Variables handed to the model's chat template, as transformers'
+    /// `apply_chat_template(**kwargs)` takes them: `enable_thinking = false` renders Qwen3's
+    /// non-thinking turns, `date_string` fixes Llama 3's date line. They change the tokens of
+    /// every context, so they are part of the dataset identity (left out when empty, so
+    /// datasets made before the setting existed keep their identity).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub chat_template_kwargs: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl ModelConfig {
+    /// Hands the configured template variables to a loaded model's tokenizer.
+    pub fn configure(&self, m: &mut crate::model::LoadedModel) -> crate::error::Result<()> {
+        m.tokenizer
+            .set_template_vars(self.chat_template_kwargs.clone())
+    }
 }
 
 /// Scoring settings.
@@ -229,6 +244,16 @@ impl PipelineConfig {
             .is_some_and(|w| w.trim().is_empty())
         {
             return Err(ConfigError::Invalid("input.where is empty".into()));
+        }
+        if let Some(k) = self
+            .model
+            .chat_template_kwargs
+            .keys()
+            .find(|k| crate::tokenize::chat_template::RESERVED_VARS.contains(&k.as_str()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "model.chat_template_kwargs.{k}: set by the renderer itself, not configurable"
+            )));
         }
         if self.score.top_k == 0 {
             return Err(ConfigError::Invalid("score.top_k must be > 0".into()));

@@ -191,6 +191,13 @@ impl EpisodeBuilder {
             if *text != *m.content {
                 m.content = text.into();
             }
+            if let Some(r) = &m.reasoning {
+                let mut text = r.to_string();
+                self.scrub(&mut text);
+                if *text != **r {
+                    m.reasoning = Some(text.into());
+                }
+            }
         }
     }
 
@@ -403,6 +410,7 @@ impl EpisodeBuilder {
             teacher_template: template.id.clone(),
             teacher_prompt,
             completion,
+            reasoning: None,
             finish_reason: FinishReason::Stop,
             is_on_policy,
             flags,
@@ -449,12 +457,16 @@ impl EpisodeBuilder {
         let mut turns = turns;
         for t in turns.iter_mut() {
             self.scrub(&mut t.content);
+            if let Some(r) = t.reasoning.as_mut() {
+                self.scrub(r);
+            }
         }
         let messages: Vec<Message> = turns
             .iter()
             .map(|t| Message {
                 role: t.role.clone(),
                 content: t.content.as_str().into(),
+                reasoning: t.reasoning.as_deref().map(Into::into),
             })
             .collect();
         let flag_ack = self.cfg.prefilter.flag_ack_only;
@@ -490,6 +502,7 @@ impl EpisodeBuilder {
                 on_policy,
                 ep_flags,
             )?;
+            ep.reasoning = cur.reasoning.clone();
             ep.finish_reason = if cur.stopped_by_length {
                 FinishReason::Length
             } else {
@@ -553,6 +566,10 @@ pub fn normalize_turns(
                     last.content.push_str("\n\n");
                     last.content.push_str(&t.content);
                 }
+                last.reasoning = match (last.reasoning.take(), t.reasoning) {
+                    (Some(a), Some(b)) => Some(format!("{a}\n\n{b}")),
+                    (a, b) => a.or(b),
+                };
                 last.time_us = t.time_us.or(last.time_us);
                 last.stopped_by_length = t.stopped_by_length;
                 continue;

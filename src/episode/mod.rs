@@ -50,6 +50,10 @@ pub struct Episode {
     pub teacher_prompt: Vec<Message>,
     /// Logged response; `None` means it must be rolled out from the student (demonstrations).
     pub completion: Option<String>,
+    /// The logged response's reasoning when the log keeps it apart from the content
+    /// (`reasoning_content`); the chat template decides whether it is part of the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<String>,
     /// How the response ended: `Stop` (append the end-of-turn token when scoring), `Length`
     /// (cut by a length limit, in the log or in rollout) or `Unknown`.
     pub finish_reason: FinishReason,

@@ -50,6 +50,10 @@ pub enum QuarantineReason {
     /// The input predicate (`input.where`) cannot be evaluated on this record's values (e.g. a
     /// boolean test on a string field).
     WhereError,
+    /// An assistant message calls tools (`tool_calls`, `function_call`). Chat templates render
+    /// tool calls in their own formats, which hindsight does not reproduce yet; scoring a
+    /// different rendering would be silently wrong, so the record is set aside.
+    ToolCalls,
 }
 
 impl QuarantineReason {
@@ -69,6 +73,7 @@ impl QuarantineReason {
             QuarantineReason::ReadError => "read_error",
             QuarantineReason::ParquetError => "parquet_error",
             QuarantineReason::WhereError => "where_error",
+            QuarantineReason::ToolCalls => "tool_calls",
         }
     }
 }

@@ -201,7 +201,8 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     mirror.pull_tree("_state")?;
     let model_path = model::resolve_model_path(cfg.model.path.as_deref())?;
     tracing::info!(model = %model_path.display(), device = %opts.device, "loading model");
-    let m = model::load(&model_path, cfg.model.compute, &opts.device.open()?)?;
+    let mut m = model::load(&model_path, cfg.model.compute, &opts.device.open()?)?;
+    cfg.model.configure(&mut m)?;
     let identity =
         state::choose_identity(&out_dir, cfg.identity_json(), cfg.legacy_identity_json())?;
     let meta = DatasetMeta::new(

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::episode::{Episode, PrivilegedContext, SourceKind};
 use crate::model::LoadedModel;
-use crate::score::prepare::{followup_probe, prepare, prepare_episode};
+use crate::score::prepare::{followup_probe, prepare, prepare_episode, Response};
 use crate::score::{RelevanceMethod, ScoreRequest, Scorer, ScorerConfig};
 use crate::template::TeacherTemplate;
 
@@ -357,7 +357,7 @@ pub fn evaluate(
                     &ep.prompt,
                     &teacher,
                     Some(&control),
-                    real.request.completion_ids.clone(),
+                    Response::Sampled(real.request.completion_ids.clone()),
                 )?;
                 let mut borrowed = (*ep).clone();
                 borrowed.privileged = ctx;

@@ -237,6 +237,32 @@ pub struct EpisodeScores {
 }
 
 impl EpisodeScores {
+    /// Whether every score is a finite number. A NaN or an infinity (a broken checkpoint, an
+    /// overflow) must never reach an output: JSON would write it as null, and a threshold
+    /// comparison lets a NaN through.
+    pub fn all_finite(&self) -> bool {
+        let ok = |xs: &[f32]| xs.iter().all(|x| x.is_finite());
+        [
+            &self.student_logprobs,
+            &self.teacher_logprobs,
+            &self.advantages,
+            &self.teacher_topk_logprobs,
+            &self.teacher_tail_logmass,
+            &self.student_topk_logprobs,
+            &self.student_topk_logprobs_self,
+            &self.teacher_logprobs_at_student_topk,
+            &self.teacher_logz,
+            &self.student_logz,
+            &self.kl_topk_tail,
+            &self.kl_full_vocab,
+        ]
+        .iter()
+        .all(|v| ok(v))
+            && self.control_kl_topk_tail.as_deref().is_none_or(ok)
+            && self.relevance_kl.is_finite()
+            && self.relevance_control_kl.is_none_or(f32::is_finite)
+    }
+
     /// The relevance value of `method`, `None` when this episode lacks what the method needs
     /// (no control context; no feedback probe, e.g. a demonstration; no history-only context).
     /// There is no fallback to another method: scales differ, and a threshold set for one

@@ -16,20 +16,52 @@ pub struct Prepared {
     pub rendered_teacher_prompt: String,
 }
 
-/// Encodes the contexts and the response. `completion_ids` must come from the engine that
-/// produced the response or from [`Tokenizer::encode_completion`]; they are never re-derived.
+/// The response an episode is scored on.
+#[derive(Debug, Clone)]
+pub enum Response<'a> {
+    /// Token ids sampled from the student (rollouts): kept exactly, never re-encoded.
+    Sampled(Vec<u32>),
+    /// A logged assistant message, encoded as the model's chat template renders it after the
+    /// prompt ([`Tokenizer::completion_after`]); `ends_turn` keeps the end-of-turn token.
+    Logged {
+        /// The assistant message (content and any separate reasoning).
+        message: &'a Message,
+        /// Whether the turn ended normally.
+        ends_turn: bool,
+    },
+}
+
+/// Encodes the contexts and the response. A logged response must render to the same tokens
+/// after the student's and the teacher's contexts (the template's rendering of the whole
+/// conversation is the contract); otherwise the episode is refused.
 pub fn prepare(
     tok: &Tokenizer,
     prompt: &[Message],
     teacher_prompt: &[Message],
     control_prompt: Option<&[Message]>,
-    completion_ids: Vec<u32>,
+    response: Response<'_>,
 ) -> Result<Prepared> {
     let student = tok.encode_chat(prompt, true)?;
     let teacher = tok.encode_chat(teacher_prompt, true)?;
     let control = match control_prompt {
         Some(c) => Some(tok.encode_chat(c, true)?.ids),
         None => None,
+    };
+    let completion_ids = match response {
+        Response::Sampled(ids) => ids,
+        Response::Logged { message, ends_turn } => {
+            let ids = tok.completion_after(&student.ids, prompt, message, ends_turn)?;
+            let after_teacher =
+                tok.completion_after(&teacher.ids, teacher_prompt, message, ends_turn)?;
+            if after_teacher != ids {
+                return Err(Error::TemplateMismatch(
+                    "the chat template renders the response differently after the teacher's \
+                     context than after the student's"
+                        .into(),
+                ));
+            }
+            ids
+        }
     };
     Ok(Prepared {
         request: ScoreRequest {
@@ -42,6 +74,15 @@ pub fn prepare(
         rendered_prompt: student.rendered,
         rendered_teacher_prompt: teacher.rendered,
     })
+}
+
+/// The assistant message of an episode's logged response.
+pub fn response_message(episode: &Episode, completion: &str) -> Message {
+    Message {
+        role: "assistant".into(),
+        content: completion.into(),
+        reasoning: episode.reasoning.as_deref().map(Into::into),
+    }
 }
 
 /// Prepares an episode with a logged response; `template` builds the control context.
@@ -57,7 +98,7 @@ pub fn prepare_episode(
             id: episode.provenance.conversation_id.clone(),
             message: "episode has no response yet (it needs a rollout)".into(),
         })?;
-    let completion_ids = tok.encode_completion(completion, episode.ends_turn())?;
+    let message = response_message(episode, completion);
     let control = match template {
         Some(t) => Some(
             t.apply_control(&episode.prompt)
@@ -70,7 +111,10 @@ pub fn prepare_episode(
         &episode.prompt,
         &episode.teacher_prompt,
         control.as_deref(),
-        completion_ids,
+        Response::Logged {
+            message: &message,
+            ends_turn: episode.ends_turn(),
+        },
     )
 }
 
@@ -85,19 +129,30 @@ pub fn followup_probe(
     response: &str,
     with_history: bool,
 ) -> Option<FollowupProbe> {
+    try_followup_probe(tok, episode, response, with_history)
+        .ok()
+        .flatten()
+}
+
+/// [`followup_probe`] that tells apart "no probe applies" (`Ok(None)`: a demonstration, no
+/// feedback) from "the probe cannot be built" (`Err`: the template refuses the context), so a
+/// run can drop the episode with a reason instead of keeping it unfiltered.
+pub fn try_followup_probe(
+    tok: &Tokenizer,
+    episode: &Episode,
+    response: &str,
+    with_history: bool,
+) -> Result<Option<FollowupProbe>> {
     if episode.source_kind == SourceKind::Demonstration {
-        return None;
+        return Ok(None);
     }
     let feedback = episode.privileged.text.trim();
     if feedback.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let turn = |role: &str, text: &str| Message {
-        role: role.into(),
-        content: text.into(),
-    };
+    let turn = |role: &str, text: &str| Message::new(role, text);
     let mut after = episode.prompt.clone();
-    after.push(turn("assistant", response));
+    after.push(response_message(episode, response));
     after.push(turn("user", feedback));
     // Some templates refuse two user turns in a row; `pmi_answer` is then not available.
     let after_history = with_history
@@ -107,12 +162,10 @@ pub fn followup_probe(
             tok.encode_chat_before_last(&history).ok()
         })
         .flatten();
-    Some(FollowupProbe {
-        after_response: tok.encode_chat_before_last(&after).ok()?,
+    Ok(Some(FollowupProbe {
+        after_response: tok.encode_chat_before_last(&after)?,
         after_history,
-        bare: tok
-            .encode_chat_before_last(&[turn("user", feedback)])
-            .ok()?,
-        target: tok.encode_text(feedback).ok()?,
-    })
+        bare: tok.encode_chat_before_last(&[turn("user", feedback)])?,
+        target: tok.encode_text(feedback)?,
+    }))
 }

@@ -245,6 +245,14 @@ pub fn rows_to_batch(rows: &[OutputRow], layout: &Layout) -> SinkResult<RecordBa
         return Err(SinkError::Config("top-k width must be at least 1".into()));
     }
     for r in rows {
+        // The pipeline drops such rows (`non_finite`); nothing else may write one either.
+        if let Some(column) = super::columns::first_non_finite(r) {
+            return Err(SinkError::Config(format!(
+                "row '{}' holds a non-finite value in '{column}'; rows with NaN or infinities are \
+                 never written",
+                r.sample_id
+            )));
+        }
         for c in &CONTRACT {
             let len = match c.values {
                 Values::TopKI32(get, _) => Some(get(r).len()),
@@ -434,6 +442,7 @@ fn message_lists(batch: &RecordBatch, name: &str) -> SinkResult<Vec<Vec<Message>
                 .map(|j| Message {
                     role: role.value(j).to_string(),
                     content: content.value(j).into(),
+                    reasoning: None,
                 })
                 .collect()
         })

@@ -481,3 +481,20 @@ pub static CONTRACT: [Column; 40] = [
 pub fn column(name: &str) -> Option<&'static Column> {
     CONTRACT.iter().find(|c| c.name == name)
 }
+
+/// The first float column of `row` holding a NaN or an infinity, if any. Such a value is never
+/// written: the pipeline drops the row (`non_finite`) instead, since a NaN passes every
+/// threshold comparison and a compact code cannot represent it.
+pub fn first_non_finite(row: &OutputRow) -> Option<&'static str> {
+    let bad = |xs: &[f32]| xs.iter().any(|x| !x.is_finite());
+    CONTRACT.iter().find_map(|c| {
+        let found = match c.values {
+            Values::F32(get, _) => !get(row).is_finite(),
+            Values::OptF32(get, _) => get(row).is_some_and(|x| !x.is_finite()),
+            Values::F32List(get, _) | Values::TopKF32(get, _) => bad(get(row)),
+            Values::OptTopKF32(get, _) => get(row).is_some_and(bad),
+            _ => false,
+        };
+        found.then_some(c.name)
+    })
+}

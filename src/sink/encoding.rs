@@ -49,7 +49,8 @@ impl Encoding {
     }
 }
 
-/// The code of one log-prob (NaN and positive values code as 0, i.e. log-prob 0).
+/// The code of one log-prob (positive values code as 0, i.e. log-prob 0). Rows holding a NaN
+/// never reach the encoder: `rows_to_batch` refuses them and the pipeline drops them first.
 pub fn code(lp: f32) -> u8 {
     let x = (-(lp as f64)).max(0.0);
     (CODE_SCALE * x.sqrt()).round().clamp(0.0, 255.0) as u8

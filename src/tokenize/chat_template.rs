@@ -5,7 +5,9 @@
 //! looked for in what the template itself emitted, and the real message text is substituted back
 //! afterwards. A user who types `<|im_end|>` therefore gets plain-text tokens, never a control token.
 
-use minijinja::{context, Environment, Error as JinjaError, ErrorKind};
+use std::collections::BTreeMap;
+
+use minijinja::{Environment, Error as JinjaError, ErrorKind};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -13,6 +15,19 @@ use crate::record::Message;
 
 const MARK_OPEN: char = '\u{E000}';
 const MARK_CLOSE: char = '\u{E001}';
+/// The closing tag of a reasoning block inside an assistant message's content.
+const THINK_CLOSE: &str = "</think>";
+/// The opening tag of a reasoning block.
+const THINK_OPEN: &str = "<think>";
+
+/// Context variables the renderer sets itself; a template variable may not replace them.
+pub const RESERVED_VARS: [&str; 5] = [
+    "messages",
+    "add_generation_prompt",
+    "bos_token",
+    "eos_token",
+    "raise_exception",
+];
 
 /// A compiled chat template plus the token strings it may reference.
 pub struct ChatTemplate {
@@ -20,6 +35,12 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    /// Template variables of the run (`model.chat_template_kwargs`: `enable_thinking`, a
+    /// `date_string`, ...), passed to every rendering as transformers passes its kwargs.
+    vars: BTreeMap<String, serde_json::Value>,
+    /// The template parses reasoning blocks out of message content itself (its source
+    /// mentions `</think>`), so marker renderings must present the same structure.
+    splits_think: bool,
 }
 
 /// One piece of a rendered conversation: text to encode, or a template-emitted special token.
@@ -33,6 +54,15 @@ pub enum Piece {
 struct TemplateMessage {
     role: String,
     content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_content: Option<String>,
+}
+
+/// A stretch of the marker rendering: template text, or the place of one message field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Template(String),
+    Field(usize),
 }
 
 impl ChatTemplate {
@@ -56,12 +86,36 @@ impl ChatTemplate {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            vars: BTreeMap::new(),
+            splits_think: source.contains(THINK_CLOSE),
         })
+    }
+
+    /// Sets the template variables every rendering receives (transformers'
+    /// `apply_chat_template(..., **kwargs)`). Names the renderer sets itself are refused.
+    pub fn set_vars(&mut self, vars: BTreeMap<String, serde_json::Value>) -> Result<()> {
+        if let Some(k) = vars.keys().find(|k| RESERVED_VARS.contains(&k.as_str())) {
+            return Err(Error::ChatTemplate(format!(
+                "template variable '{k}' is set by the renderer itself and cannot be configured"
+            )));
+        }
+        self.vars = vars;
+        Ok(())
+    }
+
+    /// The template variables in force.
+    pub fn vars(&self) -> &BTreeMap<String, serde_json::Value> {
+        &self.vars
     }
 
     /// The template source (hashed into dataset metadata).
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the template has a slot for an assistant turn's separate reasoning.
+    pub fn renders_reasoning(&self) -> bool {
+        self.source.contains("reasoning_content")
     }
 
     fn render_raw(
@@ -73,13 +127,29 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| Error::ChatTemplate(e.to_string()))?;
-        tmpl.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.clone(),
-            eos_token => self.eos_token.clone(),
-        })
-        .map_err(|e| Error::ChatTemplate(format!("rendering: {e}")))
+        let mut ctx: BTreeMap<String, minijinja::Value> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v)))
+            .collect();
+        ctx.insert(
+            "messages".into(),
+            minijinja::Value::from_serialize(&messages),
+        );
+        ctx.insert(
+            "add_generation_prompt".into(),
+            minijinja::Value::from(add_generation_prompt),
+        );
+        ctx.insert(
+            "bos_token".into(),
+            minijinja::Value::from(self.bos_token.clone()),
+        );
+        ctx.insert(
+            "eos_token".into(),
+            minijinja::Value::from(self.eos_token.clone()),
+        );
+        tmpl.render(ctx)
+            .map_err(|e| Error::ChatTemplate(format!("rendering: {e}")))
     }
 
     /// Renders `messages` to the exact string the model sees.
@@ -89,13 +159,53 @@ impl ChatTemplate {
             .map(|m| TemplateMessage {
                 role: m.role.clone(),
                 content: m.content.to_string(),
+                reasoning_content: m.reasoning.as_deref().map(str::to_string),
             })
             .collect();
         self.render_raw(msgs, add_generation_prompt)
     }
 
+    /// The message list with every text field replaced by a marker, and the text each marker
+    /// stands for. Content holding a reasoning block is presented as
+    /// `marker</think>marker` to templates that parse such blocks, so the template takes the
+    /// same branch as on the real text.
+    fn marked(&self, messages: &[Message]) -> (Vec<TemplateMessage>, Vec<String>) {
+        let mut fields: Vec<String> = Vec::new();
+        let mut mark = |text: &str| {
+            fields.push(text.to_string());
+            format!("{MARK_OPEN}{}{MARK_CLOSE}", fields.len() - 1)
+        };
+        let msgs = messages
+            .iter()
+            .map(|m| {
+                let splits = self.splits_think && m.role == "assistant";
+                let content = match (splits, m.content.find(THINK_CLOSE)) {
+                    (true, Some(first)) => {
+                        let last = m.content.rfind(THINK_CLOSE).unwrap_or(first);
+                        let before = mark(&m.content[..first]);
+                        let after = mark(&m.content[last + THINK_CLOSE.len()..]);
+                        format!("{before}{THINK_CLOSE}{after}")
+                    }
+                    _ => mark(&m.content),
+                };
+                TemplateMessage {
+                    role: m.role.clone(),
+                    content,
+                    reasoning_content: m.reasoning.as_deref().map(&mut mark),
+                }
+            })
+            .collect();
+        (msgs, fields)
+    }
+
     /// Renders `messages` and splits the result into text and special-token pieces, recognising
     /// special tokens (`specials`: string → id) only in template-emitted text.
+    ///
+    /// The conversation is rendered twice: with every message field replaced by a marker, and
+    /// as it is. The marker rendering tells which stretches the template wrote; the real
+    /// rendering must consist of exactly those stretches with each field's text between them,
+    /// possibly as the template cut it (trimmed of whitespace or newlines, or the part after a
+    /// `<think>` tag, as reasoning templates do). Anything else is refused rather than guessed.
     pub fn render_pieces(
         &self,
         messages: &[Message],
@@ -110,66 +220,164 @@ impl ChatTemplate {
                 m.role
             )));
         }
-        let marked = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| TemplateMessage {
-                role: m.role.clone(),
-                content: format!("{MARK_OPEN}{i}{MARK_CLOSE}"),
-            })
-            .collect();
+        let (marked, fields) = self.marked(messages);
         let skeleton = self.render_raw(marked, add_generation_prompt)?;
-        let mut raw_pieces: Vec<Result<String, u32>> = Vec::new();
-        let mut text = String::new();
-        let mut rest = skeleton.as_str();
-        while let Some(c) = rest.chars().next() {
-            if let Some((tok, id)) = specials.iter().find(|(s, _)| rest.starts_with(s.as_str())) {
-                if !text.is_empty() {
-                    raw_pieces.push(Ok(std::mem::take(&mut text)));
-                }
-                raw_pieces.push(Err(*id));
-                rest = &rest[tok.len()..];
-            } else {
-                text.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-        if !text.is_empty() {
-            raw_pieces.push(Ok(text));
-        }
-        // The marker rendering must equal the real rendering; a template that rewrites message
-        // text would otherwise silently misplace the boundaries. Templates that `trim` message
-        // content (Llama 3's does) are recognised: the trimmed text is substituted instead.
+        let segments = segments(&skeleton)?;
         let rendered = self.render(messages, add_generation_prompt)?;
-        for trim in [false, true] {
-            let pieces = raw_pieces
-                .iter()
-                .map(|p| match p {
-                    Ok(t) => substitute(t, messages, trim).map(Piece::Text),
-                    Err(id) => Ok(Piece::Special(*id)),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let reassembled: String = pieces
-                .iter()
-                .map(|p| match p {
-                    Piece::Text(t) => t.clone(),
-                    Piece::Special(id) => specials
-                        .iter()
-                        .find(|(_, i)| i == id)
-                        .map(|(s, _)| s.clone())
-                        .unwrap_or_default(),
-                })
-                .collect();
-            if reassembled == rendered {
-                return Ok((rendered, pieces));
+        let texts = align(&segments, &fields, &rendered).ok_or_else(|| {
+            Error::ChatTemplate(
+                "the chat template transforms message text (beyond trimming it or splitting \
+                 off a reasoning block), so message boundaries cannot be located exactly for \
+                 injection-safe tokenization"
+                    .into(),
+            )
+        })?;
+        let mut pieces: Vec<Piece> = Vec::new();
+        let push_text = |pieces: &mut Vec<Piece>, t: &str| {
+            if t.is_empty() {
+                return;
+            }
+            match pieces.last_mut() {
+                Some(Piece::Text(prev)) => prev.push_str(t),
+                _ => pieces.push(Piece::Text(t.to_string())),
+            }
+        };
+        let mut next_field = texts.iter();
+        for seg in &segments {
+            match seg {
+                Segment::Field(_) => {
+                    if let Some(t) = next_field.next() {
+                        push_text(&mut pieces, t);
+                    }
+                }
+                Segment::Template(t) => {
+                    let mut rest = t.as_str();
+                    let mut text = String::new();
+                    while let Some(c) = rest.chars().next() {
+                        if let Some((tok, id)) =
+                            specials.iter().find(|(s, _)| rest.starts_with(s.as_str()))
+                        {
+                            push_text(&mut pieces, &std::mem::take(&mut text));
+                            pieces.push(Piece::Special(*id));
+                            rest = &rest[tok.len()..];
+                        } else {
+                            text.push(c);
+                            rest = &rest[c.len_utf8()..];
+                        }
+                    }
+                    push_text(&mut pieces, &text);
+                }
             }
         }
-        Err(Error::ChatTemplate(
-            "the chat template transforms message text (beyond trimming it), so message \
-             boundaries cannot be located exactly for injection-safe tokenization"
-                .into(),
-        ))
+        Ok((rendered, pieces))
     }
+}
+
+/// Splits a marker rendering into template text and field places.
+fn segments(skeleton: &str) -> Result<Vec<Segment>> {
+    let mut out = Vec::new();
+    let mut rest = skeleton;
+    while let Some(open) = rest.find(MARK_OPEN) {
+        if open > 0 {
+            out.push(Segment::Template(rest[..open].to_string()));
+        }
+        let after = &rest[open + MARK_OPEN.len_utf8()..];
+        let close = after
+            .find(MARK_CLOSE)
+            .ok_or_else(|| Error::ChatTemplate("the template split a message marker".into()))?;
+        let idx: usize = after[..close]
+            .parse()
+            .map_err(|_| Error::ChatTemplate(format!("unexpected marker '{}'", &after[..close])))?;
+        out.push(Segment::Field(idx));
+        rest = &after[close + MARK_CLOSE.len_utf8()..];
+    }
+    if !rest.is_empty() {
+        out.push(Segment::Template(rest.to_string()));
+    }
+    Ok(out)
+}
+
+/// The ways a template may cut a field's text before writing it: as is, trimmed of whitespace
+/// (`| trim`, `.strip()`), of newlines only (`.strip('\n')`, `.lstrip('\n')`), and the part after
+/// the last `<think>` (reasoning templates), in order of preference.
+fn candidates(text: &str) -> Vec<&str> {
+    let mut bases = vec![text];
+    if let Some(at) = text.rfind(THINK_OPEN) {
+        bases.push(&text[at + THINK_OPEN.len()..]);
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for b in bases {
+        for c in [
+            b,
+            b.trim(),
+            b.trim_matches('\n'),
+            b.trim_start_matches('\n'),
+            b.trim_end_matches('\n'),
+            b.trim_start(),
+            b.trim_end(),
+        ] {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out
+}
+
+/// Finds, for every field place of `segments` in order, the text it has in `rendered`
+/// (one of its [`candidates`]), such that template text and field texts make up `rendered`
+/// exactly. Backtracks over the candidates; `None` when no assignment fits.
+fn align(segments: &[Segment], fields: &[String], rendered: &str) -> Option<Vec<String>> {
+    fn go<'a>(
+        segments: &[Segment],
+        fields: &'a [String],
+        rendered: &str,
+        pos: usize,
+        out: &mut Vec<&'a str>,
+        budget: &mut usize,
+    ) -> bool {
+        let Some((first, rest)) = segments.split_first() else {
+            return pos == rendered.len();
+        };
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+        match first {
+            Segment::Template(t) => {
+                rendered[pos..].starts_with(t.as_str())
+                    && go(rest, fields, rendered, pos + t.len(), out, budget)
+            }
+            Segment::Field(i) => {
+                let Some(text) = fields.get(*i) else {
+                    return false;
+                };
+                // The template text that must follow, to rule candidates out early.
+                let next = match rest.first() {
+                    Some(Segment::Template(t)) => t.as_str(),
+                    _ => "",
+                };
+                for c in candidates(text) {
+                    let end = pos + c.len();
+                    if rendered[pos..].starts_with(c)
+                        && rendered.get(end..).is_some_and(|r| r.starts_with(next))
+                    {
+                        out.push(c);
+                        if go(rest, fields, rendered, end, out, budget) {
+                            return true;
+                        }
+                        out.pop();
+                    }
+                }
+                false
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // Bounds the search on pathological inputs (each field has at most 14 candidates).
+    let mut budget = 100_000usize;
+    go(segments, fields, rendered, 0, &mut out, &mut budget)
+        .then(|| out.into_iter().map(str::to_string).collect())
 }
 
 /// A role the template may see verbatim: a short lowercase identifier.
@@ -177,33 +385,4 @@ fn is_plain_role(role: &str) -> bool {
     !role.is_empty()
         && role.len() <= 32
         && role.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-}
-
-/// Replaces content markers in template text with the messages' real text (trimmed of
-/// surrounding whitespace when `trim`).
-fn substitute(text: &str, messages: &[Message], trim: bool) -> Result<String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find(MARK_OPEN) {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + MARK_OPEN.len_utf8()..];
-        let close = after
-            .find(MARK_CLOSE)
-            .ok_or_else(|| Error::ChatTemplate("the template split a message marker".into()))?;
-        let marker = &after[..close];
-        let idx: usize = marker
-            .parse()
-            .map_err(|_| Error::ChatTemplate(format!("unexpected marker '{marker}'")))?;
-        let msg = messages
-            .get(idx)
-            .ok_or_else(|| Error::ChatTemplate(format!("marker for missing message {idx}")))?;
-        out.push_str(if trim {
-            msg.content.trim()
-        } else {
-            &msg.content
-        });
-        rest = &after[close + MARK_CLOSE.len_utf8()..];
-    }
-    out.push_str(rest);
-    Ok(out)
 }

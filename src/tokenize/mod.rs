@@ -234,6 +234,71 @@ impl Tokenizer {
         Ok(EncodedChat { rendered, ids })
     }
 
+    /// Sets the chat template's variables (`model.chat_template_kwargs`), e.g.
+    /// `enable_thinking = false` for a Qwen3 non-thinking turn.
+    pub fn set_template_vars(
+        &mut self,
+        vars: std::collections::BTreeMap<String, serde_json::Value>,
+    ) -> Result<()> {
+        self.template.set_vars(vars)
+    }
+
+    /// Encodes a logged response the way the model's own template renders it: the student
+    /// context is the generation prompt after `history`, and the response tokens are what the
+    /// template writes after that prompt when it renders the whole conversation
+    /// (`history + [response]`), up to and including the end-of-turn token (excluded when
+    /// the turn did not end, e.g. cut off at the length limit). So `prompt + completion` is the
+    /// template's own rendering, including what the template inserts into an assistant turn
+    /// (Qwen3's empty think block) and how it cuts the text (Llama 3 trims it).
+    ///
+    /// Fails, rather than guess, when the rendering of the whole conversation does not start
+    /// with the generation prompt's tokens ([`Error::TemplateMismatch`]) or has no end-of-turn
+    /// token after it.
+    pub fn encode_response(
+        &self,
+        history: &[Message],
+        response: &Message,
+        ends_turn: bool,
+    ) -> Result<(EncodedChat, Vec<u32>)> {
+        let prompt = self.encode_chat(history, true)?;
+        let completion = self.completion_after(&prompt.ids, history, response, ends_turn)?;
+        Ok((prompt, completion))
+    }
+
+    /// The response tokens after an already encoded generation prompt `prompt_ids` of
+    /// `history` (see [`Tokenizer::encode_response`]).
+    pub fn completion_after(
+        &self,
+        prompt_ids: &[u32],
+        history: &[Message],
+        response: &Message,
+        ends_turn: bool,
+    ) -> Result<Vec<u32>> {
+        let mut whole = history.to_vec();
+        whole.push(response.clone());
+        let full = self.encode_chat(&whole, false)?;
+        let Some(rest) = full.ids.strip_prefix(prompt_ids) else {
+            let common = full
+                .ids
+                .iter()
+                .zip(prompt_ids)
+                .take_while(|(a, b)| a == b)
+                .count();
+            return Err(Error::TemplateMismatch(format!(
+                "the template's rendering of the whole conversation does not start with its \
+                 generation prompt (they differ at token {common} of {}): the response cannot be \
+                 placed after the prompt exactly",
+                prompt_ids.len()
+            )));
+        };
+        let Some(end) = rest.iter().position(|&id| id == self.eot_id) else {
+            return Err(Error::TemplateMismatch(
+                "the template does not end the response with the end-of-turn token".into(),
+            ));
+        };
+        Ok(rest[..end + usize::from(ends_turn)].to_vec())
+    }
+
     /// Encodes a conversation up to where its last message's text begins (no generation
     /// prompt): the context in which that text is the next thing the model reads. Used to score
     /// feedback as the next user turn. The template text before the message is tokenized as in
@@ -247,6 +312,7 @@ impl Tokenizer {
         msgs.push(Message {
             role: last.role.clone(),
             content: CUT.into(),
+            reasoning: None,
         });
         let (_, pieces) = self.template.render_pieces(&msgs, false, &self.specials)?;
         let pieces = self.absorb_whitespace(pieces);

@@ -501,6 +501,7 @@ fn family_tokenizers_and_templates_match_transformers() {
                 let m = Message {
                     role: "user".into(),
                     content: content.into(),
+                    reasoning: None,
                 };
                 tok.encode_chat(&[m], true).expect("encode").ids
             };

@@ -19,6 +19,7 @@ fn prompts() -> Vec<Vec<u32>> {
         let m = vec![Message {
             role: "user".into(),
             content: (*q).into(),
+            reasoning: None,
         }];
         tok.encode_chat(&m, true).expect("encode").ids
     })

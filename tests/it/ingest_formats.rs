@@ -161,42 +161,42 @@ fn openai_messages_with_tool_calls_and_bad_lines() {
     let r = run(&[&sample("openai_messages.jsonl")], None);
     let s = &r.stats;
     // 8 lines, one blank: 7 records.
-    assert_eq!((s.records_read, s.records_with_episodes), (7, 4));
+    assert_eq!((s.records_read, s.records_with_episodes), (7, 3));
     assert_eq!(
         s.records_quarantined,
         counts(&[
             ("invalid_utf8", 1),
             ("malformed_json", 1),
-            ("schema_mismatch", 1)
+            ("schema_mismatch", 1),
+            ("tool_calls", 1)
         ])
     );
     assert_eq!(
         reasons(&r.quarantine),
         vec![
+            (2, "tool_calls"),
             (4, "malformed_json"),
             (5, "invalid_utf8"),
             (6, "schema_mismatch")
         ]
     );
     assert_eq!(
-        r.quarantine[1].detail,
+        r.quarantine[2].detail,
         "invalid UTF-8 at byte 65 of the line"
     );
-    assert!(r.quarantine[1].snippet.contains('\u{FFFD}'));
+    assert!(r.quarantine[2].snippet.contains('\u{FFFD}'));
     assert_eq!(s.pii_scrubbed, counts(&[("api_key", 1), ("ip", 1)]));
-    // Tool call rendered into the assistant message; tool result kept with role `tool`.
-    let tool = r
+    // An assistant that calls tools: the record is quarantined with the message named (chat
+    // templates render tool calls their own way; hindsight does not reproduce that yet).
+    assert!(
+        r.quarantine[0].detail.contains("$.messages[1]") && r.quarantine[0].detail.contains("tool"),
+        "{}",
+        r.quarantine[0].detail
+    );
+    assert!(!r
         .episodes
         .iter()
-        .find(|e| e.provenance.conversation_id.as_deref() == Some("oa-2"))
-        .unwrap();
-    assert_eq!(tool.provenance.turn_index, 5);
-    let roles: Vec<&str> = tool.prompt.iter().map(|m| m.role.as_str()).collect();
-    assert_eq!(roles, ["user", "assistant", "tool", "assistant", "user"]);
-    assert_eq!(
-        &*tool.prompt[1].content,
-        "<tool_call>\n{\"arguments\":{\"city\":\"Berlin\",\"unit\":\"celsius\"},\"name\":\"get_weather\"}\n</tool_call>"
-    );
+        .any(|e| e.provenance.conversation_id.as_deref() == Some("oa-2")));
     // Content parts: text joined, image dropped.
     let parts = r
         .episodes
@@ -311,8 +311,9 @@ fn whole_directory_is_deterministic_and_reconciles() {
     assert_eq!(a.stats, b.stats);
     assert_eq!(a.stats.files, 11);
     assert_eq!(a.stats.records_read, 83);
-    // sample-data/followups.jsonl: 36 conversations of one episode each.
-    assert_eq!(a.stats.episodes_emitted, 71);
+    // sample-data/followups.jsonl: 36 conversations of one episode each; the OpenAI record
+    // whose assistant calls a tool is quarantined (`tool_calls`).
+    assert_eq!(a.stats.episodes_emitted, 70);
 }
 
 #[test]
@@ -366,4 +367,34 @@ fn sdpo_context_selects_feedback_solution_or_both_and_never_self() {
     let text = &sol.teacher_prompt.last().expect("msg").content;
     assert!(text.contains("Correct solution:"));
     assert!(!text.contains("feedback from your unsuccessful earlier attempt"));
+}
+
+/// An assistant turn's reasoning logged apart from its content (`reasoning_content`, or
+/// OpenAI-style `reasoning` as a string) travels with the turn: on the response of the episode
+/// it belongs to, and on the history message of later episodes; PII in it is scrubbed too.
+#[test]
+fn openai_reasoning_fields_travel_with_their_turn() {
+    let dir = common::temp_dir("reasoning");
+    let path = dir.join("r.jsonl");
+    let record = serde_json::json!({"id": "r-1", "messages": [
+        {"role": "user", "content": "Is 9 prime?"},
+        {"role": "assistant", "content": "No.", "reasoning_content": "9 = 3 * 3; mail bob@example.com"},
+        {"role": "user", "content": "And 11?"},
+        {"role": "assistant", "content": "Yes.", "reasoning": "11 has no divisor."},
+        {"role": "user", "content": "Thanks, explain more."}
+    ]});
+    std::fs::write(&path, format!("{record}\n")).expect("write");
+    let r = run(&[path.to_str().expect("utf8")], None);
+    assert_eq!(r.episodes.len(), 2);
+    let first = &r.episodes[0];
+    assert_eq!(first.completion.as_deref(), Some("No."));
+    let reasoning = first.reasoning.as_deref().expect("reasoning");
+    assert!(reasoning.starts_with("9 = 3 * 3") && !reasoning.contains("bob@example.com"));
+    let second = &r.episodes[1];
+    assert_eq!(second.reasoning.as_deref(), Some("11 has no divisor."));
+    assert_eq!(
+        second.prompt[1].reasoning.as_deref(),
+        Some(reasoning),
+        "the history keeps the earlier turn's reasoning for the template to render or drop"
+    );
 }

@@ -267,13 +267,25 @@ fn score_command_scores_a_jsonl_file_and_reports_bad_lines() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("line=13"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("line=13"));
+    // A response that starts with newlines merges with the generation prompt's last newline
+    // when the template renders the whole conversation ("\n" + "\n\n" is one token), so no
+    // token sequence is both the prompt and the start of the conversation: refused, not
+    // scored on a sequence the model would not see (the golden case encoded it on its own).
+    assert!(
+        stderr.contains("chat template mismatch") && stderr.contains("line=11"),
+        "{stderr}"
+    );
     let text = std::fs::read_to_string(&out).expect("output");
     let rows: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
-    let gold = common::read_jsonl("scoring_golden.jsonl");
+    let gold: Vec<Value> = common::read_jsonl("scoring_golden.jsonl")
+        .into_iter()
+        .filter(|g| g["name"] != "leading_whitespace_digits")
+        .collect();
     assert_eq!(rows.len(), gold.len());
     for (r, g) in rows.iter().zip(&gold) {
         assert_eq!(r["id"], g["name"]);

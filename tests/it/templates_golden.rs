@@ -46,6 +46,7 @@ fn sdpo_blocks_and_control() {
     let prompt = vec![Message {
         role: "user".into(),
         content: "Q".into(),
+        reasoning: None,
     }];
     let with_peer = PrivilegedContext {
         text: "E".into(),
@@ -78,18 +79,22 @@ fn apply_keeps_earlier_messages_and_needs_a_user_message() {
         Message {
             role: "system".into(),
             content: "sys".into(),
+            reasoning: None,
         },
         Message {
             role: "user".into(),
             content: "u1".into(),
+            reasoning: None,
         },
         Message {
             role: "assistant".into(),
             content: "a1".into(),
+            reasoning: None,
         },
         Message {
             role: "user".into(),
             content: "u2".into(),
+            reasoning: None,
         },
     ];
     let p = PrivilegedContext {

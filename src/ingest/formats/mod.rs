@@ -33,6 +33,9 @@ pub struct Turn {
     pub time_us: Option<i64>,
     /// The log says generation stopped on the length limit (`finish_reason = "length"`).
     pub stopped_by_length: bool,
+    /// An assistant turn's reasoning logged apart from its content (`reasoning_content`,
+    /// `reasoning`).
+    pub reasoning: Option<String>,
 }
 
 /// A chat log (WildChat, ShareGPT, OpenAI messages) as a flat conversation.
@@ -354,6 +357,7 @@ impl PromptValue {
             PromptValue::Text(t) => Ok(vec![Message {
                 role: "user".into(),
                 content: t.into(),
+                reasoning: None,
             }]),
             PromptValue::Messages(ms) => ms
                 .into_iter()
@@ -362,6 +366,7 @@ impl PromptValue {
                     m.into_turn(&format!("$.prompt[{i}]"), i).map(|t| Message {
                         role: t.role,
                         content: t.content.into(),
+                        reasoning: t.reasoning.map(Into::into),
                     })
                 })
                 .collect(),

@@ -1,15 +1,18 @@
 //! OpenAI chat messages: `{"messages": [{"role", "content": str | [parts] | null, "tool_calls"?}], "id"?}`.
 //!
 //! Content parts: the `text` of every part that has one, joined with `\n`; other parts (images,
-//! audio) are dropped. An assistant message's `tool_calls` are rendered into its text as
-//! `<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>` lines (the common convention for
-//! chat templates without a tool-call slot), so nothing the model produced is lost. Tool
-//! results keep the role `tool`.
+//! audio) are dropped. An assistant message's separate reasoning (`reasoning_content`, or
+//! `reasoning` as a string) is kept for the chat template to render. A record whose assistant
+//! calls tools (`tool_calls`, `function_call`) is quarantined `tool_calls`: every chat template
+//! renders tool calls its own way, and hindsight does not reproduce those renderings yet, so it
+//! sets the record aside rather than score the model on text it never saw. Tool results keep
+//! the role `tool` (the chat template renders them or refuses them).
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{normalize_role, typed, unknown_role, ChatLog, FormatError, IdValue, TimeValue, Turn};
+use crate::ingest::QuarantineReason;
 
 #[derive(Deserialize)]
 struct Raw {
@@ -36,6 +39,12 @@ pub(crate) struct OaMessage {
     function_call: Option<Value>,
     #[serde(default)]
     finish_reason: Option<String>,
+    /// Separate reasoning (vLLM / DeepSeek `reasoning_content`).
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// Separate reasoning (OpenAI-compatible `reasoning` as a string; objects are ignored).
+    #[serde(default)]
+    reasoning: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -51,24 +60,23 @@ struct OaPart {
     text: Option<String>,
 }
 
-fn render_call(call: &Value) -> String {
-    let f = call.get("function").unwrap_or(call);
-    let name = f.get("name").cloned().unwrap_or(Value::Null);
-    let args = match f.get("arguments") {
-        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
-        Some(v) => v.clone(),
-        None => Value::Null,
-    };
-    let body = serde_json::json!({"name": name, "arguments": args});
-    format!("<tool_call>\n{body}\n</tool_call>")
-}
-
 impl OaMessage {
     /// Converts to a normalised turn (`path` names the message in errors).
     pub(crate) fn into_turn(self, path: &str, index: usize) -> Result<Turn, FormatError> {
         let role = normalize_role(&self.role)
             .ok_or_else(|| unknown_role(&format!("{path}.role"), &self.role))?;
-        let mut content = match self.content {
+        let calls = self.tool_calls.as_ref().is_some_and(|c| !c.is_empty())
+            || self.function_call.as_ref().is_some_and(|c| !c.is_null());
+        if calls {
+            return Err(FormatError {
+                reason: QuarantineReason::ToolCalls,
+                detail: format!(
+                    "{path}: the assistant calls tools; tool-call rendering through the model's \
+                     chat template is not supported, so the record is not scored"
+                ),
+            });
+        }
+        let content = match self.content {
             None => String::new(),
             Some(OaContent::Text(s)) => s,
             Some(OaContent::Parts(parts)) => parts
@@ -77,25 +85,20 @@ impl OaMessage {
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
-        let calls: Vec<String> = self
-            .tool_calls
-            .iter()
-            .flatten()
-            .chain(self.function_call.iter())
-            .map(render_call)
-            .collect();
-        for c in calls {
-            if !content.is_empty() {
-                content.push('\n');
-            }
-            content.push_str(&c);
-        }
+        let reasoning = self
+            .reasoning_content
+            .or_else(|| match self.reasoning {
+                Some(Value::String(s)) => Some(s),
+                _ => None,
+            })
+            .filter(|r| !r.is_empty());
         Ok(Turn {
             role: role.to_string(),
             content,
             orig_index: index,
             time_us: None,
             stopped_by_length: self.finish_reason.as_deref() == Some("length"),
+            reasoning,
         })
     }
 }

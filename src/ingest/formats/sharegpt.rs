@@ -36,6 +36,7 @@ pub fn parse(value: &Value) -> Result<ChatLog, FormatError> {
             orig_index: i,
             time_us: None,
             stopped_by_length: false,
+            reasoning: None,
         });
     }
     Ok(ChatLog {

@@ -65,6 +65,7 @@ pub fn parse(value: &Value) -> Result<ChatLog, FormatError> {
             orig_index: i,
             time_us,
             stopped_by_length: t.finish_reason.as_deref() == Some("length"),
+            reasoning: None,
         });
     }
     Ok(ChatLog {

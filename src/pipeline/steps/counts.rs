@@ -15,10 +15,23 @@ pub enum DropReason {
     RolloutError,
     /// Prepare: the episode cannot be tokenized (template or tokenizer error).
     TokenizationError,
-    /// Prepare: the prompt plus response is longer than the model's context.
+    /// Prepare: the model's chat template renders the conversation so that the response
+    /// cannot be placed exactly after the generation prompt (the whole conversation does not
+    /// start with the prompt's tokens, or renders the response differently after the teacher's
+    /// context); scoring it would be silently wrong.
+    TemplateMismatch,
+    /// Prepare: a context (student, teacher or control, plus the response) or a `pmi` feedback
+    /// probe is longer than the model's context.
     ExceedsModelContext,
     /// Prepare: the response tokenizes to nothing.
     EmptyCompletion,
+    /// Prepare: a `pmi` run cannot build the feedback probe (the chat template refuses the
+    /// context), so the row could not be filtered by relevance.
+    ProbeUnavailable,
+    /// Score: the forward pass failed on this episode alone (others of the run scored).
+    ScoreError,
+    /// Score: a value of the row is NaN or infinite (never written).
+    NonFinite,
     /// Relevance filter: `relevance` under the threshold.
     LowRelevance,
     /// Dedup: a row with this `sample_id` is already in the dataset.
@@ -27,11 +40,15 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in pipeline order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::RolloutError,
         DropReason::TokenizationError,
+        DropReason::TemplateMismatch,
         DropReason::ExceedsModelContext,
         DropReason::EmptyCompletion,
+        DropReason::ProbeUnavailable,
+        DropReason::ScoreError,
+        DropReason::NonFinite,
         DropReason::LowRelevance,
         DropReason::DuplicateAcrossRuns,
     ];
@@ -41,8 +58,12 @@ impl DropReason {
         match self {
             DropReason::RolloutError => "rollout_error",
             DropReason::TokenizationError => "tokenization_error",
+            DropReason::TemplateMismatch => "template_mismatch",
             DropReason::ExceedsModelContext => "exceeds_model_context",
             DropReason::EmptyCompletion => "empty_completion",
+            DropReason::ProbeUnavailable => "probe_unavailable",
+            DropReason::ScoreError => "score_error",
+            DropReason::NonFinite => "non_finite",
             DropReason::LowRelevance => "low_relevance",
             DropReason::DuplicateAcrossRuns => "duplicate_across_runs",
         }

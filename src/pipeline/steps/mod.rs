@@ -45,6 +45,7 @@ pub struct ScoringSteps<'a> {
     prepare: prepare::PrepareStep<'a>,
     relevance: relevance::RelevanceFilter,
     seen_ids: &'a mut HashSet<String>,
+    health: score::ScoreHealth,
 }
 
 impl<'a> ScoringSteps<'a> {
@@ -77,6 +78,7 @@ impl<'a> ScoringSteps<'a> {
             ),
             relevance: relevance::RelevanceFilter::new(cfg.score.threshold()),
             seen_ids,
+            health: score::ScoreHealth::default(),
         }
     }
 
@@ -90,7 +92,8 @@ impl<'a> ScoringSteps<'a> {
         counts.episodes_in += batch.len() as u64;
         let candidates = rollout::rollout_batch(self.model, batch, &self.cfg.rollout, counts);
         let ready = self.prepare.apply(candidates, counts);
-        let scored = score::score_batch(&self.scorer, ready, self.method, counts)?;
+        let scored =
+            score::score_batch(&self.scorer, ready, self.method, counts, &mut self.health)?;
         let kept = self
             .relevance
             .apply(scored, counts, &mut out.dropped_relevance);

@@ -7,7 +7,7 @@ use super::counts::{DropReason, StepCounts};
 use super::rollout::Candidate;
 use crate::episode::Episode;
 use crate::model::LoadedModel;
-use crate::score::prepare::{followup_probe, prepare, prepare_episode, Prepared};
+use crate::score::prepare::{prepare, prepare_episode, try_followup_probe, Prepared, Response};
 use crate::template::{TeacherTemplate, TemplateDef};
 
 /// An episode ready for the forward pass.
@@ -63,25 +63,42 @@ impl<'m> PrepareStep<'m> {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot tokenize episode: {}", crate::util::terminal_safe(&e.to_string()));
-                    counts.drop(DropReason::TokenizationError);
+                    counts.drop(match e {
+                        crate::error::Error::TemplateMismatch(_) => DropReason::TemplateMismatch,
+                        _ => DropReason::TokenizationError,
+                    });
                     continue;
                 }
             };
             // The feedback probes, in runs with a `pmi` method (then all three PMI columns are
-            // recorded). A probe longer than the model's context is dropped; the PMI columns
-            // and a PMI `relevance` are then null.
+            // recorded). An episode whose probe cannot be built or does not fit the model's
+            // context is dropped with its reason: kept, it would pass the filter unfiltered.
             if self.probes && sampled.is_none() {
-                p.request.followup = ep
-                    .completion
-                    .as_deref()
-                    .and_then(|r| followup_probe(&m.tokenizer, &ep, r, true))
-                    .filter(|f| {
-                        f.after_response.len().max(f.bare.len()) + f.target.len() <= max_positions
-                    });
+                let response = ep.completion.as_deref().unwrap_or_default();
+                match try_followup_probe(&m.tokenizer, &ep, response, true) {
+                    Ok(probe) => p.request.followup = probe,
+                    Err(e) => {
+                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot build the feedback probe: {}", crate::util::terminal_safe(&e.to_string()));
+                        counts.drop(DropReason::ProbeUnavailable);
+                        continue;
+                    }
+                }
             }
             let r = &p.request;
-            let longest =
-                r.prompt_ids.len().max(r.teacher_prompt_ids.len()) + r.completion_ids.len();
+            let probe = r.followup.as_ref().map_or(0, |f| {
+                let context = f
+                    .after_response
+                    .len()
+                    .max(f.bare.len())
+                    .max(f.after_history.as_ref().map_or(0, Vec::len));
+                context + f.target.len()
+            });
+            let contexts = r
+                .prompt_ids
+                .len()
+                .max(r.teacher_prompt_ids.len())
+                .max(r.control_prompt_ids.as_ref().map_or(0, Vec::len));
+            let longest = (contexts + r.completion_ids.len()).max(probe);
             if longest > max_positions {
                 counts.drop(DropReason::ExceedsModelContext);
             } else if r.completion_ids.is_empty() {
@@ -116,6 +133,6 @@ fn prepare_sampled(
         &ep.prompt,
         &ep.teacher_prompt,
         control.as_deref(),
-        ids,
+        Response::Sampled(ids),
     )
 }

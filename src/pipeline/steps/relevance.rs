@@ -33,7 +33,12 @@ impl RelevanceFilter {
     ) -> Vec<Scored> {
         let mut out = Vec::with_capacity(scored.len());
         for s in scored {
-            let Some(relevance) = s.row.relevance.filter(|&r| r < self.threshold) else {
+            // NaN counts as under any threshold (rows holding one are dropped before this step).
+            let Some(relevance) = s
+                .row
+                .relevance
+                .filter(|&r| r.is_nan() || r < self.threshold)
+            else {
                 out.push(s);
                 continue;
             };
