@@ -460,6 +460,32 @@ mod tests {
         );
     }
 
+    /// Template variables change every context's tokens: they are part of the identity, and
+    /// absent (so earlier datasets keep theirs) when none are set; reserved names are refused.
+    #[test]
+    fn chat_template_kwargs_are_part_of_the_identity() {
+        let text = "name = \"x\"\n[input]\npaths = [\"a.jsonl\"]\n[output]\ndir = \"out\"\n";
+        let cfg = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            PipelineConfig::parse(text, Path::new("x.toml"), &sets)
+        };
+        let base = cfg(&[]).expect("cfg");
+        assert!(base.identity_json()["model"]
+            .get("chat_template_kwargs")
+            .is_none());
+        let off = cfg(&["model.chat_template_kwargs.enable_thinking=false"]).expect("cfg");
+        assert_eq!(
+            off.identity_json()["model"]["chat_template_kwargs"],
+            serde_json::json!({"enable_thinking": false})
+        );
+        assert_ne!(base.identity_json(), off.identity_json());
+        let e = cfg(&["model.chat_template_kwargs.messages=1"]).expect_err("reserved");
+        assert!(
+            e.to_string().contains("chat_template_kwargs.messages"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn config_diff_names_changed_added_and_removed_keys() {
         let a = serde_json::json!({"score": {"top_k": 20, "relevance": "pmi"}, "x": [1, 2]});

@@ -386,3 +386,77 @@ fn is_plain_role(role: &str) -> bool {
         && role.len() <= 32
         && role.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pieces(src: &str, messages: &[Message]) -> Result<Vec<Piece>> {
+        let t = ChatTemplate::new(src, "", "")?;
+        let specials = vec![("<s>".to_string(), 1), ("</think>".to_string(), 2)];
+        t.render_pieces(messages, false, &specials).map(|(_, p)| p)
+    }
+
+    #[test]
+    fn fields_are_found_as_the_template_cut_them() {
+        let m = [Message::new("user", "\n  hi <s> there \n")];
+        // Verbatim, trimmed, and stripped of newlines only: the text is found each time and the
+        // typed `<s>` stays text.
+        for (src, text) in [
+            ("<s>{{ messages[0].content }}<s>", "\n  hi <s> there \n"),
+            ("<s>{{ messages[0].content | trim }}<s>", "hi <s> there"),
+            (
+                "<s>{{ messages[0].content.strip('\\n') }}<s>",
+                "  hi <s> there ",
+            ),
+        ] {
+            let p = pieces(src, &m).expect(src);
+            assert_eq!(
+                p,
+                vec![
+                    Piece::Special(1),
+                    Piece::Text(text.into()),
+                    Piece::Special(1)
+                ],
+                "{src}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_template_that_rewrites_text_is_refused() {
+        let m = [Message::new("user", "hi")];
+        let e = pieces("<s>{{ messages[0].content | upper }}", &m).expect_err("refused");
+        assert!(e.to_string().contains("transforms message text"), "{e}");
+    }
+
+    #[test]
+    fn reasoning_is_split_only_for_assistant_turns_of_think_templates() {
+        let src =
+            "{% for m in messages %}{% if m.role == 'assistant' and '</think>' in m.content %}\
+                   [{{ m.content.split('</think>')[-1].lstrip('\\n') }}]{% else %}\
+                   [{{ m.content }}]{% endif %}{% endfor %}";
+        let assistant = [Message::new("assistant", "<think>\nr\n</think>\n\nanswer")];
+        assert_eq!(
+            pieces(src, &assistant).expect("assistant"),
+            vec![Piece::Text("[answer]".into())]
+        );
+        // A user who types the tag gets text, not the token.
+        let user = [Message::new("user", "a </think> b")];
+        assert_eq!(
+            pieces(src, &user).expect("user"),
+            vec![Piece::Text("[a </think> b]".into())]
+        );
+    }
+
+    #[test]
+    fn template_variables_reach_the_template_and_reserved_names_are_refused() {
+        let mut t = ChatTemplate::new("{{ 'on' if flag else 'off' }}", "", "").expect("t");
+        assert_eq!(t.render(&[], false).expect("r"), "off");
+        t.set_vars([("flag".to_string(), serde_json::json!(true))].into())
+            .expect("vars");
+        assert_eq!(t.render(&[], false).expect("r"), "on");
+        let reserved = [("messages".to_string(), serde_json::json!([]))].into();
+        assert!(t.set_vars(reserved).is_err());
+    }
+}
