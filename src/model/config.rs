@@ -289,22 +289,31 @@ impl TransformerConfig {
         2 * (self.hidden_size * self.vocab_size) as u64
     }
 
-    /// Checks the shapes agree with each other, so a malformed config fails at load time with
-    /// a message instead of panicking (or mis-indexing) inside the forward pass.
+    /// Checks the shapes agree with each other and every float is usable, so a malformed
+    /// config fails at load time with a message instead of panicking (or mis-indexing, or
+    /// computing NaN) inside the forward pass. The loaders check each key where they read it,
+    /// naming it; this is the backstop for any way a config is built.
     pub fn check(&self) -> Result<(), String> {
-        let positive = [
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
-            ("vocab_size", self.vocab_size),
+        let bounded = [
+            ("hidden_size", self.hidden_size, MAX_HIDDEN),
+            (
+                "intermediate_size",
+                self.intermediate_size,
+                MAX_INTERMEDIATE,
+            ),
+            ("num_hidden_layers", self.num_layers, MAX_LAYERS),
+            ("num_attention_heads", self.num_heads, MAX_HEADS),
+            ("num_key_value_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_CONTEXT,
+            ),
         ];
-        for (name, v) in positive {
-            if v == 0 {
-                return Err(format!("{name} must be positive"));
-            }
+        for (name, v, max) in bounded {
+            check_count(name, v, max)?;
         }
         if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!(
@@ -319,26 +328,107 @@ impl TransformerConfig {
                 self.num_layers
             ));
         }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(format!(
+                "rms_norm_eps must be a finite number >= 0, got {}",
+                self.rms_norm_eps
+            ));
+        }
+        if !(self.attn_scale.is_finite() && self.attn_scale > 0.0) {
+            return Err(format!(
+                "the attention scale {} is not a positive number (query_pre_attn_scalar / head_dim)",
+                self.attn_scale
+            ));
+        }
+        for (name, cap) in [
+            ("attn_logit_softcapping", self.attn_softcap),
+            ("final_logit_softcapping", self.final_softcap),
+        ] {
+            if let Some(c) = cap {
+                positive(name, c)?;
+            }
+        }
+        if let Some(s) = self.embed_scale {
+            positive("the embedding scale", f64::from(s))?;
+        }
         for rope in &self.ropes {
             if rope.rotary_dim == 0 || rope.rotary_dim % 2 != 0 || rope.rotary_dim > self.head_dim {
                 return Err(format!(
-                    "rotary dimension {} does not fit head_dim {}",
+                    "rotary dimension {} does not fit head_dim {} (partial_rotary_factor)",
                     rope.rotary_dim, self.head_dim
                 ));
             }
             if !(rope.theta.is_finite() && rope.theta > 1.0) {
                 return Err(format!("rope_theta {} is not a usable base", rope.theta));
             }
+            // Whatever the scaling's parameters, what reaches the forward must be finite.
+            if let Some(f) = rope
+                .inv_freq()
+                .iter()
+                .find(|f| !(f.is_finite() && **f > 0.0))
+            {
+                return Err(format!(
+                    "the RoPE parameters ({:?}) give an inverse frequency of {f}",
+                    rope.scaling
+                ));
+            }
+            let a = rope.attention_factor();
+            if !(a.is_finite() && a > 0.0) {
+                return Err(format!(
+                    "the RoPE attention factor {a} is not a positive number"
+                ));
+            }
         }
         for (i, l) in self.layers.iter().enumerate() {
             if l.rope >= self.ropes.len() {
                 return Err(format!("layer {i} names a missing rotary embedding"));
             }
-            if l.sliding_window == Some(0) {
-                return Err("sliding_window must be positive".into());
+            if let Some(w) = l.sliding_window {
+                check_count("sliding_window", w, MAX_WINDOW)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Upper bounds on a config's counts and sizes. Far above any released model, they exist so that
+/// a crafted header is refused before anything is allocated from it (a layer count of 10^16
+/// used to abort the process with a capacity overflow).
+pub const MAX_LAYERS: usize = 1024;
+/// Largest `hidden_size` (4 × 65,536).
+pub const MAX_HIDDEN: usize = 1 << 18;
+/// Largest `intermediate_size` (the MLP width).
+pub const MAX_INTERMEDIATE: usize = 1 << 20;
+/// Largest number of query (or key/value) heads.
+pub const MAX_HEADS: usize = 1 << 12;
+/// Largest `head_dim`.
+pub const MAX_HEAD_DIM: usize = 1 << 12;
+/// Largest vocabulary (2^24).
+pub const MAX_VOCAB: usize = 1 << 24;
+/// Largest `max_position_embeddings` (2^24, above the 10M of the longest-context models).
+pub const MAX_CONTEXT: usize = 1 << 24;
+/// Largest sliding window (positions are u32).
+pub const MAX_WINDOW: usize = u32::MAX as usize;
+
+/// A count or size must be positive and within its bound.
+pub fn check_count(name: &str, v: usize, max: usize) -> Result<(), String> {
+    if v == 0 {
+        return Err(format!("{name} must be positive"));
+    }
+    if v > max {
+        return Err(format!(
+            "{name} = {v} is beyond the largest supported ({max})"
+        ));
+    }
+    Ok(())
+}
+
+/// A float that must be finite and strictly positive (a factor, a cap, a scale).
+pub fn positive(name: &str, v: f64) -> Result<f64, String> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{name} must be a finite number > 0, got {v}"))
     }
 }
 

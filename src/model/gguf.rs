@@ -10,7 +10,9 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::{
-    Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling, TransformerConfig,
+    check_count, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
+    TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
+    MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,
 };
 use super::decoder::{Block, Linear, RopeStyle, Transformer};
 use super::ComputeMode;
@@ -58,45 +60,99 @@ impl GgufFile {
                 )));
             }
         }
-        let hidden_size = self.get_usize(&p("embedding_length"))?;
-        let num_heads = self.get_usize(&p("attention.head_count"))?;
-        let num_layers = self.get_usize(&p("block_count"))?;
-        let num_kv_heads = self
-            .get_usize(&p("attention.head_count_kv"))
-            .unwrap_or(num_heads);
-        let head_dim = self
-            .get_usize(&p("attention.key_length"))
-            .unwrap_or(hidden_size / num_heads.max(1));
-        if let Ok(v) = self.get_usize(&p("attention.value_length")) {
+        // Counts and sizes first, each bounded, before anything is allocated from them.
+        let count = |k: &str, max: usize| self.count(&p(k), max);
+        let opt_count = |k: &str, max: usize| self.opt_count(&p(k), max);
+        let hidden_size = count("embedding_length", MAX_HIDDEN)?;
+        let num_heads = count("attention.head_count", MAX_HEADS)?;
+        let num_layers = count("block_count", MAX_LAYERS)?;
+        let num_kv_heads = opt_count("attention.head_count_kv", MAX_HEADS)?.unwrap_or(num_heads);
+        if !num_heads.is_multiple_of(num_kv_heads) {
+            return Err(refuse(format!(
+                "{arch_name}.attention.head_count ({num_heads}) is not a multiple of \
+                 {arch_name}.attention.head_count_kv ({num_kv_heads})"
+            )));
+        }
+        let head_dim = match opt_count("attention.key_length", MAX_HEAD_DIM)? {
+            Some(d) => d,
+            None if hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
+            None => {
+                return Err(refuse(format!(
+                    "{arch_name}.embedding_length ({hidden_size}) is not a multiple of \
+                     {arch_name}.attention.head_count ({num_heads}) and no key_length is set"
+                )))
+            }
+        };
+        if let Some(v) = opt_count("attention.value_length", MAX_HEAD_DIM)? {
             if v != head_dim {
                 return Err(refuse(format!(
                     "{arch_name}.attention.value_length={v} differs from the key length {head_dim}"
                 )));
             }
         }
-        let vocab_size = match self.get_usize(&p("vocab_size")) {
-            Ok(v) => v,
-            Err(_) => self
-                .get("tokenizer.ggml.tokens")?
-                .to_vec()
-                .map_err(|e| Error::model(&self.path, e.to_string()))?
-                .len(),
+        let intermediate_size = count("feed_forward_length", MAX_INTERMEDIATE)?;
+        let max_position_embeddings = opt_count("context_length", MAX_CONTEXT)?.unwrap_or(4096);
+        let vocab_size = match opt_count("vocab_size", MAX_VOCAB)? {
+            Some(v) => v,
+            None => {
+                let n = self
+                    .get("tokenizer.ggml.tokens")?
+                    .to_vec()
+                    .map_err(|e| refuse(format!("tokenizer.ggml.tokens: {e}")))?
+                    .len();
+                check_count("the vocabulary (tokenizer.ggml.tokens)", n, MAX_VOCAB)
+                    .map_err(refuse)?;
+                n
+            }
         };
-        let rotary_dim = self
-            .get_usize(&p("rope.dimension_count"))
-            .unwrap_or(head_dim);
+        let rotary_dim = opt_count("rope.dimension_count", MAX_HEAD_DIM)?.unwrap_or(head_dim);
         if rotary_dim != head_dim && architecture != Architecture::Phi3 {
             return Err(refuse(format!(
                 "{arch_name}.rope.dimension_count={rotary_dim} (partial rotary) is not \
                  implemented for {arch_name}"
             )));
         }
-        let theta = self.get_f64_or(&p("rope.freq_base"), 10_000.0);
+        if rotary_dim % 2 != 0 || rotary_dim > head_dim {
+            return Err(refuse(format!(
+                "{arch_name}.rope.dimension_count={rotary_dim} does not fit the head size {head_dim}"
+            )));
+        }
+        // Floats: NaN, infinite or negative values would make NaN logits.
+        let theta = self.float(&p("rope.freq_base"))?.unwrap_or(10_000.0);
+        if theta <= 1.0 {
+            return Err(refuse(format!(
+                "{arch_name}.rope.freq_base must be a finite number > 1, got {theta}"
+            )));
+        }
+        let rms_norm_eps = self
+            .float(&p("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5);
+        if rms_norm_eps < 0.0 {
+            return Err(refuse(format!(
+                "{arch_name}.attention.layer_norm_rms_epsilon must be >= 0, got {rms_norm_eps}"
+            )));
+        }
+        // 0 switches a soft-cap off (llama.cpp's convention); a negative cap flips logits.
+        let softcap = |key: &str| -> Result<Option<f64>> {
+            match self.float(&p(key))? {
+                Some(c) if c < 0.0 => Err(refuse(format!(
+                    "{arch_name}.{key} must be >= 0 (0: off), got {c}"
+                ))),
+                c => Ok(c.filter(|c| *c > 0.0)),
+            }
+        };
+        let attn_softcap = softcap("attn_logit_softcapping")?;
+        let final_softcap = softcap("final_logit_softcapping")?;
         let scaling_type = self
             .get_str(&p("rope.scaling.type"))
             .unwrap_or("none")
             .to_string();
-        let factor = self.get_f64(&p("rope.scaling.factor"));
+        let factor = self.float(&p("rope.scaling.factor"))?;
+        if let Some(f) = factor.filter(|f| *f < 0.0) {
+            return Err(refuse(format!(
+                "{arch_name}.rope.scaling.factor must be >= 0 (0: off), got {f}"
+            )));
+        }
         let scaling = match (scaling_type.as_str(), factor) {
             ("none", _) => RopeScaling::None,
             (_, Some(f)) if f == 1.0 || f == 0.0 => RopeScaling::None,
@@ -108,7 +164,7 @@ impl GgufFile {
                 )))
             }
         };
-        if let Some(f) = self.get_f64(&p("rope.scaling.attn_factor")) {
+        if let Some(f) = self.float(&p("rope.scaling.attn_factor"))? {
             if f != 1.0 {
                 return Err(refuse(format!(
                     "{arch_name}.rope.scaling.attn_factor={f} is not implemented"
@@ -123,14 +179,14 @@ impl GgufFile {
                 )));
             }
         }
-        let window = self.get_usize(&p("attention.sliding_window")).ok();
+        let window = opt_count("attention.sliding_window", MAX_WINDOW)?;
         let gemma = matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3);
         // llama.cpp's rule for Gemma's query scale (the HF `query_pre_attn_scalar` is not
         // stored): hidden/heads for the 27B models (46 / 62 layers), else head_dim.
         let big_gemma = (architecture == Architecture::Gemma2 && num_layers == 46)
             || (architecture == Architecture::Gemma3 && num_layers == 62);
         let attn_scale = if big_gemma {
-            ((hidden_size / num_heads.max(1)) as f64).powf(-0.5)
+            ((hidden_size / num_heads) as f64).powf(-0.5)
         } else {
             (head_dim as f64).powf(-0.5)
         };
@@ -191,7 +247,7 @@ impl GgufFile {
         };
         let mut ropes = ropes;
         if self.has_tensor("rope_freqs.weight") {
-            let factors = self.rope_freqs()?;
+            let factors = self.rope_freqs(rotary_dim / 2)?;
             if ropes[0].scaling != RopeScaling::None {
                 return Err(refuse(
                     "both rope_freqs and a rope scaling type are set".into(),
@@ -202,14 +258,14 @@ impl GgufFile {
         let cfg = TransformerConfig {
             architecture,
             hidden_size,
-            intermediate_size: self.get_usize(&p("feed_forward_length"))?,
+            intermediate_size,
             num_layers,
             num_heads,
             num_kv_heads,
             head_dim,
             vocab_size,
-            rms_norm_eps: self.get_f64_or(&p("attention.layer_norm_rms_epsilon"), 1e-5),
-            max_position_embeddings: self.get_usize(&p("context_length")).unwrap_or(4096),
+            rms_norm_eps,
+            max_position_embeddings,
             attention_bias: self.has_tensor("blk.0.attn_q.bias"),
             attention_out_bias: self.has_tensor("blk.0.attn_output.bias"),
             mlp_bias: self.has_tensor("blk.0.ffn_up.bias"),
@@ -228,12 +284,8 @@ impl GgufFile {
             norm_weight_offset: 0.0,
             embed_scale: gemma.then(|| (hidden_size as f64).sqrt() as f32),
             attn_scale,
-            attn_softcap: self
-                .get_f64(&p("attn_logit_softcapping"))
-                .filter(|c| *c > 0.0),
-            final_softcap: self
-                .get_f64(&p("final_logit_softcapping"))
-                .filter(|c| *c > 0.0),
+            attn_softcap,
+            final_softcap,
             ropes,
             layers,
         };
@@ -269,8 +321,10 @@ impl GgufFile {
         Ok(period(n))
     }
 
-    /// The `rope_freqs` divisors (llama.cpp's encoding of Llama 3 RoPE scaling).
-    fn rope_freqs(&self) -> Result<Vec<f32>> {
+    /// The `rope_freqs` divisors (llama.cpp's encoding of Llama 3 RoPE scaling): one finite,
+    /// positive divisor per rotated pair.
+    fn rope_freqs(&self, pairs: usize) -> Result<Vec<f32>> {
+        self.expect_shape("rope_freqs.weight", &[pairs])?;
         let mut f = File::open(&self.path).map_err(|source| Error::Io {
             action: "opening model",
             path: self.path.clone(),
@@ -281,10 +335,18 @@ impl GgufFile {
             .content
             .tensor(&mut r, "rope_freqs.weight", &Device::Cpu)
             .map_err(|e| Error::model(&self.path, format!("tensor 'rope_freqs.weight': {e}")))?;
-        Ok(t.dequantize(&Device::Cpu)?
+        let factors = t
+            .dequantize(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .flatten_all()?
-            .to_vec1::<f32>()?)
+            .to_vec1::<f32>()?;
+        if let Some(f) = factors.iter().find(|f| !(f.is_finite() && **f > 0.0)) {
+            return Err(Error::model(
+                &self.path,
+                format!("tensor 'rope_freqs.weight' holds {f}: divisors must be finite and > 0"),
+            ));
+        }
+        Ok(factors)
     }
 
     /// A norm weight as a plain vector (q/k norms run on the host).
@@ -307,11 +369,17 @@ impl GgufFile {
     pub fn load_transformer(&mut self, mode: ComputeMode, device: &Device) -> Result<Transformer> {
         use super::config::BlockNorms;
         let cfg = self.config()?;
+        self.check_tensor_shapes(&cfg)?;
         let arch = cfg.architecture;
         // llama.cpp permutes llama q/k rows for its interleaved RoPE; other families are stored
         // unpermuted.
         let permuted = arch == Architecture::Llama;
-        let embed = self.dense_tensor("token_embd.weight", device)?;
+        // Dense modes convert each weight once, as it is read, to the compute dtype: peak memory
+        // is the model in that dtype plus one tensor in f32.
+        let dtype = mode.weight_dtype().unwrap_or(DType::F32);
+        let embed = self
+            .dense_tensor("token_embd.weight", device)?
+            .to_dtype(dtype)?;
         let lm_head = if cfg.tie_word_embeddings {
             match mode {
                 ComputeMode::F32 | ComputeMode::Bf16 | ComputeMode::F16 => Linear::Dense {
@@ -411,7 +479,7 @@ impl GgufFile {
             });
         }
         self.check_all_tensors_known(&cfg)?;
-        super::safetensors::check_shapes(&self.path, &cfg, &embed, &blocks)?;
+        super::safetensors::check_shapes(&self.path, &cfg, &embed, &lm_head, &final_norm, &blocks)?;
         let rope_style = if permuted && mode == ComputeMode::Quantized {
             RopeStyle::Interleaved
         } else {
@@ -426,6 +494,88 @@ impl GgufFile {
             rope_style,
             device.clone(),
         ))
+    }
+
+    /// Checks every tensor the decoder will read against the shape the config implies, before
+    /// any is read: an untied `output.weight` with more rows than the vocabulary would shift
+    /// every logit, one with fewer would panic in the forward. (Tensors the config does not use
+    /// are refused by name after the load.)
+    fn check_tensor_shapes(&self, cfg: &TransformerConfig) -> Result<()> {
+        use super::config::BlockNorms;
+        let (h, d, v, i) = (
+            cfg.hidden_size,
+            cfg.head_dim,
+            cfg.vocab_size,
+            cfg.intermediate_size,
+        );
+        let (q, kv) = (cfg.num_heads * d, cfg.num_kv_heads * d);
+        self.expect_shape("token_embd.weight", &[v, h])?;
+        if !cfg.tie_word_embeddings {
+            self.expect_shape("output.weight", &[v, h])?;
+        }
+        self.expect_shape("output_norm.weight", &[h])?;
+        let (q_norm, k_norm) = match cfg.qk_norm {
+            Some(QkNorm::Whole) => (q, kv),
+            _ => (d, d),
+        };
+        let norms = cfg.architecture.block_norms();
+        let mut shapes: Vec<(&str, Vec<usize>)> = Vec::new();
+        if norms != BlockNorms::Post {
+            shapes.extend([("attn_norm.weight", vec![h]), ("ffn_norm.weight", vec![h])]);
+        }
+        if norms != BlockNorms::Pre {
+            shapes.extend([
+                ("post_attention_norm.weight", vec![h]),
+                ("post_ffw_norm.weight", vec![h]),
+            ]);
+        }
+        if cfg.architecture == Architecture::Phi3 {
+            shapes.extend([
+                ("attn_qkv.weight", vec![q + 2 * kv, h]),
+                ("ffn_up.weight", vec![2 * i, h]),
+            ]);
+        } else {
+            shapes.extend([
+                ("attn_q.weight", vec![q, h]),
+                ("attn_k.weight", vec![kv, h]),
+                ("attn_v.weight", vec![kv, h]),
+                ("ffn_gate.weight", vec![i, h]),
+                ("ffn_up.weight", vec![i, h]),
+            ]);
+        }
+        shapes.extend([
+            ("attn_output.weight", vec![h, q]),
+            ("ffn_down.weight", vec![h, i]),
+        ]);
+        if cfg.attention_bias {
+            shapes.extend([
+                ("attn_q.bias", vec![q]),
+                ("attn_k.bias", vec![kv]),
+                ("attn_v.bias", vec![kv]),
+            ]);
+        }
+        if cfg.attention_out_bias {
+            shapes.push(("attn_output.bias", vec![h]));
+        }
+        if cfg.mlp_bias {
+            shapes.extend([
+                ("ffn_gate.bias", vec![i]),
+                ("ffn_up.bias", vec![i]),
+                ("ffn_down.bias", vec![h]),
+            ]);
+        }
+        if cfg.qk_norm.is_some() {
+            shapes.extend([
+                ("attn_q_norm.weight", vec![q_norm]),
+                ("attn_k_norm.weight", vec![k_norm]),
+            ]);
+        }
+        for layer in 0..cfg.num_layers {
+            for (name, want) in &shapes {
+                self.expect_shape(&format!("blk.{layer}.{name}"), want)?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses tensors the decoder did not read (a block layout or bias we do not implement):
@@ -485,7 +635,7 @@ impl GgufFile {
                         (Some((_, kv)), 1) => unpermute_rows(&w, kv)?,
                         _ => w,
                     };
-                    parts.push(w);
+                    parts.push(w.to_dtype(mode.weight_dtype().unwrap_or(DType::F32))?);
                 }
                 let w = if parts.len() == 1 {
                     parts.remove(0)

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::config::{
-    Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling, TransformerConfig,
+    check_count, positive, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
+    TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
+    MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,
 };
 
 /// Keys that never change the forward pass of a decoder at inference time.
@@ -101,19 +103,36 @@ impl<'a> Keys<'a> {
         }
     }
 
-    fn need_usize(&mut self, key: &str) -> Result<usize, ConfigError> {
-        self.usize(key)?
+    /// An optional count or size: a positive integer within `max` (checked before anything is
+    /// allocated from it).
+    fn count(&mut self, key: &str, max: usize) -> Result<Option<usize>, ConfigError> {
+        let v = self.usize(key)?;
+        if let Some(v) = v {
+            check_count(&format!("'{key}'"), v, max).map_err(err)?;
+        }
+        Ok(v)
+    }
+
+    fn need_count(&mut self, key: &str, max: usize) -> Result<usize, ConfigError> {
+        self.count(key, max)?
             .ok_or_else(|| err(format!("missing required key '{key}'")))
     }
 
     fn f64(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| err(format!("'{key}' must be a number, got {v}"))),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(err(format!("'{key}' must be a finite number, got {v}"))),
+            },
         }
+    }
+
+    /// An optional float that must be finite and > 0 (a factor, a scale, a cap).
+    fn positive(&mut self, key: &str) -> Result<Option<f64>, ConfigError> {
+        self.f64(key)?
+            .map(|v| positive(&format!("'{key}'"), v).map_err(err))
+            .transpose()
     }
 
     fn bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
@@ -199,23 +218,52 @@ pub fn parse(text: &str) -> Result<TransformerConfig, ConfigError> {
 fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, ConfigError> {
     use Architecture as A;
     let gemma = matches!(arch, A::Gemma2 | A::Gemma3);
-    let hidden_size = k.need_usize("hidden_size")?;
-    let num_heads = k.need_usize("num_attention_heads")?;
-    let num_layers = k.need_usize("num_hidden_layers")?;
-    let num_kv_heads = k.usize("num_key_value_heads")?.unwrap_or(num_heads);
-    let default_head_dim = if gemma {
-        256
-    } else {
-        hidden_size / num_heads.max(1)
+    // Counts and sizes first, each bounded, before anything is allocated from them.
+    let hidden_size = k.need_count("hidden_size", MAX_HIDDEN)?;
+    let num_heads = k.need_count("num_attention_heads", MAX_HEADS)?;
+    let num_layers = k.need_count("num_hidden_layers", MAX_LAYERS)?;
+    let num_kv_heads = k
+        .count("num_key_value_heads", MAX_HEADS)?
+        .unwrap_or(num_heads);
+    if !num_heads.is_multiple_of(num_kv_heads) {
+        return Err(err(format!(
+            "num_attention_heads ({num_heads}) is not a multiple of num_key_value_heads \
+             ({num_kv_heads})"
+        )));
+    }
+    let explicit_head_dim = k.count("head_dim", MAX_HEAD_DIM)?;
+    // The default head_dim would silently truncate; transformers 5 refuses the remainder for
+    // Llama and Gemma even with an explicit head_dim.
+    if !hidden_size.is_multiple_of(num_heads)
+        && (explicit_head_dim.is_none() || matches!(arch, A::Llama | A::Gemma2 | A::Gemma3))
+    {
+        return Err(err(format!(
+            "hidden_size ({hidden_size}) is not a multiple of num_attention_heads ({num_heads})"
+        )));
+    }
+    let default_head_dim = if gemma { 256 } else { hidden_size / num_heads };
+    let head_dim = explicit_head_dim.unwrap_or(default_head_dim);
+    let intermediate_size = k.need_count("intermediate_size", MAX_INTERMEDIATE)?;
+    let vocab_size = k.need_count("vocab_size", MAX_VOCAB)?;
+    let max_position_embeddings =
+        k.count("max_position_embeddings", MAX_CONTEXT)?
+            .unwrap_or(match arch {
+                A::Llama | A::Olmo2 => 2048,
+                A::Mistral | A::Gemma3 => 131_072,
+                A::Qwen2 | A::Qwen3 => 32_768,
+                A::Gemma2 => 8192,
+                A::Phi3 => 4096,
+            });
+    let rms_norm_eps = match k.f64("rms_norm_eps")? {
+        Some(e) if e < 0.0 => {
+            return Err(err(format!("'rms_norm_eps' must be >= 0, got {e}")));
+        }
+        Some(e) => e,
+        None => match arch {
+            A::Phi3 | A::Olmo2 => 1e-5,
+            _ => 1e-6,
+        },
     };
-    let head_dim = k.usize("head_dim")?.unwrap_or(default_head_dim);
-    let max_position_embeddings = k.usize("max_position_embeddings")?.unwrap_or(match arch {
-        A::Llama | A::Olmo2 => 2048,
-        A::Mistral | A::Gemma3 => 131_072,
-        A::Qwen2 | A::Qwen3 => 32_768,
-        A::Gemma2 => 8192,
-        A::Phi3 => 4096,
-    });
 
     // Activation: `hidden_act` (most) or `hidden_activation` (Gemma).
     // Gemma's modeling code reads `hidden_activation`; its configs often carry `hidden_act` too.
@@ -300,17 +348,47 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
             "use_bidirectional_attention=true (an encoder variant) is not a causal decoder",
         ));
     }
-    let layer_types: Vec<String> = match k.get("layer_types") {
+    if let Some(w) = window {
+        check_count("'sliding_window'", w, MAX_WINDOW).map_err(err)?;
+    }
+    // Gemma 3 without `layer_types`: transformers (4.5x and 5) derives them from
+    // `sliding_window_pattern`, default 6 (every 6th layer global). `_sliding_window_pattern` is
+    // the attribute it writes back and never reads: a config whose `_sliding_window_pattern`
+    // disagrees with the derivation means one thing to its author and another to transformers.
+    let explicit_types = k.get("layer_types");
+    let gemma3_pattern =
+        if arch == A::Gemma3 {
+            let pattern = k.usize("sliding_window_pattern")?;
+            let written = k.usize("_sliding_window_pattern")?;
+            if explicit_types.is_none() {
+                if pattern == Some(0) {
+                    return Err(err("'sliding_window_pattern' must be positive"));
+                }
+                let derived = pattern.unwrap_or(6);
+                if let Some(w) = written.filter(|w| *w != derived) {
+                    return Err(err(format!(
+                    "'_sliding_window_pattern' = {w} but transformers derives layer_types from \
+                     'sliding_window_pattern' (here {derived}{}), which would make every \
+                     {derived}th layer global; set 'layer_types' (or 'sliding_window_pattern') \
+                     explicitly",
+                    if pattern.is_none() { ", the default" } else { "" }
+                )));
+                }
+                derived
+            } else {
+                0
+            }
+        } else {
+            0
+        };
+    let layer_types: Vec<String> = match explicit_types {
         Some(v) => serde_json::from_value(v.clone())
             .map_err(|_| err("'layer_types' must be a list of strings"))?,
         None => (0..num_layers)
             .map(|i| {
                 let sliding = match arch {
                     A::Gemma2 => i % 2 == 0,
-                    A::Gemma3 => {
-                        let pattern = k.map.get("sliding_window_pattern").and_then(Value::as_u64);
-                        !(i as u64 + 1).is_multiple_of(pattern.filter(|p| *p > 0).unwrap_or(6))
-                    }
+                    A::Gemma3 => !(i + 1).is_multiple_of(gemma3_pattern),
                     A::Qwen2 | A::Qwen3 => window.is_some() && i >= max_window_layers,
                     A::Mistral | A::Phi3 => window.is_some(),
                     _ => false,
@@ -323,9 +401,6 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
             })
             .collect(),
     };
-    if arch == A::Gemma3 {
-        k.usize("sliding_window_pattern")?;
-    }
     if layer_types.len() != num_layers {
         return Err(err(format!(
             "layer_types has {} entries for {num_layers} layers",
@@ -334,7 +409,7 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
     }
 
     // Rotary embeddings: one, or (Gemma 3) one per layer type.
-    let partial_rotary_factor = k.f64("partial_rotary_factor")?;
+    let partial_rotary_factor = k.positive("partial_rotary_factor")?;
     if partial_rotary_factor.is_some_and(|f| f != 1.0) && arch != A::Phi3 {
         return Err(err(format!(
             "partial_rotary_factor is not implemented for {}",
@@ -354,11 +429,20 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
         A::Gemma3 => 1_000_000.0,
         _ => 10_000.0,
     };
-    let rope_ctx = RopeContext {
+    if let (Some(p), Some(s)) = (rope_parameters, rope_scaling) {
+        if p != s {
+            return Err(err(
+                "both 'rope_parameters' and 'rope_scaling' are set and differ (transformers 5 \
+                 takes 'rope_scaling', transformers 4 ignores 'rope_parameters'); keep one",
+            ));
+        }
+    }
+    let mut rope_ctx = RopeContext {
         head_dim,
         max_position_embeddings,
         partial_rotary_factor,
         original_max_top,
+        layout: RopeLayout::Transformers4,
     };
     let mut ropes = Vec::new();
     let mut layers = Vec::with_capacity(num_layers);
@@ -366,16 +450,23 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
         // Global layers: `rope_parameters.full_attention` or the top-level theta + scaling.
         // Local layers: `rope_parameters.sliding_attention` or `rope_local_base_freq`; never scaled.
         let nested = rope_parameters.and_then(Value::as_object);
+        rope_ctx.layout = RopeLayout::PerLayerType;
         let global = match nested.and_then(|m| m.get("full_attention")) {
             Some(p) => rope_from_params(p, rope_theta_top.unwrap_or(default_theta), &rope_ctx)?,
             None => match rope_scaling {
-                Some(s) => rope_from_params(s, rope_theta_top.unwrap_or(default_theta), &rope_ctx)?,
-                None => rope_ctx.plain(rope_theta_top.unwrap_or(default_theta)),
+                Some(s) => {
+                    let v4 = RopeContext {
+                        layout: RopeLayout::Transformers4,
+                        ..rope_ctx
+                    };
+                    rope_from_params(s, rope_theta_top.unwrap_or(default_theta), &v4)?
+                }
+                None => rope_ctx.plain(rope_theta_top.unwrap_or(default_theta))?,
             },
         };
         let local = match nested.and_then(|m| m.get("sliding_attention")) {
             Some(p) => rope_from_params(p, rope_local_base.unwrap_or(10_000.0), &rope_ctx)?,
-            None => rope_ctx.plain(rope_local_base.unwrap_or(10_000.0)),
+            None => rope_ctx.plain(rope_local_base.unwrap_or(10_000.0))?,
         };
         if let Some(m) = nested {
             if let Some(extra) = m
@@ -391,7 +482,10 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
         ropes.push(local);
     } else {
         let params = match (rope_parameters, rope_scaling) {
-            (Some(p), _) => Some(p),
+            (Some(p), _) => {
+                rope_ctx.layout = RopeLayout::Transformers5;
+                Some(p)
+            }
             (None, s) => s,
         };
         let rope = match params {
@@ -406,7 +500,7 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
                 }
                 rope_from_params(p, rope_theta_top.unwrap_or(default_theta), &rope_ctx)?
             }
-            None => rope_ctx.plain(rope_theta_top.unwrap_or(default_theta)),
+            None => rope_ctx.plain(rope_theta_top.unwrap_or(default_theta))?,
         };
         ropes.push(rope);
     }
@@ -433,9 +527,10 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
 
     // Gemma's scalars.
     let (attn_scale, attn_softcap, final_softcap, embed_scale) = if gemma {
-        let q = k.f64("query_pre_attn_scalar")?.unwrap_or(256.0);
-        let attn_cap = k.f64("attn_logit_softcapping")?;
-        let final_cap = k.f64("final_logit_softcapping")?;
+        let q = k.positive("query_pre_attn_scalar")?.unwrap_or(256.0);
+        // transformers divides by a cap that is not null: 0 would be NaN there too.
+        let attn_cap = k.positive("attn_logit_softcapping")?;
+        let final_cap = k.positive("final_logit_softcapping")?;
         let (attn_cap, final_cap) = match arch {
             A::Gemma2 => (
                 attn_cap.or(if k.map.contains_key("attn_logit_softcapping") {
@@ -468,16 +563,13 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
     Ok(TransformerConfig {
         architecture: arch,
         hidden_size,
-        intermediate_size: k.need_usize("intermediate_size")?,
+        intermediate_size,
         num_layers,
         num_heads,
         num_kv_heads,
         head_dim,
-        vocab_size: k.need_usize("vocab_size")?,
-        rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(match arch {
-            A::Phi3 | A::Olmo2 => 1e-5,
-            _ => 1e-6,
-        }),
+        vocab_size,
+        rms_norm_eps,
         max_position_embeddings,
         attention_bias,
         attention_out_bias,
@@ -499,30 +591,96 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
     })
 }
 
+/// Which transformers layout a rope parameter block comes from: it decides which
+/// `original_max_position_embeddings` is read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RopeLayout {
+    /// `rope_scaling` (transformers 4).
+    Transformers4,
+    /// One flat `rope_parameters` (transformers 5).
+    Transformers5,
+    /// `rope_parameters` per layer type (transformers 5, Gemma 3).
+    PerLayerType,
+}
+
 /// What a rope parameter block needs from the rest of the config.
+#[derive(Clone, Copy)]
 struct RopeContext {
     head_dim: usize,
     max_position_embeddings: usize,
     partial_rotary_factor: Option<f64>,
     original_max_top: Option<f64>,
+    layout: RopeLayout,
 }
 
 impl RopeContext {
-    fn rotary_dim(&self, factor: Option<f64>) -> usize {
+    /// Rotated dimensions of a head: `head_dim * partial_rotary_factor`, a positive even number.
+    fn rotary_dim(&self, factor: Option<f64>) -> Result<usize, ConfigError> {
         let f = factor.or(self.partial_rotary_factor).unwrap_or(1.0);
-        (self.head_dim as f64 * f) as usize
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(err(format!(
+                "'partial_rotary_factor' must be in (0, 1], got {f}"
+            )));
+        }
+        let dim = (self.head_dim as f64 * f) as usize;
+        if dim == 0 || !dim.is_multiple_of(2) {
+            return Err(err(format!(
+                "'partial_rotary_factor' {f} of head_dim {} rotates {dim} dimensions (must be a \
+                 positive even number)",
+                self.head_dim
+            )));
+        }
+        Ok(dim)
     }
 
-    fn plain(&self, theta: f64) -> Rope {
-        Rope {
-            theta,
-            rotary_dim: self.rotary_dim(None),
+    fn plain(&self, theta: f64) -> Result<Rope, ConfigError> {
+        Ok(Rope {
+            theta: rope_theta(theta)?,
+            rotary_dim: self.rotary_dim(None)?,
             scaling: RopeScaling::None,
-        }
+        })
+    }
+
+    /// The pre-scaling context length of Llama 3 / YaRN scaling, read as transformers does:
+    /// transformers 4 reads `rope_scaling.original_max_position_embeddings` (else, for YaRN,
+    /// `max_position_embeddings`) and ignores a top-level key; transformers 5
+    /// (`standardize_rope_params`) lets a top-level one override a flat `rope_parameters`, and
+    /// ignores it for per-layer-type parameters. A transformers-4 config where the two versions
+    /// would read different values is refused.
+    fn original_max(&self, nested: Option<f64>) -> Result<f64, ConfigError> {
+        let max = self.max_position_embeddings as f64;
+        let value = match (self.layout, self.original_max_top, nested) {
+            (RopeLayout::Transformers5, Some(top), _) => top,
+            (RopeLayout::Transformers4, Some(top), n) if top != n.unwrap_or(max) => {
+                return Err(err(format!(
+                    "the top-level original_max_position_embeddings ({top}) differs from {}: \
+                     transformers 4 reads the latter, transformers 5 the former; make them agree",
+                    match n {
+                        Some(n) => format!("rope_scaling.original_max_position_embeddings ({n})"),
+                        None => format!("max_position_embeddings ({max}), used in its absence"),
+                    }
+                )))
+            }
+            (_, _, n) => n.unwrap_or(max),
+        };
+        positive("'original_max_position_embeddings'", value).map_err(err)
     }
 }
 
-/// Reads one `rope_scaling` / `rope_parameters` object.
+/// A RoPE base: finite and above 1 (0 or a negative base gives NaN frequencies).
+fn rope_theta(theta: f64) -> Result<f64, ConfigError> {
+    if theta.is_finite() && theta > 1.0 {
+        Ok(theta)
+    } else {
+        Err(err(format!(
+            "'rope_theta' must be a finite number > 1, got {theta}"
+        )))
+    }
+}
+
+/// Reads one `rope_scaling` / `rope_parameters` object. Every parameter that would make a NaN
+/// or infinite frequency (a factor <= 0, equal Llama 3 frequency factors, a negative YaRN beta)
+/// is refused, naming it.
 fn rope_from_params(p: &Value, theta_default: f64, ctx: &RopeContext) -> Result<Rope, ConfigError> {
     let map = p
         .as_object()
@@ -534,17 +692,15 @@ fn rope_from_params(p: &Value, theta_default: f64, ctx: &RopeContext) -> Result<
     };
     // A transformers-4 config may name both; `type` is the older spelling of `rope_type`.
     k.get("type");
-    let theta = k.f64("rope_theta")?.unwrap_or(theta_default);
-    let partial = k.f64("partial_rotary_factor")?;
-    let rotary_dim = ctx.rotary_dim(partial);
+    let theta = rope_theta(k.f64("rope_theta")?.unwrap_or(theta_default))?;
+    let partial = k.positive("partial_rotary_factor")?;
+    let rotary_dim = ctx.rotary_dim(partial)?;
     let original = |k: &mut Keys<'_>| -> Result<f64, ConfigError> {
-        Ok(ctx
-            .original_max_top
-            .or(k.f64("original_max_position_embeddings")?)
-            .unwrap_or(ctx.max_position_embeddings as f64))
+        let nested = k.positive("original_max_position_embeddings")?;
+        ctx.original_max(nested)
     };
     let need = |k: &mut Keys<'_>, key: &str| -> Result<f64, ConfigError> {
-        k.f64(key)?
+        k.positive(key)?
             .ok_or_else(|| err(format!("rope_type '{rope_type}' needs '{key}'")))
     };
     let scaling = match rope_type {
@@ -552,17 +708,33 @@ fn rope_from_params(p: &Value, theta_default: f64, ctx: &RopeContext) -> Result<
         "linear" => RopeScaling::Linear {
             factor: need(&mut k, "factor")?,
         },
-        "llama3" => RopeScaling::Llama3 {
-            factor: need(&mut k, "factor")?,
-            low_freq_factor: need(&mut k, "low_freq_factor")?,
-            high_freq_factor: need(&mut k, "high_freq_factor")?,
-            original_max_position_embeddings: original(&mut k)?,
-        },
+        "llama3" => {
+            let factor = need(&mut k, "factor")?;
+            let low_freq_factor = need(&mut k, "low_freq_factor")?;
+            let high_freq_factor = need(&mut k, "high_freq_factor")?;
+            // Equal factors divide by zero in the smoothing; reversed ones leave no band.
+            if low_freq_factor >= high_freq_factor {
+                return Err(err(format!(
+                    "rope_type 'llama3': 'low_freq_factor' ({low_freq_factor}) must be below \
+                     'high_freq_factor' ({high_freq_factor})"
+                )));
+            }
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: original(&mut k)?,
+            }
+        }
         "yarn" => {
             let orig = original(&mut k)?;
-            let factor = match k.f64("factor")? {
+            let factor = match k.positive("factor")? {
                 Some(f) => f,
-                None => ctx.max_position_embeddings as f64 / orig,
+                None => positive(
+                    "the YaRN factor max_position_embeddings / original_max_position_embeddings",
+                    ctx.max_position_embeddings as f64 / orig,
+                )
+                .map_err(err)?,
             };
             let mscale = k.f64("mscale")?;
             let mscale_all_dim = k.f64("mscale_all_dim")?;
@@ -573,17 +745,33 @@ fn rope_from_params(p: &Value, theta_default: f64, ctx: &RopeContext) -> Result<
                     0.1 * m * scale.ln() + 1.0
                 }
             };
-            let attention_factor = match k.f64("attention_factor")? {
+            let attention_factor = match k.positive("attention_factor")? {
                 Some(a) => a,
-                None => match (mscale, mscale_all_dim) {
-                    (Some(m), Some(a)) if m != 0.0 && a != 0.0 => {
-                        get_mscale(factor, m) / get_mscale(factor, a)
-                    }
-                    _ => get_mscale(factor, 1.0),
-                },
+                None => {
+                    let a = match (mscale, mscale_all_dim) {
+                        (Some(m), Some(a)) if m != 0.0 && a != 0.0 => {
+                            get_mscale(factor, m) / get_mscale(factor, a)
+                        }
+                        _ => get_mscale(factor, 1.0),
+                    };
+                    positive(
+                        "the YaRN attention factor from 'mscale' / 'mscale_all_dim'",
+                        a,
+                    )
+                    .map_err(err)?
+                }
             };
-            let beta_fast = k.f64("beta_fast")?.filter(|b| *b != 0.0).unwrap_or(32.0);
-            let beta_slow = k.f64("beta_slow")?.filter(|b| *b != 0.0).unwrap_or(1.0);
+            // transformers: `beta_fast or 32`, so 0 means the default; a negative beta is a
+            // logarithm of a negative number.
+            let beta = |k: &mut Keys<'_>, key: &str, default: f64| -> Result<f64, ConfigError> {
+                match k.f64(key)? {
+                    None => Ok(default),
+                    Some(0.0) => Ok(default),
+                    Some(b) => positive(&format!("'{key}'"), b).map_err(err),
+                }
+            };
+            let beta_fast = beta(&mut k, "beta_fast", 32.0)?;
+            let beta_slow = beta(&mut k, "beta_slow", 1.0)?;
             RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings: orig,
@@ -640,6 +828,34 @@ mod tests {
         assert_eq!(v4.ropes, v5.ropes);
         assert_eq!(v5.ropes[0].theta, 500000.0);
         assert!(matches!(v5.ropes[0].scaling, RopeScaling::Llama3 { .. }));
+    }
+
+    /// transformers 5 lets a top-level value override a flat `rope_parameters`; transformers 4
+    /// reads the one in `rope_scaling`: a transformers-4 config where they differ is refused.
+    #[test]
+    fn original_max_position_embeddings_is_read_as_transformers_reads_it() {
+        let llama3 = |layout: &str, top: &str| {
+            cfg(&format!(
+                r#", "model_type": "llama", "max_position_embeddings": 256{top},
+                "{layout}": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}"#
+            ))
+        };
+        let orig = |c: TransformerConfig| match c.ropes[0].scaling {
+            RopeScaling::Llama3 {
+                original_max_position_embeddings,
+                ..
+            } => original_max_position_embeddings,
+            ref other => panic!("{other:?}"),
+        };
+        let top64 = r#", "original_max_position_embeddings": 64"#;
+        let top32 = r#", "original_max_position_embeddings": 32"#;
+        assert_eq!(orig(llama3("rope_parameters", top64).unwrap()), 64.0);
+        assert_eq!(orig(llama3("rope_parameters", "").unwrap()), 32.0);
+        assert_eq!(orig(llama3("rope_scaling", top32).unwrap()), 32.0);
+        assert_eq!(orig(llama3("rope_scaling", "").unwrap()), 32.0);
+        let e = llama3("rope_scaling", top64).unwrap_err();
+        assert!(e.0.contains("transformers 4"), "{e}");
     }
 
     #[test]

@@ -337,7 +337,11 @@ pub fn evaluate(
         });
         let tpl = template_of(&ep.teacher_template);
         let response = ep.completion.as_deref().unwrap_or_default();
-        let mut real = prepare_episode(&m.tokenizer, ep, tpl.as_ref())?;
+        // An episode the pipeline would drop (template mismatch, tokenization) is skipped.
+        let Ok(mut real) = prepare_episode(&m.tokenizer, ep, tpl.as_ref()) else {
+            skipped += 1;
+            continue;
+        };
         real.request.followup = followup_probe(&m.tokenizer, ep, response, true);
         if longest(&real.request) > max_positions || real.request.completion_ids.is_empty() {
             skipped += 1;

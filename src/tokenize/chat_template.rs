@@ -242,6 +242,15 @@ impl ChatTemplate {
                 _ => pieces.push(Piece::Text(t.to_string())),
             }
         };
+        // Specials by first byte (Gemma 3 has 6,415 added tokens; the template text is scanned
+        // char by char), longest first as `specials` is ordered.
+        let mut by_first: std::collections::HashMap<u8, Vec<&(String, u32)>> =
+            std::collections::HashMap::new();
+        for sp in specials {
+            if let Some(&b) = sp.0.as_bytes().first() {
+                by_first.entry(b).or_default().push(sp);
+            }
+        }
         let mut next_field = texts.iter();
         for seg in &segments {
             match seg {
@@ -254,9 +263,14 @@ impl ChatTemplate {
                     let mut rest = t.as_str();
                     let mut text = String::new();
                     while let Some(c) = rest.chars().next() {
-                        if let Some((tok, id)) =
-                            specials.iter().find(|(s, _)| rest.starts_with(s.as_str()))
-                        {
+                        let found = rest
+                            .as_bytes()
+                            .first()
+                            .and_then(|b| by_first.get(b))
+                            .and_then(|cands| {
+                                cands.iter().find(|(s, _)| rest.starts_with(s.as_str()))
+                            });
+                        if let Some((tok, id)) = found {
                             push_text(&mut pieces, &std::mem::take(&mut text));
                             pieces.push(Piece::Special(*id));
                             rest = &rest[tok.len()..];

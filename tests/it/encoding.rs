@@ -211,3 +211,24 @@ fn validate_holds_the_student_side_invariants() {
     assert!(w.write_row(missing).is_err());
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// A NaN has no compact code (it used to code as 0, i.e. log-prob 0, p = 1) and passes every
+/// threshold comparison: no encoding writes a row that holds one, naming the column.
+#[test]
+fn rows_with_nan_are_refused_by_every_encoding() {
+    use hindsight::sink::schema::Layout;
+    let (rows, meta) = scored();
+    let mut bad = rows[0].clone();
+    bad.teacher_topk_logprobs[3] = f32::NAN;
+    for encoding in [Encoding::Lossless, Encoding::Compact] {
+        let layout = Layout {
+            top_k: meta.top_k,
+            student_top_k: meta.student_top_k,
+            encoding,
+        };
+        assert!(hindsight::sink::rows_to_batch(&rows[..2], &layout).is_ok());
+        let e = hindsight::sink::rows_to_batch(&[rows[1].clone(), bad.clone()], &layout)
+            .expect_err("a NaN row is refused");
+        assert!(e.to_string().contains("teacher_topk_logprobs"), "{e}");
+    }
+}

@@ -16,18 +16,18 @@ use hindsight::model::safetensors::load_transformer_dir;
 use hindsight::model::{ComputeMode, PackedBatch, Transformer};
 use serde_json::Value;
 
-const TOLERANCE: f64 = 1e-3;
+pub(crate) const TOLERANCE: f64 = 1e-3;
 
 /// The device the tests run on: `$HINDSIGHT_DEVICE` (scripts/gpu-check.sh sets `cuda`), else
 /// the CPU.
-fn device() -> Device {
+pub(crate) fn device() -> Device {
     hindsight::model::device::DeviceSpec::from_env()
         .expect("HINDSIGHT_DEVICE")
         .open()
         .expect("device")
 }
 
-fn models_dir() -> PathBuf {
+pub(crate) fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models")
 }
 
@@ -46,13 +46,13 @@ fn cases() -> Vec<(String, bool)> {
     out
 }
 
-struct Sequence {
-    ids: Vec<u32>,
+pub(crate) struct Sequence {
+    pub(crate) ids: Vec<u32>,
     logprobs: Vec<f64>,
     top5: Vec<Vec<u32>>,
 }
 
-fn reference(name: &str) -> Vec<Sequence> {
+pub(crate) fn reference(name: &str) -> Vec<Sequence> {
     let v: Value = serde_json::from_str(
         &std::fs::read_to_string(models_dir().join(name).join("reference.json"))
             .expect("reference.json"),
@@ -92,7 +92,7 @@ fn reference(name: &str) -> Vec<Sequence> {
 }
 
 /// Log-softmax rows of the logits of `hidden` rows.
-fn log_probs(model: &Transformer, hidden: &Tensor) -> Vec<Vec<f64>> {
+pub(crate) fn log_probs(model: &Transformer, hidden: &Tensor) -> Vec<Vec<f64>> {
     let logits = model.logits(hidden).expect("logits");
     let rows: Vec<Vec<f32>> = logits.to_vec2().expect("rows");
     rows.into_iter()
@@ -132,7 +132,7 @@ fn compare(rows: &[Vec<f64>], seq: &Sequence) -> (f64, usize) {
 }
 
 /// Both reference sequences packed into one batch (two independent segments).
-fn packed_worst(model: &Transformer, seqs: &[Sequence]) -> f64 {
+pub(crate) fn packed_worst(model: &Transformer, seqs: &[Sequence]) -> f64 {
     let (worst, top) = packed_compare(model, seqs);
     assert_eq!(
         top, 0,
@@ -160,13 +160,13 @@ fn packed_compare(model: &Transformer, seqs: &[Sequence]) -> (f64, usize) {
     (worst, tops)
 }
 
-fn load_hf(name: &str) -> Transformer {
+pub(crate) fn load_hf(name: &str) -> Transformer {
     load_transformer_dir(&models_dir().join(name), &device())
         .unwrap_or_else(|e| panic!("{name}: {e}"))
         .0
 }
 
-fn load_gguf(path: &Path) -> Transformer {
+pub(crate) fn load_gguf(path: &Path) -> Transformer {
     GgufFile::open(path)
         .and_then(|mut g| g.load_transformer(ComputeMode::F32, &device()))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -237,7 +237,7 @@ fn prefix_sharing_and_the_kv_cache_reproduce_the_reference_for_every_family() {
 }
 
 /// Copies a fixture checkpoint into a temporary directory with its config edited.
-fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+pub(crate) fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = models_dir().join(name);
     std::fs::copy(
@@ -253,7 +253,7 @@ fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     dir
 }
 
-fn load_err(dir: &Path) -> String {
+pub(crate) fn load_err(dir: &Path) -> String {
     match load_transformer_dir(dir, &Device::Cpu) {
         Ok(_) => panic!("{} loaded but should be refused", dir.display()),
         Err(e) => e.to_string(),
@@ -322,7 +322,7 @@ fn the_fixtures_detect_an_ignored_feature() {
     }
 }
 
-fn packed_worst_unchecked(model: &Transformer, seqs: &[Sequence]) -> f64 {
+pub(crate) fn packed_worst_unchecked(model: &Transformer, seqs: &[Sequence]) -> f64 {
     let mut batch = PackedBatch::default();
     for s in seqs {
         batch.push_segment(&s.ids, 0, None);

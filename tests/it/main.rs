@@ -16,6 +16,7 @@ mod generation;
 mod hostile;
 mod ingest_formats;
 mod layers;
+mod model_loading;
 mod object_store;
 mod ops;
 mod pipeline_run;

@@ -85,12 +85,13 @@ impl OaMessage {
                 .collect::<Vec<_>>()
                 .join("\n"),
         };
+        let logged_apart = match self.reasoning {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        };
         let reasoning = self
             .reasoning_content
-            .or_else(|| match self.reasoning {
-                Some(Value::String(s)) => Some(s),
-                _ => None,
-            })
+            .or(logged_apart)
             .filter(|r| !r.is_empty());
         Ok(Turn {
             role: role.to_string(),
