@@ -341,8 +341,13 @@ LLAMA3_TEMPLATE = (
     "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
     "{% endfor %}{% if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
 )
+# Qwen3's non-thinking mode, reduced: the generation prompt ends with the empty think block, and
+# a final assistant turn is rendered after it, as the real template does (issue 26: the whole
+# conversation must start with the generation prompt).
 QWEN3_TEMPLATE = (
-    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
+    "{%- for message in messages %}{%- if loop.last and message.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' + message.content + '<|im_end|>' + '\n' }}"
+    "{%- else %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}{%- endif %}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n<think>\n\n</think>\n\n' }}{%- endif %}"
 )
 GEMMA_TEMPLATE = (
