@@ -169,10 +169,10 @@ impl ChatTemplate {
     /// stands for. Content holding a reasoning block is presented as
     /// `marker</think>marker` to templates that parse such blocks, so the template takes the
     /// same branch as on the real text.
-    fn marked(&self, messages: &[Message]) -> (Vec<TemplateMessage>, Vec<String>) {
-        let mut fields: Vec<String> = Vec::new();
-        let mut mark = |text: &str| {
-            fields.push(text.to_string());
+    fn marked<'m>(&self, messages: &'m [Message]) -> (Vec<TemplateMessage>, Vec<&'m str>) {
+        let mut fields: Vec<&'m str> = Vec::new();
+        let mut mark = |text: &'m str| {
+            fields.push(text);
             format!("{MARK_OPEN}{}{MARK_CLOSE}", fields.len() - 1)
         };
         let msgs = messages
@@ -341,10 +341,10 @@ fn candidates(text: &str) -> Vec<&str> {
 /// Finds, for every field place of `segments` in order, the text it has in `rendered`
 /// (one of its [`candidates`]), such that template text and field texts make up `rendered`
 /// exactly. Backtracks over the candidates; `None` when no assignment fits.
-fn align(segments: &[Segment], fields: &[String], rendered: &str) -> Option<Vec<String>> {
+fn align(segments: &[Segment], fields: &[&str], rendered: &str) -> Option<Vec<String>> {
     fn go<'a>(
         segments: &[Segment],
-        fields: &'a [String],
+        fields: &[&'a str],
         rendered: &str,
         pos: usize,
         out: &mut Vec<&'a str>,

@@ -380,7 +380,9 @@ impl Tokenizer {
         Ok(ids)
     }
 
-    /// Encodes a response on its own; appends the end-of-turn token when the turn ended normally.
+    /// Encodes a response's text on its own, plus the end-of-turn token when the turn ended.
+    /// Not what the pipeline scores (that is [`Tokenizer::encode_response`]: the template may
+    /// insert tokens or cut the text); kept for length estimates and for the scorer's tests.
     pub fn encode_completion(&self, text: &str, ends_turn: bool) -> Result<Vec<u32>> {
         let mut ids = self.encode_text(text)?;
         if ends_turn {
