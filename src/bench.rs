@@ -172,3 +172,73 @@ pub fn generation(
     let tokens: usize = samples.iter().map(|s| s.completion_ids.len()).sum();
     Ok(tokens as f64 / secs)
 }
+
+/// The CPU's vector and matrix extensions that decide which kernels run, and which f32 matmul
+/// kernels candle's `gemm` picks at run time. Speed numbers are only comparable between machines
+/// with the same flags, so `hindsight bench` prints them beside every number.
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuKernels {
+    /// The CPU model (`/proc/cpuinfo` "model name"), when known.
+    pub model: Option<String>,
+    /// The relevant extensions present (avx2, fma, the AVX-512 subsets, avx512bf16,
+    /// avx512vnni, amx_tile, amx_bf16, amx_int8).
+    pub flags: Vec<&'static str>,
+    /// The f32 matmul kernels gemm uses on this CPU: `avx2+fma` or `baseline` (its AVX-512
+    /// kernels are not built, see README "Measured").
+    pub f32_matmul: &'static str,
+}
+
+/// Detects [`CpuKernels`] of the running machine.
+pub fn cpu_kernels() -> CpuKernels {
+    let model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    });
+    #[allow(unused_mut)]
+    let mut flags: Vec<&'static str> = Vec::new();
+    #[cfg(not(target_arch = "x86_64"))]
+    let f32_matmul = "baseline";
+    #[cfg(target_arch = "x86_64")]
+    let f32_matmul = {
+        macro_rules! probe {
+            ($($f:tt),*) => {
+                $(if std::arch::is_x86_feature_detected!($f) { flags.push($f); })*
+            };
+        }
+        probe!(
+            "avx2",
+            "fma",
+            "avx512f",
+            "avx512bw",
+            "avx512cd",
+            "avx512dq",
+            "avx512vl",
+            "avx512bf16",
+            "avx512vnni"
+        );
+        // AMX is not in `is_x86_feature_detected!` on stable; the kernel's flags name it.
+        if let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") {
+            let line = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+            for amx in ["amx_tile", "amx_bf16", "amx_int8"] {
+                if line.split_whitespace().any(|f| f == amx) {
+                    flags.push(amx);
+                }
+            }
+        }
+        let has = |f: &str| flags.contains(&f);
+        // gemm is built without its `x86-v4` (AVX-512) kernels: measured slower on an AVX-512
+        // AMD EPYC (README, "Measured"), so AVX2 + FMA is the best it dispatches to.
+        if has("avx2") && has("fma") {
+            "avx2+fma"
+        } else {
+            "baseline"
+        }
+    };
+    CpuKernels {
+        model,
+        flags,
+        f32_matmul,
+    }
+}

@@ -45,6 +45,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         m.info.compute_dtype,
         candle_core::utils::get_num_threads()
     );
+    let cpu = bench::cpu_kernels();
+    println!(
+        "cpu {} | flags: {} | f32 matmul kernels: {}",
+        cpu.model.as_deref().unwrap_or("unknown"),
+        if cpu.flags.is_empty() {
+            "none of note".to_string()
+        } else {
+            cpu.flags.join(" ")
+        },
+        cpu.f32_matmul
+    );
     let mut forward = Vec::new();
     for &len in &a.seq_lens {
         let f = bench::forward(&m.transformer, &m.tokenizer, len, a.repeats)?;
@@ -126,7 +137,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "forward": forward, "generation": generation, "scoring": scoring })
+            serde_json::json!({ "cpu": cpu, "forward": forward, "generation": generation, "scoring": scoring })
         );
     }
     Ok(ExitCode::SUCCESS)
