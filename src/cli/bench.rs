@@ -129,10 +129,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         ratio(0, 1)
     );
     let extra = scoring[4].stats.forward_tokens as f64 - scoring[0].stats.forward_tokens as f64;
+    // The probes' share of the default pipeline's scoring time, next to their share of its
+    // forward tokens: equal shares mean the probes cost what their tokens cost.
+    let seconds = |b: &bench::ScoringBench| 1.0 / b.episodes_per_s.max(1e-9);
+    let time_share = 1.0 - seconds(&scoring[0]) / seconds(&scoring[4]);
+    let token_share = extra / scoring[4].stats.forward_tokens.max(1) as f64;
     println!(
-        "  pmi probes: +{:.1} forward tokens per episode ({:.2}x the FLOPs of +control)",
+        "  pmi probes: +{:.1} forward tokens per episode ({:.2}x the FLOPs of +control); {:.0}% of the forward tokens, {:.0}% of the scoring time",
         extra / requests.len().max(1) as f64,
-        ratio(0, 4)
+        ratio(0, 4),
+        100.0 * token_share,
+        100.0 * time_share
     );
     if a.json {
         println!(
