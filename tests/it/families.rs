@@ -381,50 +381,23 @@ fn unknown_rope_type_model_type_and_keys_are_refused_by_name() {
 
 #[test]
 fn unknown_gguf_keys_and_tensors_are_refused_by_name() {
-    use candle_core::quantized::gguf_file::{self, Value as GValue};
-    let src = models_dir().join("llama/model.gguf");
+    use crate::model_loading::{gguf_err, rewrite_gguf};
+    use candle_core::quantized::gguf_file::Value as GValue;
+    use candle_core::quantized::{GgmlDType, QTensor};
+    // The llama fixture with one metadata key and/or one tensor (of `output_norm`'s shape) added.
     let rewrite = |extra_key: Option<(&str, GValue)>, extra_tensor: Option<&str>| {
-        let mut f = std::fs::File::open(&src).expect("open");
-        let content = gguf_file::Content::read(&mut f).expect("read");
-        let mut metadata: Vec<(String, GValue)> = content
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        if let Some((k, v)) = extra_key {
-            metadata.push((k.to_string(), v));
-        }
-        let mut names: Vec<String> = content.tensor_infos.keys().cloned().collect();
-        names.sort();
-        let mut tensors = Vec::new();
-        for n in &names {
-            tensors.push((
-                n.clone(),
-                content.tensor(&mut f, n, &Device::Cpu).expect("t"),
-            ));
-        }
-        if let Some(t) = extra_tensor {
-            tensors.push((
-                t.to_string(),
-                content
-                    .tensor(&mut f, "output_norm.weight", &Device::Cpu)
-                    .expect("t"),
-            ));
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("m.gguf");
-        let mut out = std::fs::File::create(&path).expect("create");
-        let md: Vec<(&str, &GValue)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let ts: Vec<(&str, &candle_core::quantized::QTensor)> =
-            tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        gguf_file::write(&mut out, &md, &ts).expect("write");
-        (dir, path)
-    };
-    let gguf_err = |p: &Path| match GgufFile::open(p)
-        .and_then(|mut g| g.load_transformer(ComputeMode::F32, &Device::Cpu))
-    {
-        Ok(_) => panic!("loaded but should be refused"),
-        Err(e) => e.to_string(),
+        rewrite_gguf(
+            "llama",
+            |md| md.extend(extra_key.map(|(k, v)| (k.to_string(), v))),
+            |ts| {
+                if let Some(t) = extra_tensor {
+                    let hidden =
+                        Tensor::ones(64, candle_core::DType::F32, &Device::Cpu).expect("tensor");
+                    let q = QTensor::quantize(&hidden, GgmlDType::F32).expect("quantize");
+                    ts.push((t.to_string(), q));
+                }
+            },
+        )
     };
     // The unedited rewrite loads (the harness itself is sound).
     let (_d, plain) = rewrite(None, None);

@@ -52,7 +52,7 @@ fn with_rows(t: &Tensor, rows: usize) -> Tensor {
 }
 
 /// A fixture's GGUF rewritten with its metadata and tensors edited.
-fn rewrite_gguf(
+pub(crate) fn rewrite_gguf(
     name: &str,
     edit_metadata: impl FnOnce(&mut Vec<(String, GValue)>),
     edit_tensors: impl FnOnce(&mut Vec<(String, QTensor)>),
@@ -91,7 +91,8 @@ fn set_key(metadata: &mut Vec<(String, GValue)>, key: &str, value: GValue) {
     metadata.push((key.to_string(), value));
 }
 
-fn gguf_err(p: &Path) -> String {
+/// The error loading a GGUF that must be refused.
+pub(crate) fn gguf_err(p: &Path) -> String {
     match GgufFile::open(p).and_then(|mut g| g.load_transformer(ComputeMode::F32, &Device::Cpu)) {
         Ok(_) => panic!("{} loaded but should be refused", p.display()),
         Err(e) => e.to_string(),
