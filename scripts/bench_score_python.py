@@ -2,16 +2,21 @@
 """The reference for `hindsight bench`'s scoring line: the same episodes scored with Hugging Face
 transformers on the CPU, the way a Python pipeline would do it.
 
-Usage (with the example trainer's virtualenv, which has torch + transformers + gguf):
-    ./target/debug/hindsight bench --dump-requests /tmp/requests.jsonl
-    .venv-trainer/bin/python scripts/bench_score_python.py /tmp/requests.jsonl
+Usage (any virtualenv with torch + transformers + gguf):
+    ./target/debug/hindsight bench --pipeline-only --dump-requests /tmp/requests.jsonl
+    python scripts/bench_score_python.py /tmp/requests.jsonl [MODEL.gguf] [--dtype bf16]
+(`scripts/compare-cpu.sh` runs both, interleaved, and prints the best of each.)
 
 Per episode it runs the student, teacher and control sequences (context ++ response minus its
 last token) through the model, the LM head only on the rows that predict response tokens
 (`logits_to_keep`), then a float32 log-softmax, the teacher's top-20, and the student's and
-control's log-probs there: the work of hindsight's `shared prefix, +control` line without the
-prefix sharing. Prints episodes/s, response tokens/s and forward tokens, plus raw forward
-tokens/s at T=512 with the LM head at every position.
+control's log-probs there; then the `pmi` probes: the feedback after the response, after the
+history (when the template allows it) and after the bare preamble, summing the feedback's
+log-probs. That is the work of hindsight's `shared prefix, +control +pmi probes` line (the
+default pipeline) without the prefix sharing. `--dtype bf16` runs the model in bfloat16 (oneDNN's
+AVX512_BF16 / AMX kernels where the CPU has them), log-softmax still in float32. Prints
+episodes/s, response tokens/s and forward tokens, plus raw forward tokens/s at T=512 with the
+LM head at every position.
 """
 import json
 import os
@@ -27,10 +32,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 
-def main(path, model_path):
+def main(path, model_path, dtype):
     torch.set_num_threads(os.cpu_count() or 1)
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32)
+        str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32).to(dtype)
     model.eval()
     reqs = [json.loads(l) for l in open(path)]
     k = 20
@@ -55,21 +60,35 @@ def main(path, model_path):
                 lp.gather(-1, top)
             forward += sum(len(ctx) + len(c) - 1 for ctx in contexts)
             resp += len(c)
+            probe = r.get("followup")
+            if probe:
+                f = probe["target"]
+                for key in ("after_response", "after_history", "bare"):
+                    if probe.get(key):
+                        lp = run(probe[key], f)
+                        lp.gather(-1, torch.tensor(f)[:, None]).sum().item()
+                        forward += len(probe[key]) + len(f) - 1
         dt = time.perf_counter() - t0
         print(f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
-        print(f"scoring {len(reqs)} episodes ({resp} response tokens), K={k}, student+teacher+control, "
-              f"no prefix sharing: {len(reqs) / dt:.2f} episodes/s {resp / dt:.1f} response tokens/s "
+              f"{torch.get_num_threads()} threads, {dtype}, cpu capability "
+              f"{torch.backends.cpu.get_cpu_capability()}")
+        print(f"scoring {len(reqs)} episodes ({resp} response tokens), K={k}, student+teacher+control "
+              f"+pmi probes, no prefix sharing: {len(reqs) / dt:.2f} episodes/s {resp / dt:.1f} response tokens/s "
               f"| forward tokens {forward}")
         ids = torch.tensor(reqs[0]["prompt_ids"] * 512)[:512][None]
         model(input_ids=ids, use_cache=False)
         t0 = time.perf_counter()
         for _ in range(3):
-            torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0], dim=-1)
+            torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1)
         print(f"forward T=512 with LM head + log-softmax at every position: "
               f"{3 * 512 / (time.perf_counter() - t0):.1f} tokens/s")
 
 
 if __name__ == "__main__":
     root = Path(__file__).resolve().parents[1]
-    main(sys.argv[1], Path(sys.argv[2]) if len(sys.argv) > 2 else root / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    args = [a for a in sys.argv[1:] if not a.startswith("--dtype")]
+    dtype = torch.bfloat16 if "--dtype=bf16" in sys.argv or (
+        "--dtype" in sys.argv and sys.argv[sys.argv.index("--dtype") + 1] == "bf16") else torch.float32
+    args = [a for a in args if a not in ("bf16", "f32")]
+    main(args[0], Path(args[1]) if len(args) > 1 else
+         root / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf", dtype)

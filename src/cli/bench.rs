@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::ModelArgs;
 use crate::bench;
-use crate::score::ScorerConfig;
+use crate::score::{ScorerConfig, StatsPlacement};
 
 /// Arguments of `hindsight bench`.
 #[derive(Debug, Args)]
@@ -34,6 +34,18 @@ pub struct BenchArgs {
     /// (`scripts/bench_score_python.py`).
     #[arg(long)]
     pub dump_requests: Option<std::path::PathBuf>,
+    /// Where the scoring statistics run: `auto` (host on a CPU, device on a GPU), `host`,
+    /// or `device` (the GPU code path, also on a CPU).
+    #[arg(long, default_value = "auto", value_parser = parse_stats)]
+    pub stats: StatsPlacement,
+    /// Only what the comparison with a reference needs: the raw forward and the default
+    /// pipeline's scoring line (no generation, no other scoring variants).
+    #[arg(long)]
+    pub pipeline_only: bool,
+}
+
+fn parse_stats(s: &str) -> Result<StatsPlacement, String> {
+    StatsPlacement::parse(s).ok_or_else(|| format!("{s:?}: expected auto, host or device"))
 }
 
 /// Runs the benchmark and prints a table.
@@ -66,7 +78,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         forward.push(f);
     }
     let mut generation = Vec::new();
-    for batch in [1usize, 8] {
+    let batches: &[usize] = if a.pipeline_only { &[] } else { &[1, 8] };
+    for &batch in batches {
         let tps = bench::generation(&m.transformer, &m.tokenizer, batch, 32)?;
         println!("generate batch {batch:>2}: {tps:>7.1} generated tokens/s (64-token prompt, 32 new tokens, KV cache)");
         generation.push(serde_json::json!({ "batch": batch, "tokens_per_s": tps }));
@@ -81,6 +94,12 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 "teacher_prompt_ids": r.teacher_prompt_ids,
                 "control_prompt_ids": r.control_prompt_ids,
                 "completion_ids": r.completion_ids,
+                "followup": r.followup.as_ref().map(|f| serde_json::json!({
+                    "after_response": f.after_response,
+                    "after_history": f.after_history,
+                    "bare": f.bare,
+                    "target": f.target,
+                })),
             });
             out.push_str(&line.to_string());
             out.push('\n');
@@ -94,7 +113,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         resp
     );
     let mut scoring = Vec::new();
-    for (label, sharing, control, followup, student_top_k) in [
+    let variants = [
         ("shared prefix, +control", true, true, false, 0),
         ("separate contexts, +control", false, true, false, 0),
         ("shared prefix, student+teacher", true, false, false, 0),
@@ -103,12 +122,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         ("shared prefix, +control +pmi probes", true, true, true, 0),
         // The student-side columns: one more top-k per scored row, no more forward tokens.
         ("shared prefix, +control, K_s=20", true, true, false, 20),
-    ] {
+    ];
+    // The default pipeline's work (`pmi`, with its control context) is index 4.
+    let chosen: Vec<_> = if a.pipeline_only {
+        vec![variants[4]]
+    } else {
+        variants.to_vec()
+    };
+    for (label, sharing, control, followup, student_top_k) in chosen {
         let cfg = ScorerConfig {
             prefix_sharing: sharing,
             control,
             followup,
             student_top_k,
+            stats: a.stats,
             ..ScorerConfig::default()
         };
         let b = bench::scoring(&m.transformer, &requests, cfg, label)?;
@@ -121,6 +148,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             b.flops as f64 / b.episodes.max(1) as f64 / 1e9
         );
         scoring.push(b);
+    }
+    if a.pipeline_only {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({ "cpu": cpu, "forward": forward, "scoring": scoring })
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let ratio = |a: usize, b: usize| scoring[b].flops as f64 / scoring[a].flops.max(1) as f64;
     println!(

@@ -78,6 +78,12 @@ pub enum Linear {
         parts: Vec<QMatMul>,
         bias: Option<Tensor>,
     },
+    /// A bf16 weight packed for the AVX512_BF16 kernel ([`super::bf16_gemm`]): what the bf16
+    /// mode uses on CPUs that have it.
+    PackedBf16 {
+        w: super::bf16_gemm::PackedBf16,
+        bias: Option<Tensor>,
+    },
 }
 
 impl Linear {
@@ -91,6 +97,7 @@ impl Linear {
                 .to_dtype(w.dtype())?
                 .matmul(&w.t()?)?
                 .to_dtype(DType::F32)?,
+            Linear::PackedBf16 { w, .. } => w.matmul_t(x)?,
             Linear::Quantized { parts, .. } => {
                 let outs = parts
                     .iter()
@@ -106,7 +113,9 @@ impl Linear {
             }
         };
         let bias = match self {
-            Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } => bias,
+            Linear::Dense { bias, .. }
+            | Linear::Quantized { bias, .. }
+            | Linear::PackedBf16 { bias, .. } => bias,
         };
         Ok(match bias {
             Some(b) => y.broadcast_add(b)?,
@@ -209,9 +218,19 @@ impl Transformer {
         let Some(dtype) = mode.weight_dtype().filter(|d| *d != DType::F32) else {
             return Ok(self);
         };
+        // bf16 on a CPU with AVX512_BF16: weights packed for the kernel instead of a bf16
+        // tensor for candle's (slower) bf16 matmul.
+        let pack = dtype == DType::BF16 && self.device.is_cpu() && super::bf16_gemm::available();
         let cast = |l: &mut Linear| -> Result<()> {
-            if let Linear::Dense { w, .. } = l {
-                *w = w.to_dtype(dtype)?;
+            if let Linear::Dense { w, bias } = l {
+                if pack {
+                    *l = Linear::PackedBf16 {
+                        w: super::bf16_gemm::PackedBf16::from_tensor(w)?,
+                        bias: bias.take(),
+                    };
+                } else {
+                    *w = w.to_dtype(dtype)?;
+                }
             }
             Ok(())
         };
@@ -223,8 +242,9 @@ impl Transformer {
         }
         self.embed = self.embed.to_dtype(dtype)?;
         match (&mut self.lm_head, self.config.tie_word_embeddings) {
-            // The tied head shares the cast table instead of holding a second copy.
-            (Linear::Dense { w, .. }, true) => *w = self.embed.clone(),
+            // The tied head shares the cast table instead of holding a second copy (packed for
+            // the bf16 kernel, it needs its own layout).
+            (Linear::Dense { w, .. }, true) if !pack => *w = self.embed.clone(),
             (head, _) => cast(head)?,
         }
         Ok(self)

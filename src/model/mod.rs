@@ -7,6 +7,7 @@
 //! candle has no SIMD kernel for the quantized block type.
 
 pub mod attention;
+pub mod bf16_gemm;
 pub mod config;
 pub mod decoder;
 pub mod device;

@@ -87,7 +87,9 @@ pub fn load_transformer_dir_as(
         .map(|f| Shard::map(f))
         .collect::<Result<Vec<_>>>()?;
     let mut w = Weights::new(dir, &shards, index.as_ref(), dtype, device)?;
-    let transformer = assemble(&mut w, cfg, device)?;
+    // Already in the compute dtype; `with_compute` only packs bf16 weights for the CPU kernel
+    // where it runs (one tensor at a time), as it does for a GGUF model.
+    let transformer = assemble(&mut w, cfg, device)?.with_compute(mode)?;
     drop(w);
     drop(shards);
     // The identity recorded in datasets: the file's sha256, or for several files the sha256 of
@@ -639,7 +641,7 @@ pub(crate) fn check_shapes(
         for (what, lin, want) in checks {
             let (w, bias) = match lin {
                 Linear::Dense { w, bias } => (Some(w), bias),
-                Linear::Quantized { bias, .. } => (None, bias),
+                Linear::Quantized { bias, .. } | Linear::PackedBf16 { bias, .. } => (None, bias),
             };
             if let Some(w) = w {
                 dims(&format!("layer {i} {what}"), w, &want)?;

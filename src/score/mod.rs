@@ -6,6 +6,7 @@
 //! history of consecutive turns of a conversation) is computed once (see [`plan`]). The LM head and log-softmax run only on the rows that predict
 //! response tokens, a bounded chunk of rows at a time.
 
+pub mod device_stats;
 pub mod logprobs;
 pub mod plan;
 pub mod prepare;
@@ -94,6 +95,32 @@ impl RelevanceMethod {
     }
 }
 
+/// Where the per-position statistics (normaliser, top-k, tail, KL) are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StatsPlacement {
+    /// The host for a CPU model (f64 accumulation, exact to ~1e-7), the device for a GPU one
+    /// (only K values per row cross the bus).
+    #[default]
+    Auto,
+    /// Full-vocabulary rows copied to the host, reduced there in f64.
+    Host,
+    /// Tensor ops where the logits are ([`device_stats`]), f32 reductions.
+    Device,
+}
+
+impl StatsPlacement {
+    /// Parses a CLI value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(Self::Auto),
+            "host" => Some(Self::Host),
+            "device" => Some(Self::Device),
+            _ => None,
+        }
+    }
+}
+
 /// Scoring settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScorerConfig {
@@ -117,6 +144,9 @@ pub struct ScorerConfig {
     #[serde(default)]
     pub followup: bool,
     pub relevance: RelevanceMethod,
+    /// Where the statistics run.
+    #[serde(default)]
+    pub stats: StatsPlacement,
 }
 
 impl Default for ScorerConfig {
@@ -130,6 +160,7 @@ impl Default for ScorerConfig {
             control: true,
             followup: false,
             relevance: RelevanceMethod::ControlKl,
+            stats: StatsPlacement::Auto,
         }
     }
 }
@@ -345,6 +376,16 @@ impl<'m> Scorer<'m> {
         &self.cfg
     }
 
+    /// Whether statistics over rows of `width` logits with top-`k` run on the device.
+    fn stats_on_device(&self, width: usize, k: usize) -> bool {
+        let wanted = match self.cfg.stats {
+            StatsPlacement::Host => false,
+            StatsPlacement::Device => true,
+            StatsPlacement::Auto => !self.model.device().is_cpu(),
+        };
+        wanted && device_stats::device_top_k_supported(width, k)
+    }
+
     /// Scores every request; results come back in input order.
     pub fn score(&self, requests: &[ScoreRequest]) -> Result<(Vec<EpisodeScores>, ScoreStats)> {
         let vocab = self.model.config.vocab_size;
@@ -407,9 +448,21 @@ impl<'m> Scorer<'m> {
             let h = hidden.index_select(&idx, 0)?;
             let logits = self.model.logits(&h)?;
             stats.head_rows += rows.len() as u64;
-            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
             let v = self.model.config.vocab_size;
             let targets = &req.completion_ids[t0..t1];
+            if self.stats_on_device(v, k.max(ks)) {
+                results.extend(device_stats::chunk_results(
+                    &logits,
+                    c,
+                    has_control,
+                    targets,
+                    k,
+                    ks,
+                )?);
+                t0 = t1;
+                continue;
+            }
+            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
             let chunk_results: Vec<TokenResult> = (0..c)
                 .into_par_iter()
                 .map(|i| {
@@ -457,6 +510,12 @@ impl<'m> Scorer<'m> {
             let idx = Tensor::from_vec(ids, rs.len(), hidden.device())?;
             let logits = self.model.logits(&hidden.index_select(&idx, 0)?)?;
             stats.head_rows += rs.len() as u64;
+            if self.stats_on_device(v, 1) {
+                sum += device_stats::target_logprobs(&logits, ts)?
+                    .iter()
+                    .sum::<f64>();
+                continue;
+            }
             let logits = logits.flatten_all()?.to_vec1::<f32>()?;
             for (i, &tok) in ts.iter().enumerate() {
                 let row = &logits[i * v..(i + 1) * v];

@@ -9,6 +9,7 @@ mod common;
 mod bad_inputs;
 mod compact;
 mod deploy;
+mod device_stats;
 mod encoding;
 mod episode_drops;
 mod families;
