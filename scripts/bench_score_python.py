@@ -32,21 +32,19 @@ import torch
 from transformers import AutoModelForCausalLM
 
 
-def main(path, model_path, dtype):
-    torch.set_num_threads(os.cpu_count() or 1)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32).to(dtype)
-    model.eval()
-    reqs = [json.loads(l) for l in open(path)]
-    k = 20
+def score_requests(model, reqs, device="cpu", k=20):
+    """Scores `reqs` (hindsight's --dump-requests lines) as a Python pipeline would; returns
+    (seconds, response tokens, forward tokens)."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def run(ctx, completion):
-        ids = torch.tensor(ctx + completion[:-1])[None]
+        ids = torch.tensor(ctx + completion[:-1], device=device)[None]
         logits = model(input_ids=ids, logits_to_keep=len(completion), use_cache=False).logits[0]
         return torch.log_softmax(logits.float(), dim=-1)
 
     with torch.inference_mode():
         run(reqs[0]["prompt_ids"], reqs[0]["completion_ids"])  # warm-up
+        sync()
         forward = resp = 0
         t0 = time.perf_counter()
         for r in reqs:
@@ -57,7 +55,8 @@ def main(path, model_path, dtype):
             lps = [run(ctx, c) for ctx in contexts]
             top = lps[1].topk(k, dim=-1).indices
             for lp in [lps[0]] + lps[2:]:
-                lp.gather(-1, top)
+                lp.gather(-1, top).cpu()
+            lps[1].gather(-1, top).cpu()
             forward += sum(len(ctx) + len(c) - 1 for ctx in contexts)
             resp += len(c)
             probe = r.get("followup")
@@ -66,22 +65,43 @@ def main(path, model_path, dtype):
                 for key in ("after_response", "after_history", "bare"):
                     if probe.get(key):
                         lp = run(probe[key], f)
-                        lp.gather(-1, torch.tensor(f)[:, None]).sum().item()
+                        lp.gather(-1, torch.tensor(f, device=device)[:, None]).sum().item()
                         forward += len(probe[key]) + len(f) - 1
-        dt = time.perf_counter() - t0
-        print(f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads, {dtype}, cpu capability "
-              f"{torch.backends.cpu.get_cpu_capability()}")
-        print(f"scoring {len(reqs)} episodes ({resp} response tokens), K={k}, student+teacher+control "
-              f"+pmi probes, no prefix sharing: {len(reqs) / dt:.2f} episodes/s {resp / dt:.1f} response tokens/s "
-              f"| forward tokens {forward}")
-        ids = torch.tensor(reqs[0]["prompt_ids"] * 512)[:512][None]
-        model(input_ids=ids, use_cache=False)
+        sync()
+        return time.perf_counter() - t0, resp, forward
+
+
+def forward_rate(model, ids, device="cpu", repeats=3):
+    """Tokens/s of one forward over `ids` with the LM head and a float32 log-softmax at every
+    position."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    ids = torch.tensor(ids, device=device)[None]
+    with torch.inference_mode():
+        torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1)
+        sync()
         t0 = time.perf_counter()
-        for _ in range(3):
+        for _ in range(repeats):
             torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0].float(), dim=-1)
-        print(f"forward T=512 with LM head + log-softmax at every position: "
-              f"{3 * 512 / (time.perf_counter() - t0):.1f} tokens/s")
+        sync()
+        return repeats * ids.shape[1] / (time.perf_counter() - t0)
+
+
+def main(path, model_path, dtype):
+    torch.set_num_threads(os.cpu_count() or 1)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_path.parent), gguf_file=model_path.name, dtype=torch.float32).to(dtype)
+    model.eval()
+    reqs = [json.loads(l) for l in open(path)]
+    k = 20
+    dt, resp, forward = score_requests(model, reqs, k=k)
+    print(f"transformers {__import__('transformers').__version__}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {dtype}, cpu capability "
+          f"{torch.backends.cpu.get_cpu_capability()}")
+    print(f"scoring {len(reqs)} episodes ({resp} response tokens), K={k}, student+teacher+control "
+          f"+pmi probes, no prefix sharing: {len(reqs) / dt:.2f} episodes/s {resp / dt:.1f} "
+          f"response tokens/s | forward tokens {forward}")
+    rate = forward_rate(model, (reqs[0]["prompt_ids"] * 512)[:512])
+    print(f"forward T=512 with LM head + log-softmax at every position: {rate:.1f} tokens/s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -43,6 +44,10 @@ pub fn synthetic_ids(tok: &Tokenizer, len: usize) -> Result<Vec<u32>> {
     Ok(base.iter().copied().cycle().take(len).collect())
 }
 
+/// Rows per LM-head call in the raw forward measurement (the log-softmax of a chunk runs on all
+/// cores, as the scorer's does).
+const HEAD_ROWS: usize = 128;
+
 /// Measures the forward pass over one sequence of `seq_len` tokens.
 pub fn forward(
     model: &Transformer,
@@ -65,13 +70,14 @@ pub fn forward(
     for _ in 0..repeats {
         let h = model.forward_hidden(&batch)?;
         let mut start = 0;
+        let vocab = model.config.vocab_size;
         while start < seq_len {
-            let n = 64.min(seq_len - start);
+            let n = HEAD_ROWS.min(seq_len - start);
             let logits = model.logits(&h.narrow(0, start, n)?)?;
-            let rows = logits.to_vec2::<f32>()?;
+            let rows = logits.flatten_all()?.to_vec1::<f32>()?;
             let lse: f64 = rows
-                .iter()
-                .map(|r| crate::score::logprobs::log_sum_exp(r))
+                .par_chunks(vocab)
+                .map(crate::score::logprobs::log_sum_exp)
                 .sum();
             std::hint::black_box(lse);
             start += n;

@@ -52,6 +52,20 @@ pub struct ExternalPrefix<'a> {
     pub values: &'a [f32],
 }
 
+/// The `(start, len)` row ranges of a segment's ancestors, outermost first: the keys it
+/// attends to before its own.
+pub fn ancestor_ranges(segments: &[Segment], seg: &Segment) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut parent = seg.parent;
+    while let Some(pi) = parent {
+        let p = &segments[pi];
+        ranges.push((p.start, p.len));
+        parent = p.parent;
+    }
+    ranges.reverse();
+    ranges
+}
+
 /// Computes attention for every segment of a packed batch.
 ///
 /// `qkv` is `[N, (H + 2 KV) * D]` with RoPE already applied; returns `[N, H * D]`.
@@ -88,15 +102,7 @@ pub fn packed_causal_attention_with_prefix(
         let external_len = external
             .map(|e| e.keys.len() / kv_width.max(1))
             .unwrap_or(0);
-        // Key ranges: ancestors first (outermost first), then the segment itself.
-        let mut ranges = Vec::new();
-        let mut parent = seg.parent;
-        while let Some(pi) = parent {
-            let p = &segments[pi];
-            ranges.push((p.start, p.len));
-            parent = p.parent;
-        }
-        ranges.reverse();
+        let mut ranges = ancestor_ranges(segments, seg);
         let prefix_len: usize = external_len + ranges.iter().map(|r| r.1).sum::<usize>();
         ranges.push((seg.start, seg.len));
         let total = prefix_len + seg.len;

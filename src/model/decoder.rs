@@ -13,6 +13,7 @@ use rayon::prelude::*;
 
 use super::attention::{packed_causal_attention_with_prefix, AttentionShape, ExternalPrefix};
 use super::config::{Activation, TransformerConfig};
+use super::device_attention::{DeviceQkNorm, DeviceRope};
 use crate::error::Result;
 
 /// One contiguous run of tokens in a packed batch.
@@ -160,6 +161,8 @@ pub struct Transformer {
     rope_max: usize,
     rope_style: RopeStyle,
     device: Device,
+    /// `None`: attention on the device path when the device is not the CPU.
+    device_attention: Option<bool>,
 }
 
 /// How RoPE pairs the dimensions of a head. Hugging Face checkpoints rotate (i, i + D/2); GGUF
@@ -209,6 +212,7 @@ impl Transformer {
             rope_max,
             rope_style,
             device,
+            device_attention: None,
         }
     }
 
@@ -320,6 +324,20 @@ impl Transformer {
             .map(|(inv_freq, factor)| rope_rows(inv_freq, *factor, &batch.positions))
             .collect();
         let eps = cfg.rms_norm_eps as f32;
+        // On a GPU (or when asked) attention runs on the device; generation's KV cache is host
+        // memory, so a cached forward keeps the host path.
+        let on_device = caches.is_empty()
+            && self
+                .device_attention
+                .unwrap_or_else(|| super::device_attention::default_for(&self.device));
+        let device_rope = if on_device {
+            rope_rows
+                .iter()
+                .map(|r| DeviceRope::new(&r.cos, &r.sin, r.half, &self.device))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
         for (layer, block) in self.blocks.iter().enumerate() {
             let spec = &cfg.layers[layer];
             let shape = AttentionShape {
@@ -335,6 +353,26 @@ impl Transformer {
                 None => x.clone(),
             };
             let qkv = block.qkv.forward(&h)?;
+            if on_device {
+                let norm = match (&block.q_norm, &block.k_norm) {
+                    (Some(qn), Some(kn)) => Some(DeviceQkNorm {
+                        q: Tensor::from_slice(qn, qn.len(), &self.device)?,
+                        k: Tensor::from_slice(kn, kn.len(), &self.device)?,
+                    }),
+                    _ => None,
+                };
+                let attn = super::device_attention::attention(
+                    &qkv,
+                    norm.as_ref(),
+                    eps,
+                    &device_rope[spec.rope],
+                    self.rope_style,
+                    &batch.segments,
+                    &shape,
+                )?;
+                x = self.finish_block(block, x, &attn)?;
+                continue;
+            }
             let mut qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
             if let (Some(qn), Some(kn)) = (&block.q_norm, &block.k_norm) {
                 qk_norm(&mut qkv, qn, kn, &shape, eps);
@@ -354,27 +392,41 @@ impl Transformer {
                 cache.append(layer, &qkv, seg, &shape);
             }
             let attn = Tensor::from_vec(attn, (n, cfg.num_heads * cfg.head_dim), &self.device)?;
-            let mut a = block.o.forward(&attn)?;
-            if let Some(w) = &block.post_attn_norm {
-                a = self.norm(&a, w)?;
-            }
-            x = (x + a)?;
-            let h = match &block.mlp_norm {
-                Some(w) => self.norm(&x, w)?,
-                None => x.clone(),
-            };
-            let gu = block.gate_up.forward(&h)?;
-            let act = gated_activation(&gu, cfg.intermediate_size, cfg.activation)?;
-            let mut m = block.down.forward(&act)?;
-            if let Some(w) = &block.post_mlp_norm {
-                m = self.norm(&m, w)?;
-            }
-            x = (x + m)?;
+            x = self.finish_block(block, x, &attn)?;
         }
         for (cache, seg) in caches.iter_mut().zip(&batch.segments) {
             cache.len += seg.len;
         }
         self.norm(&x, &self.final_norm)
+    }
+
+    /// The rest of a block after attention: output projection, residual, MLP, residual.
+    fn finish_block(&self, block: &Block, x: Tensor, attn: &Tensor) -> Result<Tensor> {
+        let cfg = &self.config;
+        let mut a = block.o.forward(attn)?;
+        if let Some(w) = &block.post_attn_norm {
+            a = self.norm(&a, w)?;
+        }
+        let x = (x + a)?;
+        let h = match &block.mlp_norm {
+            Some(w) => self.norm(&x, w)?,
+            None => x.clone(),
+        };
+        let gu = block.gate_up.forward(&h)?;
+        let act = gated_activation(&gu, cfg.intermediate_size, cfg.activation)?;
+        let mut m = block.down.forward(&act)?;
+        if let Some(w) = &block.post_mlp_norm {
+            m = self.norm(&m, w)?;
+        }
+        Ok((x + m)?)
+    }
+
+    /// Forces attention on the device path (`Some(true)`), the host path (`Some(false)`), or
+    /// leaves the choice to the device (`None`: device path on a GPU). Tests run the device path
+    /// on the CPU backend against the host one.
+    pub fn with_device_attention(mut self, choice: Option<bool>) -> Self {
+        self.device_attention = choice;
+        self
     }
 
     /// Applies the LM head (and the final soft-cap, if any) to selected hidden rows:

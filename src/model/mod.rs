@@ -11,6 +11,7 @@ pub mod bf16_gemm;
 pub mod config;
 pub mod decoder;
 pub mod device;
+pub mod device_attention;
 pub mod fastmath;
 pub mod generate;
 pub mod gguf;

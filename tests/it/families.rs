@@ -236,6 +236,52 @@ fn prefix_sharing_and_the_kv_cache_reproduce_the_reference_for_every_family() {
     }
 }
 
+/// The device-side attention (what a GPU runs: q/k norms, RoPE and the causal softmax as tensor
+/// ops, no host round trip), forced on the CPU backend: every family against transformers,
+/// packed and as a shared-prefix child segment; and the interleaved RoPE of quantized GGUF
+/// loads against the host path.
+#[test]
+fn device_attention_matches_transformers_on_every_family() {
+    let mut report = Vec::new();
+    for (name, has_gguf) in cases() {
+        let model = load_hf(&name).with_device_attention(Some(true));
+        let worst = packed_worst(&model, &reference(&name));
+        assert!(worst < TOLERANCE, "{name}: max |Δ log-prob| {worst}");
+        let seq = &reference(&name)[0];
+        let mut batch = PackedBatch::default();
+        let parent = batch.push_segment(&seq.ids[..37], 0, None);
+        batch.push_segment(&seq.ids[37..], 37, Some(parent));
+        let hidden = model.forward_hidden(&batch).expect("forward");
+        let (prefix_worst, top) = compare(&log_probs(&model, &hidden), seq);
+        assert!(
+            prefix_worst < TOLERANCE && top == 0,
+            "{name} prefix: {prefix_worst}"
+        );
+        report.push(format!("{name}: {worst:.2e}"));
+        if has_gguf && name == "llama" {
+            let path = models_dir().join(&name).join("model.gguf");
+            let load = || {
+                GgufFile::open(&path)
+                    .and_then(|mut g| g.load_transformer(ComputeMode::Quantized, &device()))
+                    .expect("quantized load")
+            };
+            let (host, dev) = (load(), load().with_device_attention(Some(true)));
+            let mut batch = PackedBatch::default();
+            batch.push_segment(&seq.ids, 0, None);
+            let a = log_probs(&host, &host.forward_hidden(&batch).expect("host"));
+            let b = log_probs(&dev, &dev.forward_hidden(&batch).expect("device"));
+            let diff = a
+                .iter()
+                .flatten()
+                .zip(b.iter().flatten())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f64::max);
+            assert!(diff < 1e-4, "interleaved RoPE, device vs host: {diff}");
+        }
+    }
+    eprintln!("device attention vs transformers: {}", report.join(", "));
+}
+
 /// Copies a fixture checkpoint into a temporary directory with its config edited.
 pub(crate) fn edited(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
