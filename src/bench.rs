@@ -192,6 +192,9 @@ pub struct CpuKernels {
     /// The f32 matmul kernels gemm uses on this CPU: `avx2+fma` or `baseline` (its AVX-512
     /// kernels are not built, see README "Measured").
     pub f32_matmul: &'static str,
+    /// The bf16 matmul of `--compute bf16`: hindsight's AVX512_BF16 kernel where the CPU has it
+    /// (and `HINDSIGHT_CPU_KERNELS` does not switch it off), else candle's.
+    pub bf16_matmul: &'static str,
 }
 
 /// Detects [`CpuKernels`] of the running machine.
@@ -242,9 +245,15 @@ pub fn cpu_kernels() -> CpuKernels {
             "baseline"
         }
     };
+    let bf16_matmul = if crate::model::bf16_gemm::available() {
+        "avx512bf16 (hindsight's kernel)"
+    } else {
+        "candle (converted to f32 inside gemm)"
+    };
     CpuKernels {
         model,
         flags,
         f32_matmul,
+        bf16_matmul,
     }
 }

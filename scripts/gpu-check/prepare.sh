@@ -50,7 +50,26 @@ if [ ! -f target/real-templates/llama3/tokenizer.json ]; then
 fi
 
 rm -rf "$out"
-mkdir -p "$out/tokenizer" "$out/episodes"
+mkdir -p "$out/tokenizer" "$out/episodes" "$out/curand-stub"
+# PyTorch's CUDA 13 wheels bring cuBLAS, the runtime and NVRTC but not cuRAND, which candle's
+# CUDA device opens at creation (hindsight draws no random numbers on the GPU: sampling runs on
+# the host). The real library is 105 MB (42 MB as xz), over the folder's budget beside the
+# binary, so the folder carries a stub: set-up calls succeed, any generation call fails with
+# CURAND_STATUS_INTERNAL_ERROR (never silently). run.py uses it only when torch has no cuRAND.
+{
+  echo '/* cuRAND stub for the GPU check: see scripts/gpu-check/prepare.sh. */'
+  for sym in $(nm -D --undefined-only "$bin" | sed -nE 's/.*U (curand[A-Za-z0-9_]*)@.*/\1/p' | sort -u); do
+    case "$sym" in
+      curandCreateGenerator) echo 'int curandCreateGenerator(void **g, int t) { *g = (void *)0x1; return 0; }' ;;
+      curandDestroyGenerator|curandSetPseudoRandomGeneratorSeed|curandSetStream|curandSetGeneratorOffset)
+        echo "int $sym(void) { return 0; }" ;;
+      *) echo "int $sym(void) { return 999; }" ;;
+    esac
+  done
+} > "$out/curand-stub/curand_stub.c"
+echo 'libcurand.so.10 { global: curand*; local: *; };' > "$out/curand-stub/version.map"
+cc -shared -fPIC -Wl,-soname,libcurand.so.10 -Wl,--version-script="$out/curand-stub/version.map" \
+  -o "$out/curand-stub/libcurand.so.10" "$out/curand-stub/curand_stub.c"
 xz -T0 -6 -c "$bin" > "$out/hindsight.xz"
 xz -T0 -9 -c target/real-templates/llama3/tokenizer.json > "$out/tokenizer/tokenizer.json.xz"
 cp target/real-templates/llama3/tokenizer_config.json "$out/tokenizer/"

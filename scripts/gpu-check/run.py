@@ -77,18 +77,22 @@ def unpack(src: Path, dst: Path):
     return dst
 
 
+# What the binary links (readelf -d: libcudart, libcublas, libcurand; libcuda.so.1 comes with
+# the driver) and what cudarc opens at run time (NVRTC, cuBLASLt).
+CUDA_LIBS = ("libcudart.so.13", "libcublas.so.13", "libcublasLt.so.13", "libcurand.so.10",
+             "libnvrtc.so.13")
+
+
 def cuda_library_path():
-    """Directories of the CUDA 13 libraries PyTorch's wheels installed (cuBLAS, cuRAND, NVRTC),
-    which the binary loads at run time."""
+    """Directories of the CUDA 13 libraries PyTorch's wheels installed, and which were found."""
     dirs, found = [], set()
     for root in map(Path, sys.path):
         nv = root / "nvidia"
         if not nv.is_dir():
             continue
         for lib in nv.glob("**/lib*.so*"):
-            if any(lib.name.startswith(p) for p in ("libcublas.so.13", "libcurand.so.10",
-                                                      "libnvrtc.so.13", "libcublasLt.so.13")):
-                found.add(lib.name.split(".so")[0])
+            if lib.name in CUDA_LIBS:
+                found.add(lib.name)
                 if str(lib.parent) not in dirs:
                     dirs.append(str(lib.parent))
     return dirs, found
@@ -211,7 +215,13 @@ def main():
         log(subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                             "--format=csv,noheader"], capture_output=True, text=True).stdout.strip())
         dirs, found = cuda_library_path()
-        missing = {"libcublas", "libcurand", "libnvrtc"} - found
+        missing = set(CUDA_LIBS) - found
+        if "libcurand.so.10" in missing:
+            # See prepare.sh: set-up succeeds, any random generation on the GPU fails loudly.
+            log("this PyTorch has no cuRAND: using the folder's stub (hindsight draws no random "
+                "numbers on the GPU)")
+            dirs.insert(0, str(HERE / "curand-stub"))
+            missing.discard("libcurand.so.10")
         if missing:
             sys.exit(f"this PyTorch brings no CUDA 13 {sorted(missing)} (the binary is built "
                      f"against CUDA 13): install a cu13x torch wheel")

@@ -59,14 +59,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     );
     let cpu = bench::cpu_kernels();
     println!(
-        "cpu {} | flags: {} | f32 matmul kernels: {}",
+        "cpu {} | flags: {} | f32 matmul kernels: {} | bf16 matmul: {}",
         cpu.model.as_deref().unwrap_or("unknown"),
         if cpu.flags.is_empty() {
             "none of note".to_string()
         } else {
             cpu.flags.join(" ")
         },
-        cpu.f32_matmul
+        cpu.f32_matmul,
+        cpu.bf16_matmul
     );
     let mut forward = Vec::new();
     for &len in &a.seq_lens {

@@ -28,8 +28,9 @@ pub const MR: usize = 12;
 /// L1/L2 (128, 256 and 512 measured alike within noise).
 const KC2: usize = 256;
 /// Rows of the activation handled by one task (with one panel): large, so that a panel is read
-/// from memory once for all of them (the LM head's weight does not fit any cache).
-const MB: usize = 256;
+/// from memory once for all of them (the LM head's weight does not fit any cache); a multiple
+/// of [`MR`], so tasks start on a packed row group.
+const MB: usize = 21 * MR;
 
 /// Whether this CPU runs the kernel, and it is not switched off.
 pub fn available() -> bool {
@@ -106,7 +107,7 @@ impl PackedBf16 {
         }
         let x = x.to_dtype(DType::F32)?.contiguous()?;
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let a = to_bf16_pairs(&xs, m, k, self.k2);
+        let a = pack_rows(&to_bf16_pairs(&xs, m, k, self.k2), m, self.k2);
         let mut out = vec![0f32; m * self.n];
         self.run(&a, m, &mut out);
         Ok(Tensor::from_vec(out, (m, self.n), &Device::Cpu)?)
@@ -130,11 +131,10 @@ impl PackedBf16 {
                     let rows = MR.min(r1 - r);
                     let mut tile = [[0f32; NR]; MR];
                     // SAFETY: `available()` was checked when the weight was chosen for this
-                    // kernel; `a` holds `m × k2` pairs and the panel `k2 × NR`.
+                    // kernel; `a` holds `ceil(m / MR) × k2 × MR` pairs and the panel `k2 × NR`.
                     unsafe {
                         kernel::tile(
-                            &a[r * self.k2 + k0..],
-                            self.k2,
+                            &a[(r / MR * self.k2 + k0) * MR..],
                             &panel[k0 * NR..],
                             kc,
                             rows,
@@ -170,6 +170,24 @@ struct SendPtr(*mut f32);
 // SAFETY: tasks write disjoint regions (see `run`).
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
+
+/// Lays bf16 pair rows `[M, K2]` out as groups of [`MR`] rows, `[M/MR][K2][MR]` (zero rows
+/// past `m`): the microkernel then reads the pairs it broadcasts from one sequential stream.
+fn pack_rows(a: &[u32], m: usize, k2: usize) -> Vec<u32> {
+    let groups = m.div_ceil(MR);
+    let mut out = vec![0u32; groups * k2 * MR];
+    out.par_chunks_mut(k2 * MR)
+        .enumerate()
+        .for_each(|(gi, dst)| {
+            for i in 0..MR.min(m - gi * MR) {
+                let src = &a[(gi * MR + i) * k2..(gi * MR + i + 1) * k2];
+                for (kk, &pair) in src.iter().enumerate() {
+                    dst[kk * MR + i] = pair;
+                }
+            }
+        });
+    out
+}
 
 /// Rounds f32 rows `[M, K]` to bf16 pairs `[M, K2]` (round to nearest even; a NaN stays NaN).
 fn to_bf16_pairs(xs: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
@@ -212,15 +230,14 @@ mod kernel {
         blocks * 16
     }
 
-    /// `tile[0..rows] = A[rows × kc pairs] · panel[kc × NR]`, A rows `lda` pairs apart.
+    /// `tile[0..rows] = A[rows × kc pairs] · panel[kc × NR]`, A packed `[kc][MR]`.
     ///
     /// # Safety
-    /// The CPU must have AVX512F and AVX512_BF16; `a` must hold `(rows - 1) * lda + kc` pairs
-    /// and `panel` `kc * NR`.
+    /// The CPU must have AVX512F and AVX512_BF16; `a` must hold `kc * MR` pairs and `panel`
+    /// `kc * NR`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn tile(
         a: &[u32],
-        lda: usize,
         panel: &[u32],
         kc: usize,
         rows: usize,
@@ -229,7 +246,7 @@ mod kernel {
         macro_rules! dispatch {
             ($($n:literal)*) => {
                 match rows {
-                    $($n => micro::<$n>(a, lda, panel, kc, tile),)*
+                    $($n => micro::<$n>(a, panel, kc, tile),)*
                     _ => {}
                 }
             };
@@ -241,7 +258,6 @@ mod kernel {
     #[inline]
     unsafe fn micro<const R: usize>(
         a: &[u32],
-        lda: usize,
         panel: &[u32],
         kc: usize,
         tile: &mut [[f32; NR]; MR],
@@ -254,7 +270,7 @@ mod kernel {
             let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(kk * NR).cast()));
             let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(kk * NR + 16).cast()));
             for i in 0..R {
-                let pair = *ap.add(i * lda + kk);
+                let pair = *ap.add(kk * MR + i);
                 let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
                 acc0[i] = _mm512_dpbf16_ps(acc0[i], av, b0);
                 acc1[i] = _mm512_dpbf16_ps(acc1[i], av, b1);
@@ -277,7 +293,6 @@ mod kernel {
     /// Never called: [`super::available`] is false off x86_64.
     pub unsafe fn tile(
         _a: &[u32],
-        _lda: usize,
         _panel: &[u32],
         _kc: usize,
         _rows: usize,
@@ -301,7 +316,13 @@ mod tests {
             return;
         }
         // Odd K and N, M not a multiple of the tile, K spanning several blocks.
-        for (m, n, k) in [(1, 1, 1), (13, 33, 7), (100, 70, 515), (5, 40, 1100)] {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (13, 33, 7),
+            (100, 70, 515),
+            (5, 40, 1100),
+            (300, 45, 64),
+        ] {
             let xs: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
                 .collect();
