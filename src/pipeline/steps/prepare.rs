@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use super::counts::{DropReason, StepCounts};
 use super::rollout::Candidate;
 use crate::episode::Episode;
@@ -38,79 +40,128 @@ impl<'m> PrepareStep<'m> {
         }
     }
 
-    /// Prepares every candidate; drops (and counts) those that cannot be scored.
+    /// Prepares every candidate; drops (and counts) those that cannot be scored. Candidates
+    /// are tokenized in parallel (on a GPU the host's cores would otherwise idle between
+    /// forwards); drops are counted and logged in input order, so runs stay deterministic.
     pub fn apply(&mut self, candidates: Vec<Candidate>, counts: &mut StepCounts) -> Vec<Ready> {
-        let m = self.model;
-        let max_positions = m.transformer.max_positions();
-        let mut out = Vec::with_capacity(candidates.len());
-        for Candidate {
-            episode: ep,
-            sampled,
-        } in candidates
-        {
+        for c in &candidates {
             let custom = &self.custom;
-            let tpl = self
-                .templates
-                .entry(ep.teacher_template.clone())
-                .or_insert_with(|| crate::template::resolve(&ep.teacher_template, custom).ok())
-                .clone();
-            let outcome = match &sampled {
-                // Rollouts keep the sampled ids exactly; only logged responses are encoded.
-                Some(ids) => prepare_sampled(m, &ep, tpl.as_ref(), ids.clone()),
-                None => prepare_episode(&m.tokenizer, &ep, tpl.as_ref()),
-            };
-            let mut p = match outcome {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot tokenize episode: {}", crate::util::terminal_safe(&e.to_string()));
-                    counts.drop(match e {
-                        crate::error::Error::TemplateMismatch(_) => DropReason::TemplateMismatch,
-                        _ => DropReason::TokenizationError,
-                    });
-                    continue;
-                }
-            };
-            // The feedback probes, in runs with a `pmi` method (then all three PMI columns are
-            // recorded). An episode whose probe cannot be built or does not fit the model's
-            // context is dropped with its reason: kept, it would pass the filter unfiltered.
-            if self.probes && sampled.is_none() {
-                let response = ep.completion.as_deref().unwrap_or_default();
-                match try_followup_probe(&m.tokenizer, &ep, response, true) {
-                    Ok(probe) => p.request.followup = probe,
-                    Err(e) => {
-                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "cannot build the feedback probe: {}", crate::util::terminal_safe(&e.to_string()));
-                        counts.drop(DropReason::ProbeUnavailable);
-                        continue;
-                    }
-                }
-            }
-            let r = &p.request;
-            let probe = r.followup.as_ref().map_or(0, |f| {
-                let context = f
-                    .after_response
-                    .len()
-                    .max(f.bare.len())
-                    .max(f.after_history.as_ref().map_or(0, Vec::len));
-                context + f.target.len()
-            });
-            let contexts = r
-                .prompt_ids
-                .len()
-                .max(r.teacher_prompt_ids.len())
-                .max(r.control_prompt_ids.as_ref().map_or(0, Vec::len));
-            let longest = (contexts + r.completion_ids.len()).max(probe);
-            if longest > max_positions {
-                counts.drop(DropReason::ExceedsModelContext);
-            } else if r.completion_ids.is_empty() {
-                counts.drop(DropReason::EmptyCompletion);
-            } else {
-                out.push(Ready {
-                    episode: ep,
-                    prepared: p,
+            self.templates
+                .entry(c.episode.teacher_template.clone())
+                .or_insert_with(|| {
+                    crate::template::resolve(&c.episode.teacher_template, custom).ok()
                 });
+        }
+        let (m, templates, probes) = (self.model, &self.templates, self.probes);
+        let outcomes: Vec<Outcome> = candidates
+            .into_par_iter()
+            .map(|c| {
+                let tpl = templates
+                    .get(&c.episode.teacher_template)
+                    .and_then(Option::as_ref);
+                prepare_one(m, c, tpl, probes)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(outcomes.len());
+        for o in outcomes {
+            match o {
+                Outcome::Ready(r) => out.push(*r),
+                Outcome::Dropped { reason, warning } => {
+                    if let Some((ep, what, e)) = warning {
+                        tracing::warn!(uri = %crate::util::terminal_safe(&ep.provenance.source_uri), record = ep.provenance.source_record, "{what}: {}", crate::util::terminal_safe(&e));
+                    }
+                    counts.drop(reason);
+                }
             }
         }
         out
+    }
+}
+
+/// What preparing one candidate gave: an episode ready to score, or a drop with its reason
+/// (and the warning to log, for errors).
+enum Outcome {
+    Ready(Box<Ready>),
+    Dropped {
+        reason: DropReason,
+        warning: Option<(Box<Episode>, &'static str, String)>,
+    },
+}
+
+fn prepare_one(
+    m: &LoadedModel,
+    Candidate {
+        episode: ep,
+        sampled,
+    }: Candidate,
+    tpl: Option<&TeacherTemplate>,
+    probes: bool,
+) -> Outcome {
+    let outcome = match &sampled {
+        // Rollouts keep the sampled ids exactly; only logged responses are encoded.
+        Some(ids) => prepare_sampled(m, &ep, tpl, ids.clone()),
+        None => prepare_episode(&m.tokenizer, &ep, tpl),
+    };
+    let mut p = match outcome {
+        Ok(p) => p,
+        Err(e) => {
+            let reason = match e {
+                crate::error::Error::TemplateMismatch(_) => DropReason::TemplateMismatch,
+                _ => DropReason::TokenizationError,
+            };
+            return Outcome::Dropped {
+                reason,
+                warning: Some((Box::new(ep), "cannot tokenize episode", e.to_string())),
+            };
+        }
+    };
+    // The feedback probes, in runs with a `pmi` method (then all three PMI columns are
+    // recorded). An episode whose probe cannot be built or does not fit the model's context is
+    // dropped with its reason: kept, it would pass the filter unfiltered.
+    if probes && sampled.is_none() {
+        let response = ep.completion.as_deref().unwrap_or_default();
+        match try_followup_probe(&m.tokenizer, &ep, response, true) {
+            Ok(probe) => p.request.followup = probe,
+            Err(e) => {
+                return Outcome::Dropped {
+                    reason: DropReason::ProbeUnavailable,
+                    warning: Some((
+                        Box::new(ep),
+                        "cannot build the feedback probe",
+                        e.to_string(),
+                    )),
+                };
+            }
+        }
+    }
+    let r = &p.request;
+    let probe = r.followup.as_ref().map_or(0, |f| {
+        let context = f
+            .after_response
+            .len()
+            .max(f.bare.len())
+            .max(f.after_history.as_ref().map_or(0, Vec::len));
+        context + f.target.len()
+    });
+    let contexts = r
+        .prompt_ids
+        .len()
+        .max(r.teacher_prompt_ids.len())
+        .max(r.control_prompt_ids.as_ref().map_or(0, Vec::len));
+    let longest = (contexts + r.completion_ids.len()).max(probe);
+    let reason = if longest > m.transformer.max_positions() {
+        DropReason::ExceedsModelContext
+    } else if r.completion_ids.is_empty() {
+        DropReason::EmptyCompletion
+    } else {
+        return Outcome::Ready(Box::new(Ready {
+            episode: ep,
+            prepared: p,
+        }));
+    };
+    Outcome::Dropped {
+        reason,
+        warning: None,
     }
 }
 
