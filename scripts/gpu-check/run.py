@@ -66,6 +66,12 @@ SHAPES = {
 }
 
 
+def dtype_kwargs(dtype):
+    """`dtype=` for transformers 5 (and late 4.x), `torch_dtype=` for older 4.x."""
+    major, minor = (int(x) for x in __import__("transformers").__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -107,7 +113,7 @@ def make_checkpoint(name, dtype, device, out: Path, tokenizer: Path):
     torch.manual_seed(0)
     t = time.time()
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+        model = AutoModelForCausalLM.from_config(cfg, **dtype_kwargs(dtype))
     model.save_pretrained(d, safe_serialization=True, max_shard_size="5GB")
     for f in tokenizer.iterdir():
         shutil.copy(f, d / f.name)
@@ -118,7 +124,7 @@ def make_checkpoint(name, dtype, device, out: Path, tokenizer: Path):
 
 
 def load_reference(d: Path, dtype, device):
-    model = AutoModelForCausalLM.from_pretrained(d, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(d, **dtype_kwargs(dtype)).to(device)
     model.eval()
     return model
 

@@ -34,9 +34,12 @@ const MB: usize = 21 * MR;
 
 /// Whether this CPU runs the kernel, and it is not switched off.
 pub fn available() -> bool {
-    if std::env::var("HINDSIGHT_CPU_KERNELS").is_ok_and(|v| v == "avx2" || v == "baseline") {
-        return false;
-    }
+    let off = std::env::var("HINDSIGHT_CPU_KERNELS").is_ok_and(|v| v == "avx2" || v == "baseline");
+    !off && cpu_supports()
+}
+
+/// Whether the CPU has the instructions the kernel uses (AVX512F and AVX512_BF16).
+fn cpu_supports() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -59,8 +62,15 @@ pub struct PackedBf16 {
 }
 
 impl PackedBf16 {
-    /// Packs a CPU weight tensor `[N, K]` (any float dtype; rounded to bf16 if wider).
+    /// Packs a CPU weight tensor `[N, K]` (any float dtype; rounded to bf16 if wider). Refused
+    /// on a CPU without AVX512_BF16, so a packed weight can always run the kernel.
     pub fn from_tensor(w: &Tensor) -> Result<Self> {
+        if !cpu_supports() {
+            return Err(Error::Request {
+                id: None,
+                message: "the bf16 kernel needs a CPU with AVX512F and AVX512_BF16".into(),
+            });
+        }
         let (n, k) = w.dims2()?;
         let bits: Vec<u16> = w
             .to_dtype(DType::BF16)?
@@ -130,8 +140,8 @@ impl PackedBf16 {
                 while r < r1 {
                     let rows = MR.min(r1 - r);
                     let mut tile = [[0f32; NR]; MR];
-                    // SAFETY: `available()` was checked when the weight was chosen for this
-                    // kernel; `a` holds `ceil(m / MR) × k2 × MR` pairs and the panel `k2 × NR`.
+                    // SAFETY: `from_tensor` refuses CPUs without the kernel's instructions;
+                    // `a` holds `ceil(m / MR) × k2 × MR` pairs and the panel `k2 × NR`.
                     unsafe {
                         kernel::tile(
                             &a[(r / MR * self.k2 + k0) * MR..],
@@ -194,7 +204,8 @@ fn to_bf16_pairs(xs: &[f32], m: usize, k: usize, k2: usize) -> Vec<u32> {
     let mut a = vec![0u32; m * k2];
     a.par_chunks_mut(k2).enumerate().for_each(|(r, dst)| {
         let src = &xs[r * k..(r + 1) * k];
-        // SAFETY: the kernel only runs where `available()` holds (AVX512F + AVX512_BF16).
+        // SAFETY: only reached through a `PackedBf16`, which exists only where the CPU has
+        // AVX512F and AVX512_BF16 (`from_tensor`).
         let done = unsafe { kernel::convert(src, dst) };
         for (kk, d) in dst.iter_mut().enumerate().skip(done) {
             let lo = half::bf16::from_f32(src[2 * kk]).to_bits() as u32;

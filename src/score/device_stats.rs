@@ -39,7 +39,9 @@ pub fn log_normaliser(x: &Tensor) -> Result<Tensor> {
 }
 
 /// The `k` largest entries of every row of `x` (`[R, N]`, f32), descending: `(ids [R, k] u32,
-/// values [R, k])`. Sorts never exceed [`SORT_WIDTH`] columns unless the rows already fit.
+/// values [R, k])`. Sorts stay within [`SORT_WIDTH`] columns when
+/// [`device_top_k_supported`] holds; otherwise one sort spans the row, which only the CPU
+/// backend can do (the scorer uses the host path then).
 pub fn top_k(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
     let (rows, n) = x.dims2()?;
     let k = k.min(n);
