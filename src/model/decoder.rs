@@ -565,6 +565,14 @@ impl KvCache {
     }
 }
 
+/// `o = silu(g) * u`, element by element.
+#[inline(always)]
+fn silu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
+    for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
+        *o = x / (1.0 + super::fastmath::exp(-x)) * u;
+    }
+}
+
 /// `act(gate) * up` for a fused `[N, 2I]` tensor, returned as `[N, I]`.
 fn gated_activation(gate_up: &Tensor, inter: usize, activation: Activation) -> Result<Tensor> {
     let (n, _) = gate_up.dims2()?;
@@ -575,12 +583,7 @@ fn gated_activation(gate_up: &Tensor, inter: usize, activation: Activation) -> R
         .for_each(|(o, row)| {
             let (g, u) = row.split_at(inter);
             match activation {
-                Activation::Silu => {
-                    for i in 0..inter {
-                        let x = g[i];
-                        o[i] = x / (1.0 + super::fastmath::exp(-x)) * u[i];
-                    }
-                }
+                Activation::Silu => crate::model::fastmath::avx2!(silu_mul(o, g, u)),
                 Activation::GeluTanh => {
                     // gelu_pytorch_tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
                     const C: f32 = 0.797_884_6;

@@ -63,6 +63,11 @@ pub fn tail_log_mass_of_row(logits: &[f32], lse: f64, top: &[u32]) -> f64 {
 
 /// Σ exp(x - shift) over a slice, f32 exponentials in f64 lanes.
 fn sum_exp(xs: &[f32], shift: f32) -> f64 {
+    crate::model::fastmath::avx2!(sum_exp_body(xs, shift))
+}
+
+#[inline(always)]
+fn sum_exp_body(xs: &[f32], shift: f32) -> f64 {
     let mut lanes = [0f64; 8];
     let mut chunks = xs.chunks_exact(8);
     for c in &mut chunks {
@@ -101,6 +106,11 @@ pub fn kl_topk_tail(lp: &[f64], lq: &[f64]) -> f64 {
 /// KL(p ‖ q) over the full vocabulary from two logit rows and their log-sum-exps (the exact
 /// value the top-k + tail estimate approximates; used to measure that approximation).
 pub fn kl_full(p_logits: &[f32], p_lse: f64, q_logits: &[f32], q_lse: f64) -> f64 {
+    crate::model::fastmath::avx2!(kl_full_body(p_logits, p_lse, q_logits, q_lse))
+}
+
+#[inline(always)]
+fn kl_full_body(p_logits: &[f32], p_lse: f64, q_logits: &[f32], q_lse: f64) -> f64 {
     let pl = p_lse as f32;
     let shift = (p_lse - q_lse) as f32;
     let term = |a: f32, b: f32| fastmath::exp(a - pl) * ((a - b) - shift);
