@@ -370,7 +370,7 @@ impl Transformer {
                     &batch.segments,
                     &shape,
                 )?;
-                x = self.finish_block(block, x, &attn)?;
+                x = self.finish_block(block, x, &attn, true)?;
                 continue;
             }
             let mut qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
@@ -392,7 +392,7 @@ impl Transformer {
                 cache.append(layer, &qkv, seg, &shape);
             }
             let attn = Tensor::from_vec(attn, (n, cfg.num_heads * cfg.head_dim), &self.device)?;
-            x = self.finish_block(block, x, &attn)?;
+            x = self.finish_block(block, x, &attn, false)?;
         }
         for (cache, seg) in caches.iter_mut().zip(&batch.segments) {
             cache.len += seg.len;
@@ -401,7 +401,14 @@ impl Transformer {
     }
 
     /// The rest of a block after attention: output projection, residual, MLP, residual.
-    fn finish_block(&self, block: &Block, x: Tensor, attn: &Tensor) -> Result<Tensor> {
+    /// `on_device`: the gated activation runs as tensor ops (no host round trip on a GPU).
+    fn finish_block(
+        &self,
+        block: &Block,
+        x: Tensor,
+        attn: &Tensor,
+        on_device: bool,
+    ) -> Result<Tensor> {
         let cfg = &self.config;
         let mut a = block.o.forward(attn)?;
         if let Some(w) = &block.post_attn_norm {
@@ -413,7 +420,11 @@ impl Transformer {
             None => x.clone(),
         };
         let gu = block.gate_up.forward(&h)?;
-        let act = gated_activation(&gu, cfg.intermediate_size, cfg.activation)?;
+        let act = if on_device {
+            gated_activation_tensor(&gu, cfg.intermediate_size, cfg.activation)?
+        } else {
+            gated_activation(&gu, cfg.intermediate_size, cfg.activation)?
+        };
         let mut m = block.down.forward(&act)?;
         if let Some(w) = &block.post_mlp_norm {
             m = self.norm(&m, w)?;
@@ -571,6 +582,22 @@ fn silu_mul(o: &mut [f32], g: &[f32], u: &[f32]) {
     for ((o, &x), &u) in o.iter_mut().zip(g).zip(u) {
         *o = x / (1.0 + super::fastmath::exp(-x)) * u;
     }
+}
+
+/// [`gated_activation`] as tensor ops on the tensor's device (candle's SiLU, and its `gelu`,
+/// which is the tanh approximation `gelu_pytorch_tanh`).
+fn gated_activation_tensor(
+    gate_up: &Tensor,
+    inter: usize,
+    activation: Activation,
+) -> Result<Tensor> {
+    let gate = gate_up.narrow(1, 0, inter)?;
+    let up = gate_up.narrow(1, inter, inter)?;
+    let act = match activation {
+        Activation::Silu => candle_nn::ops::silu(&gate)?,
+        Activation::GeluTanh => gate.gelu()?,
+    };
+    Ok((act * up)?)
 }
 
 /// `act(gate) * up` for a fused `[N, 2I]` tensor, returned as `[N, I]`.
