@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod episode;
 pub mod error;
+pub mod export;
 pub mod gguf;
 pub mod ingest;
 pub mod model;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod compact;
 pub mod eval_relevance;
 pub mod export;
+pub mod export_hf;
 pub mod finalize;
 pub mod inspect;
 pub mod plan;
@@ -101,8 +102,10 @@ pub enum Command {
     Plan(run::RunArgs),
     /// Score JSONL episodes: token ids, student/teacher log-probs, top-k, tail, relevance.
     Score(score::ScoreArgs),
+    /// Rewrite a dataset in a trainer's own layout (`--to axolotl-kd`); resumable and incremental.
+    Export(export::ExportArgs),
     /// Write a GGUF model as a Hugging Face directory (safetensors + config + tokenizer.json).
-    ExportHf(export::ExportArgs),
+    ExportHf(export_hf::ExportArgs),
     /// Check a dataset directory against the output contract (exit 0: valid, 1: violations, 2: unusable DIR).
     Validate(validate::ValidateArgs),
     /// After all `run --task-index I --num-tasks N` tasks: merge their chunks (dedup across tasks), write the manifest.
@@ -170,7 +173,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json_logs = cli.global.log_format == LogFormat::Json;
     match cli.command {
         Command::Bench(a) => bench::run(a),
-        Command::ExportHf(a) => export::run(a),
+        Command::ExportHf(a) => export_hf::run(a),
+        Command::Export(a) => export::run(a, json_logs),
         Command::Score(a) => score::run(a),
         Command::Run(a) => run::run(a, json_logs),
         Command::Plan(a) => plan::run(a),

@@ -165,7 +165,9 @@ fn writer_properties(
 
 /// Refuses a row whose per-token columns do not all have T (top-k: T × K) values: the one
 /// invariant every trainer relies on is cheaper to enforce here than to find later.
-fn check_alignment(row: &OutputRow) -> SinkResult<()> {
+/// `compact`: the dataset's encoding nulls the student's own snapshots, so a row read back from
+/// a compact shard (compaction, finalize's dedup) has none and needs none.
+fn check_alignment(row: &OutputRow, compact: bool) -> SinkResult<()> {
     let t = row.completion_ids.len();
     let k = row.k;
     let lens = [
@@ -205,7 +207,7 @@ fn check_alignment(row: &OutputRow) -> SinkResult<()> {
     ];
     for (name, len) in student_side {
         let ok = match len {
-            None => ks == 0,
+            None => ks == 0 || (compact && name == "student_topk_logprobs_self"),
             Some(len) => len == t * ks,
         };
         if !ok {
@@ -299,7 +301,7 @@ impl ShardWriter {
                 row.sample_id, row.k, row.ks, self.meta.top_k, self.meta.student_top_k
             )));
         }
-        check_alignment(&row)?;
+        check_alignment(&row, self.meta.encoding == crate::sink::Encoding::Compact)?;
         self.pending.push(row);
         if self.pending.len() >= self.batch_target() {
             self.flush_pending()?;

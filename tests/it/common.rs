@@ -74,6 +74,32 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// A pipeline file in `dir` over copies of the named sample-data files (in `dir/in`), with
+/// `chunk_records` records per chunk and `extra` TOML appended (e.g. a `[score]` table).
+pub fn sample_pipeline(
+    dir: &std::path::Path,
+    files: &[&str],
+    chunk_records: usize,
+    extra: &str,
+) -> PathBuf {
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).expect("inputs");
+    for f in files {
+        std::fs::copy(sample(f), inputs.join(f)).expect("copy");
+    }
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"test\"\n[input]\npaths = [{:?}]\nchunk_records = {chunk_records}\n\
+             [output]\ndir = \"unused\"\n{extra}",
+            inputs.display().to_string()
+        ),
+    )
+    .expect("pipeline");
+    p
+}
+
 /// Asserts that a run of the binary succeeded (showing its stderr if not); returns its stdout.
 pub fn ok(o: &Output) -> String {
     assert!(

@@ -2,7 +2,7 @@
 //! per chunk becomes one shard with the same rows in the same order; a rerun is still a no-op;
 //! a later night adds its own shards, and compacting again folds only those in.
 
-use crate::common::{hindsight, manifest_rows, ok, sample, temp_dir};
+use crate::common::{hindsight, manifest_rows, ok, sample, sample_pipeline, temp_dir};
 use std::path::Path;
 
 use hindsight::sink::{Manifest, OutputRow};
@@ -26,21 +26,7 @@ fn by_id(rows: &[OutputRow]) -> std::collections::BTreeMap<&str, &OutputRow> {
 #[test]
 fn compact_folds_chunk_shards_into_one_and_keeps_rows_resume_and_increments() {
     let dir = temp_dir("compact");
-    let inputs = dir.join("in");
-    std::fs::create_dir_all(&inputs).expect("inputs");
-    for f in ["hints.jsonl", "unit_tests.jsonl"] {
-        std::fs::copy(sample(f), inputs.join(f)).expect("copy");
-    }
-    let p = dir.join("pipeline.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "name = \"compact\"\n[input]\npaths = [{:?}]\nchunk_records = 1\n\
-             [output]\ndir = \"unused\"\n",
-            inputs.display().to_string()
-        ),
-    )
-    .expect("pipeline");
+    let p = sample_pipeline(&dir, &["hints.jsonl", "unit_tests.jsonl"], 1, "");
     let ps = p.to_str().expect("utf8");
     let out = dir.join("ds");
     let os = out.to_str().expect("utf8");
@@ -89,7 +75,7 @@ fn compact_folds_chunk_shards_into_one_and_keeps_rows_resume_and_increments() {
     // The next night adds a file: its chunks get their own shards beside the compacted one.
     std::fs::copy(
         sample("openai_messages.jsonl"),
-        inputs.join("openai_messages.jsonl"),
+        dir.join("in").join("openai_messages.jsonl"),
     )
     .expect("copy");
     run();

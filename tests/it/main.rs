@@ -12,6 +12,7 @@ mod deploy;
 mod device_stats;
 mod encoding;
 mod episode_drops;
+mod export;
 mod families;
 mod generation;
 mod hostile;
