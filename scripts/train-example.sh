@@ -15,6 +15,8 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r examples/trainer/requirements.txt
+# The hindsight_data package (python/): reading, decoding, alignment and the losses.
+"$venv/bin/pip" install --quiet --disable-pip-version-check ./python
 ./scripts/fetch-model.sh
 if [ ! -f out/chat_logs/manifest.json ]; then
   ./scripts/run-sample.sh

@@ -10,8 +10,9 @@ log-prob of the response tokens before and after.
 The teacher is never run: its signal is the stored top-k + tail (loss `kl`), the stored teacher
 log-probs at the student's top-k (loss `rkl`, reverse KL on the student's support; `kl+rkl` sums
 both; needs a dataset with `score.student_top_k > 0`) or the stored advantages (loss `awll`).
-Token ids are used exactly as stored; no text is re-tokenized. Datasets in the compact encoding
-are decoded as docs/CONTRACT.md says (lp = -(code / 64)^2, sorted rows as code differences).
+Token ids are used exactly as stored; no text is re-tokenized. Reading, checking, decoding
+(compact encoding), alignment and the losses come from the hindsight_data package
+(`pip install ./python`); this script adds the GGUF model check and the training loop.
 
 Exit status: 0 done; 1 `--require-kl-decrease` and held-out KL did not drop; 2 unusable input
 (bad arguments, dataset or model file, or a model/tokenizer that does not match the manifest);
@@ -33,26 +34,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF dequantization 
 # other work (measured on a busy 2-core machine); sleeping waiters cost little when they are not.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from gguf import GGUFReader
 
-COLUMNS = [
-    "sample_id",
-    "prompt_ids",
-    "completion_ids",
-    "loss_mask",
-    "student_logprobs",
-    "advantages",
-    "teacher_topk_ids",
-    "teacher_topk_logprobs",
-    "teacher_tail_logmass",
-    "relevance_kl",
-]
-STUDENT_SIDE = ["student_topk_ids", "teacher_logprobs_at_student_topk"]
-PER_TOKEN = ["loss_mask", "student_logprobs", "advantages", "teacher_topk_ids",
-             "teacher_topk_logprobs", "teacher_tail_logmass"]
+from hindsight_data import DatasetError, collate, open_dataset, split_heldout
+from hindsight_data.dataset import read_manifest as _read_manifest
+from hindsight_data.losses import advantage_loss, forward_kl, reverse_kl, student_logprobs
+
 SANITY_LIMIT = 0.1  # nats; a model mismatch gives differences of whole nats
 
 
@@ -132,22 +120,10 @@ def gguf_identity(path):
 
 def read_manifest(directory):
     """Manifest checks a trainer can do in O(manifest + shard bytes): version, listed shards, sha256."""
-    path = directory / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise Refusal(f"{path}: not a readable hindsight manifest ({e}); run `hindsight run` first")
-    if manifest.get("schema_version") not in (1, 2):
-        raise Refusal(f"{path}: schema_version {manifest.get('schema_version')!r}, this trainer reads 1 and 2")
-    for shard in manifest["shards"]:
-        path = directory / shard["file"]
-        try:
-            digest = sha256_file(path)
-        except OSError as e:
-            raise Refusal(f"{path}: listed in the manifest but not readable ({e})")
-        if digest != shard["sha256"]:
-            raise Refusal(f"{path}: sha256 differs from the manifest")
-    return manifest
+        return _read_manifest(directory, verify=True)
+    except DatasetError as e:
+        raise Refusal(str(e))
 
 
 def check_model(dataset_meta, identity, allow_mismatch):
@@ -167,105 +143,32 @@ def check_model(dataset_meta, identity, allow_mismatch):
     return "hashes DIFFER (--allow-model-mismatch)"
 
 
-def decode(values, compact, sorted_codes):
-    """Top-k log-probs as stored: float32 as is; compact one-byte codes decoded (docs/CONTRACT.md)."""
-    if not compact:
-        return torch.tensor(values)
-    codes = torch.tensor(values, dtype=torch.float32)
-    if sorted_codes:
-        codes = codes.cumsum(-1).clamp(max=255)
-    return -(codes / 64.0) ** 2
-
-
 def load_rows(directory, manifest, loss):
-    """Per-row tensors from the shards the manifest lists (a glob would also pick up manifest.json)."""
-    meta = manifest["dataset"]
+    """The dataset's rows (hindsight_data: shards from the manifest, compact codes decoded)."""
     reverse = loss in ("rkl", "kl+rkl")
-    if reverse and (manifest.get("schema_version") != 2 or not meta.get("student_top_k")):
-        raise Refusal(f"{directory}: loss {loss} needs the student-side columns; build the dataset "
-                      "with schema version 2 and score.student_top_k > 0")
-    compact = meta.get("encoding") == "compact"
-    columns = COLUMNS + (STUDENT_SIDE if reverse else [])
-    tables = [pq.read_table(directory / s["file"], columns=columns) for s in manifest["shards"]]
-    if not tables or sum(t.num_rows for t in tables) == 0:
-        raise Refusal(f"{directory}: the dataset has no rows")
-    rows = []
-    for r in pa.concat_tables(tables).to_pylist():
-        T = len(r["completion_ids"])
-        bad = [c for c in PER_TOKEN if len(r[c]) != T]
-        if bad or not r["prompt_ids"] or T == 0:
-            raise Refusal(f"row {r['sample_id']}: per-token columns {bad} do not match T={T} "
-                          "(run `hindsight validate`)")
-        rows.append({
-            "sample_id": r["sample_id"],
-            "input_ids": torch.tensor(r["prompt_ids"] + r["completion_ids"][:-1]),
-            "completion_ids": torch.tensor(r["completion_ids"]),
-            "mask": torch.tensor(r["loss_mask"], dtype=torch.float32),
-            "student_logprobs": torch.tensor(r["student_logprobs"]),
-            "advantages": torch.tensor(r["advantages"]),
-            "t_ids": torch.tensor(r["teacher_topk_ids"]),
-            "t_logp": decode(r["teacher_topk_logprobs"], compact, sorted_codes=True),
-            "t_tail": torch.tensor(r["teacher_tail_logmass"]),
-            "relevance_kl": r["relevance_kl"],
-        })
-        if reverse:
-            rows[-1]["s_ids"] = torch.tensor(r["student_topk_ids"])
-            rows[-1]["t_at_s"] = decode(r["teacher_logprobs_at_student_topk"], compact, sorted_codes=False)
-    no_mask = [r["sample_id"] for r in rows if r["mask"].sum() == 0]
+    try:
+        rows = list(open_dataset(directory, verify=False, student_side=True if reverse else None))
+    except DatasetError as e:
+        raise Refusal(f"{e}" + (f" (loss {loss} needs the student-side columns)" if reverse else ""))
+    no_mask = [r["sample_id"] for r in rows if r["loss_mask"].sum() == 0]
     if no_mask:
         print(f"note: {len(no_mask)} rows have no trainable token (loss_mask all 0); skipped")
-    return [r for r in rows if r["mask"].sum() > 0]
+    return [r for r in rows if r["loss_mask"].sum() > 0]
 
 
 def split_rows(rows, fraction):
     """Deterministic held-out split: rows ranked by sha256(sample_id); both sides non-empty."""
-    if len(rows) < 2:
-        raise Refusal("need at least 2 rows to hold some out")
-    ranked = sorted(rows, key=lambda r: hashlib.sha256(r["sample_id"].encode()).hexdigest())
-    n_held = min(max(1, round(fraction * len(rows))), len(rows) - 1)
-    return ranked[n_held:], ranked[:n_held]
+    try:
+        return split_heldout(rows, fraction)
+    except DatasetError as e:
+        raise Refusal(str(e))
 
 
-def student_logprobs(model, row):
-    """Student log-softmax at the positions that predict the completion tokens, shape (T, V).
-
-    The input is prompt_ids + completion_ids without the last completion token (whose logits
-    predict nothing); the last T positions then predict completion_ids[0..T), and the LM head
-    runs on those rows only.
-    """
-    T = len(row["completion_ids"])
-    logits = model(input_ids=row["input_ids"][None], logits_to_keep=T, use_cache=False).logits[0]
-    return torch.log_softmax(logits, dim=-1)
-
-
-def kl_per_token(logp, row):
-    """KL(teacher || student) per response token on the teacher's top-k plus one tail bucket.
-
-    The student's tail log-mass is the log-sum-exp of its log-probs outside the teacher's top-k:
-    exact and differentiable, with no 1 - sum cancellation.
-    """
-    s_top = logp.gather(-1, row["t_ids"])
-    s_tail = torch.logsumexp(logp.scatter(-1, row["t_ids"], float("-inf")), dim=-1)
-    t_top, t_tail = row["t_logp"], row["t_tail"]
-    return (t_top.exp() * (t_top - s_top)).sum(-1) + t_tail.exp() * (t_tail - s_tail)
-
-
-def rkl_per_token(logp, row):
-    """KL(student || teacher) per response token on the student's stored top-K_s plus one tail bucket.
-
-    The teacher is known only at the stored ids (`teacher_logprobs_at_student_topk`); its tail is
-    the mass it puts elsewhere, 1 - sum, floored at 1e-6. The student's top-K_s was taken when the
-    dataset was scored; the live student's log-probs are used on it.
-    """
-    s_top = logp.gather(-1, row["s_ids"])
-    s_tail = torch.logsumexp(logp.scatter(-1, row["s_ids"], float("-inf")), dim=-1)
-    t_top = row["t_at_s"]
-    t_tail = torch.log((1 - t_top.exp().sum(-1)).clamp(min=1e-6))
-    return (s_top.exp() * (s_top - t_top)).sum(-1) + s_tail.exp() * (s_tail - t_tail)
-
-
-def masked_mean(values, mask):
-    return (values * mask).sum() / mask.sum()
+def forward(model, row):
+    """The live student's logits for one row and the row as a batch aligned to them."""
+    batch = collate([row], return_tensors="pt")
+    logits = model(input_ids=batch["input_ids"], use_cache=False).logits
+    return logits, batch
 
 
 def row_loss(model, row, loss):
@@ -274,15 +177,14 @@ def row_loss(model, row, loss):
     awll uses the stored advantages as they are (teacher - student log-prob, no normalization):
     tokens the teacher likes more get pushed up, tokens it likes less get pushed down.
     """
-    logp = student_logprobs(model, row)
+    logits, batch = forward(model, row)
     if loss == "kl":
-        return masked_mean(kl_per_token(logp, row), row["mask"])
+        return forward_kl(logits, batch)
     if loss == "rkl":
-        return masked_mean(rkl_per_token(logp, row), row["mask"])
+        return reverse_kl(logits, batch)
     if loss == "kl+rkl":
-        return masked_mean(kl_per_token(logp, row) + rkl_per_token(logp, row), row["mask"])
-    token_logp = logp.gather(-1, row["completion_ids"][:, None])[:, 0]
-    return -masked_mean(row["advantages"] * token_logp, row["mask"])
+        return forward_kl(logits, batch) + reverse_kl(logits, batch)
+    return advantage_loss(logits, batch, advantages="stored", reduction="token_mean")
 
 
 @torch.no_grad()
@@ -291,13 +193,13 @@ def evaluate(model, rows):
     model.eval()
     out = []
     for row in rows:
-        logp = student_logprobs(model, row)
-        token_logp = logp.gather(-1, row["completion_ids"][:, None])[:, 0]
-        mask = row["mask"]
+        logits, batch = forward(model, row)
+        mask = batch["distill_mask"]
+        token_logp = student_logprobs(logits).gather(-1, batch["response_ids"][..., None])[..., 0]
         out.append({
-            "kl": masked_mean(kl_per_token(logp, row), mask).item(),
-            "logprob": masked_mean(token_logp, mask).item(),
-            "diff_sum": ((token_logp - row["student_logprobs"]).abs() * mask).sum().item(),
+            "kl": forward_kl(logits, batch).item(),
+            "logprob": ((token_logp * mask).sum() / mask.sum()).item(),
+            "diff_sum": ((token_logp - batch["student_logprobs"]).abs() * mask).sum().item(),
             "tokens": int(mask.sum()),
         })
     return out

@@ -31,6 +31,11 @@ class Codes(unittest.TestCase):
         self.assertEqual(got.tolist(), [[0.0, -1.0, -4.0, -15.875244140625]])
 
 
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def _copy(src):
     d = tempfile.mkdtemp()
     dst = os.path.join(d, "ds")
@@ -42,13 +47,13 @@ def _copy(src):
 class Manifest(unittest.TestCase):
     def test_rows_match_the_manifest(self):
         ds = open_dataset(LOSSLESS)
-        manifest = json.load(open(os.path.join(LOSSLESS, "manifest.json")))
+        manifest = _read_json(os.path.join(LOSSLESS, "manifest.json"))
         self.assertEqual(len(ds), manifest["totals"]["rows"])
         self.assertEqual(sum(len(r["completion_ids"]) for r in ds), manifest["totals"]["response_tokens"])
 
     def test_a_changed_shard_is_refused(self):
         d = _copy(LOSSLESS)
-        shard = json.load(open(os.path.join(d, "manifest.json")))["shards"][0]["file"]
+        shard = _read_json(os.path.join(d, "manifest.json"))["shards"][0]["file"]
         with open(os.path.join(d, shard), "r+b") as f:
             f.seek(100)
             byte = f.read(1)
@@ -61,9 +66,10 @@ class Manifest(unittest.TestCase):
     def test_an_unknown_schema_version_is_refused(self):
         d = _copy(LOSSLESS)
         path = os.path.join(d, "manifest.json")
-        m = json.load(open(path))
+        m = _read_json(path)
         m["schema_version"] = 9
-        json.dump(m, open(path, "w"))
+        with open(path, "w") as f:
+            json.dump(m, f)
         with self.assertRaisesRegex(DatasetError, "schema_version 9"):
             open_dataset(d)
 

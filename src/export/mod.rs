@@ -702,8 +702,7 @@ fn card(m: &ExportManifest) -> String {
     s.push_str(
         "\n## Training with Axolotl\n\n```yaml\nplugins:\n  - axolotl.integrations.kd.KDPlugin\n\
          kd_trainer: true\nkd_ce_alpha: 0.0\nkd_alpha: 1.0\nkd_temperature: 1.0\nkd_beta: 0.0\n\
-         kd_normalize_topk: true\ndatasets:\n  - path: path/to/this/directory\n    \
-         data_files: \"part-*.parquet\"\n    ds_type: parquet\n    type:\n\
+         kd_normalize_topk: true\ndatasets:\n  - path: path/to/this/directory\n    type:\n\
          skip_prepare_dataset: true\nremove_unused_columns: false\nsample_packing: false\n```\n",
     );
     s

@@ -26,6 +26,8 @@ const LAYERS: &[&[&str]] = &[
     &["sql", "config"],
     // The run, its reports, the benchmark.
     &["pipeline", "report", "bench"],
+    // Finished datasets in trainers' layouts (uses the run lock).
+    &["export"],
     // The command line.
     &["cli"],
 ];

@@ -261,6 +261,52 @@ fn s3_round_trip_reads_inputs_writes_and_validates_a_dataset() {
     assert!(again["chunks_already_committed"].as_u64().unwrap_or(0) > 0);
     assert_eq!(fetch("manifest.json"), before);
 
+    // Export straight from the bucket into the bucket (Axolotl KD rows): every listed shard is
+    // uploaded with the checksum the manifest names; a rerun converts nothing.
+    let export_url = "s3://logs/exports/nightly-axolotl";
+    let export_args = ["export", out_url, "--to", "axolotl-kd", "--out", export_url];
+    assert_eq!(ok(&run(&moto, &export_args)).trim(), export_url);
+    let ex = Remote::parse(export_url).expect("export");
+    let ex_names: Vec<String> = ex
+        .list("")
+        .expect("list")
+        .iter()
+        .filter_map(|m| ex.relative(&m.location))
+        .collect();
+    for n in ["manifest.json", "README.md", "skipped.jsonl"] {
+        assert!(
+            ex_names.contains(&n.to_string()),
+            "{n} missing: {ex_names:?}"
+        );
+    }
+    assert!(
+        !ex_names.iter().any(|n| n.ends_with(".tmp")),
+        "{ex_names:?}"
+    );
+    let mut f = tempfile::tempfile().expect("tmp");
+    ex.download_to("manifest.json", &mut f).expect("download");
+    f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+    let em: serde_json::Value = serde_json::from_reader(f).expect("json");
+    assert_eq!(em["totals"]["rows"].as_u64(), Some(rows), "{em}");
+    for s in em["shards"].as_array().expect("shards") {
+        let mut f = tempfile::tempfile().expect("tmp");
+        ex.download_to(s["file"].as_str().expect("file"), &mut f)
+            .expect("download shard");
+        f.seek(std::io::SeekFrom::Start(0)).expect("seek");
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).expect("read");
+        assert_eq!(
+            hindsight::util::sha256_hex(&bytes),
+            s["sha256"].as_str().expect("sha")
+        );
+    }
+    let again_export = run(&moto, &export_args);
+    assert!(
+        String::from_utf8_lossy(&again_export.stderr).contains("0 written"),
+        "{}",
+        String::from_utf8_lossy(&again_export.stderr)
+    );
+
     // Validation really looks at the bucket: a stray shard makes it fail.
     out.put_bytes("part-stray-00000.parquet", b"PAR1junk".to_vec())
         .expect("stray");
