@@ -259,6 +259,7 @@ pub fn export(source: &str, out: &str, opts: &ExportOptions) -> Result<ExportRep
     let options_sha256 = opts.sha256();
     let records = read_records(&dir)?;
     check_output_dir(&dir, &records, &options_sha256, &dst.label())?;
+    remove_temp_files(&dir)?;
 
     let mut report = ExportReport {
         output: dst.label(),
@@ -405,17 +406,39 @@ fn check_output_dir(
         )));
     }
     if records.is_empty() {
+        // What a killed first export leaves: shards renamed before their record, temp files.
+        let ours = |n: &str| {
+            n == ".lock"
+                || n == STATE_DIR
+                || n.ends_with(".tmp")
+                || (n.starts_with("part-") && n.ends_with(".parquet"))
+        };
         let foreign = std::fs::read_dir(dir)
             .map_err(io_err("listing", dir))?
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n != ".lock" && n != STATE_DIR);
+            .find(|n| !ours(n));
         if let Some(name) = foreign {
             return Err(ExportError::Conflict(format!(
                 "{label} is not empty and holds no export (it has '{}'); export into an empty \
                  or new --out directory",
                 crate::util::terminal_safe(&name)
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the temporary files a killed export left at the top of `dir` (under the lock, no
+/// other export is writing them).
+fn remove_temp_files(dir: &Path) -> Result<(), ExportError> {
+    for e in std::fs::read_dir(dir)
+        .map_err(io_err("listing", dir))?
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().ends_with(".tmp") {
+            let p = e.path();
+            std::fs::remove_file(&p).map_err(io_err("removing", &p))?;
         }
     }
     Ok(())

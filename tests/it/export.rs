@@ -209,6 +209,36 @@ fn axolotl_export_aligns_counts_resumes_and_follows_the_source() {
         );
     }
 
+    // A kill after a shard's rename but before its record (and before the manifest), with a
+    // temp file left behind: the rerun redoes that shard and ends with the same bytes.
+    let first = m["shards"][0]["source_file"]
+        .as_str()
+        .expect("source")
+        .to_string();
+    std::fs::remove_file(out.join("_export").join(format!("{first}.json"))).expect("record");
+    std::fs::remove_file(out.join("manifest.json")).expect("manifest");
+    std::fs::write(out.join(format!("{first}.123-abc.tmp")), b"partial").expect("tmp");
+    let resumed = String::from_utf8_lossy(&export(&[], os).stderr).into_owned();
+    assert!(resumed.contains("1 written"), "{resumed}");
+    assert_eq!(read_export(&out).0, m);
+    assert!(!out.join(format!("{first}.123-abc.tmp")).exists());
+    // The same kill on a first export (no record at all yet) resumes too.
+    let fresh = dir.join("fresh");
+    let fs = fresh.to_str().expect("utf8");
+    ok(&export(&[], fs));
+    std::fs::remove_dir_all(fresh.join("_export")).expect("records");
+    std::fs::remove_file(fresh.join("manifest.json")).expect("manifest");
+    std::fs::remove_file(fresh.join("README.md")).expect("card");
+    std::fs::remove_file(fresh.join("skipped.jsonl")).expect("skipped");
+    ok(&export(&[], fs));
+    assert_eq!(read_export(&fresh).0["shards"], m["shards"]);
+    // A directory holding anything else is refused.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("other");
+    std::fs::write(other.join("notes.txt"), b"mine").expect("notes");
+    let refused = export(&[], other.to_str().expect("utf8"));
+    assert_eq!(refused.status.code(), Some(2));
+
     // Other options into the same directory are refused.
     let refused = export(&["--support", "student"], os);
     assert_eq!(refused.status.code(), Some(2));

@@ -24,6 +24,7 @@ for f in ("tokenizer.json", "tokenizer_config.json"):
     shutil.copy(src / f, work / "tiny" / f)
 config = yaml.safe_load((Path(__file__).parents[2] / "examples/axolotl/kd.yml").read_text())
 config.update(base_model=str(work / "tiny"), output_dir=str(work / "out"), max_steps=5,
+              dataset_prepared_path=str(work / "prepared"),
               learning_rate=1e-3, micro_batch_size=4)
 config["datasets"][0]["path"] = str(export)
 (work / "kd.yml").write_text(yaml.safe_dump(config))
