@@ -8,7 +8,8 @@
 #      hindsight_data's on the source dataset, within 1e-5 (kd_beta 0, 1 and 0.5);
 #   3. `axolotl train examples/axolotl/kd.yml` (a tiny model with the embedded tokenizer, CPU,
 #      5 steps) finishes and Axolotl's KD loss over all exported rows falls;
-#   4. the TRL-style Trainer example (examples/trl/train.py) lowers held-out KL(teacher || student);
+#   4. the TRL example (examples/trl/train.py: TRL's SDFTConfig selects the loss, DistillationTrainer
+#      computes it offline) lowers held-out KL(teacher || student);
 #   5. the plain PyTorch example (examples/pytorch/train.py) lowers it too;
 #   6. the package's unit tests pass with torch installed.
 # Prints each check's time, and 'N passed, N failed' last; exits non-zero on any failure.
@@ -63,7 +64,7 @@ axolotl_train() {
   $ax tests/trainers/check_axolotl.py --falls "$tmp/axolotl" "$tmp/axolotl-run/tiny" "$tmp/axolotl-run/out"
 }
 check "axolotl train (CPU, tiny model, 5 steps): KD loss falls" axolotl_train
-check "Trainer (examples/trl/train.py, reverse KL + tail): held-out KL drops" \
+check "TRL SDFTConfig + DistillationTrainer (examples/trl/train.py, reverse KL + tail): held-out KL drops" \
   $trl examples/trl/train.py out/chat_logs "$tmp/model" --add-tail --steps 10
 check "plain PyTorch (examples/pytorch/train.py): held-out KL drops" \
   $trl examples/pytorch/train.py out/chat_logs "$tmp/model" --steps 10

@@ -81,13 +81,15 @@ def divergence(s, t, alpha):
 
 
 def topk_divergence(logits, batch, support="teacher", alpha=0.0, tail=True, temperature=1.0,
-                    reduction="token_mean"):
+                    reduction="token_mean", topk=None):
     """The divergence of :func:`divergence` on a stored support plus (``tail=True``) one tail
     bucket, or on the support renormalised (``tail=False``).
 
     ``support="teacher"``: the teacher's top-K (``teacher_topk_*`` and its stored tail mass);
     ``support="student"``: the student's top-K_s taken when the dataset was scored, with the
     teacher's log-probs there (``teacher_logprobs_at_student_topk``; its tail is 1 - Σ).
+    ``topk``: use the first ``topk`` stored ids only (both supports are stored in descending
+    order, so these are the top-``topk``); more than are stored is refused.
     """
     _check_temperature(temperature, tail)
     if support == "teacher":
@@ -100,6 +102,14 @@ def topk_divergence(logits, batch, support="teacher", alpha=0.0, tail=True, temp
         t_tail = None
     else:
         raise ValueError(f"support must be 'teacher' or 'student', not {support!r}")
+    if topk is not None:
+        if topk > ids.shape[-1]:
+            raise ValueError(f"top-{topk} asked, the dataset stores {ids.shape[-1]} ids per token on the "
+                             f"{support}'s support; score it with a larger top_k / student_top_k")
+        ids, t_top, t_tail = ids[..., :topk], t_top[..., :topk], None if support == "student" else t_tail
+        if support == "teacher" and tail:
+            # The stored tail is the mass outside all K; outside the first topk it is larger.
+            t_tail = _stored_tail(t_top)
     logp = student_logprobs(logits, temperature)
     s_top = logp.gather(-1, ids)
     t_top = t_top.to(s_top.dtype)

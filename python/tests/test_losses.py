@@ -61,6 +61,18 @@ class Losses(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "not recoverable"):
             forward_kl(self.s, b, tail=True, temperature=tau)
 
+    def test_the_first_ids_of_a_wider_top_k_are_the_narrower_top_k(self):
+        from hindsight_data.losses import topk_divergence
+
+        wide, narrow = _batch(self.t, 6, self.mask), _batch(self.t, 3, self.mask)
+        for alpha in (0.0, 0.5, 1.0):
+            for tail in (True, False):
+                got = topk_divergence(self.s, wide, "teacher", alpha, tail, reduction="none", topk=3)
+                want = topk_divergence(self.s, narrow, "teacher", alpha, tail, reduction="none")
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        with self.assertRaisesRegex(ValueError, "stores 6 ids"):
+            topk_divergence(self.s, wide, topk=7)
+
     def test_masked_positions_never_poison_the_loss(self):
         from hindsight_data.losses import forward_kl
 

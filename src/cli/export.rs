@@ -61,7 +61,8 @@ pub struct ExportArgs {
     pub raw_logprobs: bool,
 }
 
-/// Exports and prints a summary; exit 2 for options or an --out that cannot be used.
+/// Exports and prints a summary; exit 2 for options that do not apply, 3 for an --out that holds
+/// something else, 75 while another export holds its lock.
 pub fn run(a: ExportArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     let opts = ExportOptions {
         format: match a.to {
@@ -81,13 +82,19 @@ pub fn run(a: ExportArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         },
         min_relevance: a.min_relevance,
     };
+    // The exit-code table of the README: 2 usage, 3 identity, 75 locked.
     let report = match export::export(&a.dir, &a.out, &opts) {
         Ok(r) => r,
-        Err(e @ (export::ExportError::Options(_) | export::ExportError::Conflict(_))) => {
+        Err(e) => {
+            let code = match &e {
+                export::ExportError::Options(_) => 2,
+                export::ExportError::Conflict(_) => 3,
+                export::ExportError::State(crate::pipeline::state::StateError::Locked(_)) => 75,
+                _ => return Err(e.into()),
+            };
             eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
+            return Ok(ExitCode::from(code));
         }
-        Err(e) => return Err(e.into()),
     };
     super::emit_report(json_logs, "export report", &report, &report.summary())?;
     println!("{}", report.output);

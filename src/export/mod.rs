@@ -294,18 +294,15 @@ pub fn export(source: &str, out: &str, opts: &ExportOptions) -> Result<ExportRep
                     let _ = std::fs::remove_file(src_dir.join(&s.file));
                 }
                 dst.push_shard(&file)?;
+                let rec = ShardRecord {
+                    options_sha256: options_sha256.clone(),
+                    ..rec
+                };
                 let rel = record_rel(&s.file);
-                let path = dir.join(&rel);
-                write_json(
-                    &path,
-                    &ShardRecord {
-                        options_sha256: options_sha256.clone(),
-                        ..rec
-                    },
-                )?;
+                write_json(&dir.join(&rel), &rec)?;
                 dst.push(&rel)?;
                 report.shards_written += 1;
-                read_record(&path)?
+                rec
             }
         };
         tracing::info!(

@@ -237,11 +237,11 @@ fn axolotl_export_aligns_counts_resumes_and_follows_the_source() {
     std::fs::create_dir_all(&other).expect("other");
     std::fs::write(other.join("notes.txt"), b"mine").expect("notes");
     let refused = export(&[], other.to_str().expect("utf8"));
-    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(refused.status.code(), Some(3));
 
     // Other options into the same directory are refused.
     let refused = export(&["--support", "student"], os);
-    assert_eq!(refused.status.code(), Some(2));
+    assert_eq!(refused.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("other options"));
 
     // Student support, raw log-probs, a length limit: long rows refused and listed.
