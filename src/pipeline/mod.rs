@@ -24,6 +24,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
@@ -147,6 +148,9 @@ impl RunReport {
 struct Chunk {
     id: String,
     source_uri: String,
+    /// The input's identity when it was read (size + mtime, or ETag): `plan` tells current
+    /// chunks from those of an earlier content with it.
+    source_identity: String,
     index: u64,
     /// Position among all chunks of the input, in reading order (sharded tasks split on it).
     ordinal: u64,
@@ -163,6 +167,7 @@ enum ReaderMsg {
 struct ScoredChunk {
     id: String,
     source_uri: String,
+    source_identity: String,
     index: u64,
     ordinal: u64,
     rows: Vec<OutputRow>,
@@ -394,11 +399,32 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
     Ok(report)
 }
 
-/// A chunk is named by its input's URI, the input's content identity (size + mtime, or ETag)
-/// and its position, so a rewritten input is never mistaken for one already done.
+/// The id of a chunk before content ids: its input's URI, the input's identity (size + mtime,
+/// or ETag) and its position. `plan` still recognises chunks committed under it.
 fn chunk_id(uri: &str, identity: &str, seq: u64) -> String {
     let h = sha256_hex(format!("{uri}\0{identity}\0{seq}").as_bytes());
     h[..16].to_string()
+}
+
+/// A chunk is named by its input's URI, its position and the sha256 of its episodes: a log
+/// that only grows keeps the ids of its unchanged chunks (they are skipped without scoring),
+/// and a record rewritten in place changes its chunk's id (the chunk is processed again).
+fn content_chunk_id(uri: &str, seq: u64, content: Sha256) -> String {
+    let digest = hex::encode(content.finalize());
+    chunk_id(uri, &format!("content:{digest}"), seq)
+}
+
+/// Feeds what `serde_json` writes into a hash, so a chunk's content id costs no buffer.
+struct HashWrite<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWrite<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The scorer hung up (a run stopped early on purpose).
@@ -492,15 +518,19 @@ fn read_chunks(
         mut identity,
     } = chunking;
     let mut seq: HashMap<String, u64> = HashMap::new();
-    let mut current: Option<(String, u64, Chunk)> = None;
-    let send = |c: Chunk| tx.send(ReaderMsg::Chunk(c)).is_ok();
+    let mut current: Option<(String, u64, Chunk, Sha256)> = None;
+    // The id is the chunk's content: known once its last episode is read.
+    let send = |(_, _, mut c, content): (String, u64, Chunk, Sha256)| {
+        c.id = content_chunk_id(&c.source_uri, c.index, content);
+        tx.send(ReaderMsg::Chunk(c)).is_ok()
+    };
     for ep in stream.by_ref() {
         let uri = ep.provenance.source_uri.clone();
         let bucket = (ep.provenance.source_record.max(0) as u64) / chunk_records;
-        let same = matches!(&current, Some((u, b, _)) if *u == uri && *b == bucket);
+        let same = matches!(&current, Some((u, b, _, _)) if *u == uri && *b == bucket);
         if !same {
-            if let Some((_, _, c)) = current.take() {
-                if !send(c) {
+            if let Some(done) = current.take() {
+                if !send(done) {
                     return Err(stopped());
                 }
             }
@@ -511,21 +541,26 @@ fn read_chunks(
             let file_position = position.get(&uri).copied().unwrap_or(u64::from(u32::MAX));
             let n = seq.entry(uri.clone()).or_insert(0);
             let chunk = Chunk {
-                id: chunk_id(&uri, id, *n),
+                id: String::new(),
                 source_uri: uri.clone(),
+                source_identity: id.clone(),
                 index: *n,
                 ordinal: chunk_ordinal(file_position, *n),
                 episodes: Vec::new(),
             };
             *n += 1;
-            current = Some((uri, bucket, chunk));
+            current = Some((uri, bucket, chunk, Sha256::new()));
         }
-        if let Some((_, _, c)) = current.as_mut() {
+        if let Some((_, _, c, content)) = current.as_mut() {
+            // Every field of the episode, provenance included: the same records at the same
+            // places give the same bytes.
+            let _ = serde_json::to_writer(HashWrite(content), &ep);
+            content.update(b"\n");
             c.episodes.push(ep);
         }
     }
-    if let Some((_, _, c)) = current.take() {
-        if !send(c) {
+    if let Some(done) = current.take() {
+        if !send(done) {
             return Err(stopped());
         }
     }
@@ -605,6 +640,7 @@ fn score_chunks(
         let scored = ScoredChunk {
             id: chunk.id,
             source_uri: chunk.source_uri,
+            source_identity: chunk.source_identity,
             index: chunk.index,
             ordinal: chunk.ordinal,
             rows: scored.rows,
@@ -663,6 +699,7 @@ fn write_chunks(
                 .commit(ChunkState {
                     chunk_id: chunk.id,
                     source_uri: chunk.source_uri,
+                    source_identity: Some(chunk.source_identity),
                     chunk_index: chunk.index,
                     counts: chunk.counts,
                     kl: chunk.kl,

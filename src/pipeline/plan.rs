@@ -151,7 +151,10 @@ impl Plan {
                 InputState::New => "new".to_string(),
                 InputState::Committed { chunks } => format!("{chunks} chunks committed"),
                 InputState::Changed { old_chunks } => {
-                    format!("changed since ({old_chunks} chunks of the old content stay)")
+                    format!(
+                        "changed since ({old_chunks} chunks of the old content stay; a run \
+                         skips, unscored, the chunks whose episodes did not change)"
+                    )
                 }
             };
             out.push_str(&format!(
@@ -331,12 +334,19 @@ pub fn plan(cfg: &PipelineConfig, task: Option<TaskSlice>) -> Result<Plan, Pipel
     })
 }
 
-/// A committed chunk of `uri` belongs to its current content when its id is
-/// `chunk_id(uri, identity, chunk_index)`; other chunks of the same path are of an earlier content.
+/// A committed chunk of `uri` belongs to its current content when it was read from an input of
+/// the same identity (recorded in the chunk; for chunks from before content ids, when its id is
+/// `chunk_id(uri, identity, chunk_index)`); other chunks of the same path are of an earlier
+/// content. (A run re-reads a changed input and skips, unscored, the chunks whose episodes did
+/// not change: plan cannot know which without reading it.)
 fn input_state(uri: &str, identity: &str, chunks: &[ChunkState]) -> InputState {
     let (mut current, mut old) = (0u64, 0u64);
     for c in chunks.iter().filter(|c| c.source_uri == uri) {
-        if c.chunk_id == chunk_id(uri, identity, c.chunk_index) {
+        let same = match &c.source_identity {
+            Some(id) => id == identity,
+            None => c.chunk_id == chunk_id(uri, identity, c.chunk_index),
+        };
+        if same {
             current += 1;
         } else {
             old += 1;

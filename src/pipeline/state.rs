@@ -147,6 +147,10 @@ pub struct DatasetBinding {
 pub struct ChunkState {
     pub chunk_id: String,
     pub source_uri: String,
+    /// The input's identity (size + mtime, or ETag) when the chunk was read; absent in chunks
+    /// committed before content ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_identity: Option<String>,
     pub chunk_index: u64,
     pub shards: Vec<ShardInfo>,
     /// Per-chunk counters (episodes scored, filtered by reason, rows written, tokens).

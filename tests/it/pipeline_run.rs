@@ -323,7 +323,7 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
     let listed = manifest["shards"].as_array().map(|a| a.len()).unwrap_or(0);
     assert_eq!(listed, night2.len() - 1);
 
-    // The same records under another file name are duplicates of committed rows.
+    // The same records under another file name are rows the dataset has: skipped unscored.
     let copy = dir.join("hints_copy.jsonl");
     std::fs::copy(&first[0], &copy).expect("copy");
     ok(&run(&[
@@ -334,10 +334,8 @@ fn nightly_increments_add_only_new_shards_and_dedup_across_runs() {
         copy.to_str().expect("utf8"),
     ]));
     let r = report(&out);
-    assert_eq!(
-        r["counts"]["filtered:duplicate_across_runs"].as_u64(),
-        Some(3)
-    );
+    assert_eq!(r["counts"]["filtered:already_in_dataset"].as_u64(), Some(3));
+    assert!(r["counts"].get("episodes_scored").is_none(), "{r}");
     assert!(r["counts"].get("rows_written").is_none());
     assert_reconciles(&r);
     ok(&run(&["validate", out.to_str().expect("utf8")]));
@@ -461,5 +459,84 @@ fn a_pmi_run_writes_pmi_relevance_and_validates() {
     for (pmi, kl) in rows {
         assert!((pmi - kl).abs() > 1e-6, "relevance fell back to kl: {text}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 29: a log that only grows. Night 2 re-reads the file but scores only the episodes of
+/// the appended records: unchanged chunks keep their content ids (skipped as committed), and
+/// the episodes of the one chunk that grew which are already in the dataset are skipped before
+/// scoring. The dataset then holds exactly the rows of a one-shot run over the whole file.
+#[test]
+fn a_log_that_grows_is_scored_only_for_its_new_records() {
+    let dir = temp_dir("append");
+    let inputs = dir.join("in");
+    std::fs::create_dir_all(&inputs).expect("inputs");
+    let bytes = std::fs::read(sample("followups.jsonl")).expect("sample");
+    let lines: Vec<&[u8]> = bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(lines.len() >= 10);
+    let joined = |n: usize| -> Vec<u8> {
+        lines[..n]
+            .iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect()
+    };
+    let log = inputs.join("log.jsonl");
+    std::fs::write(&log, joined(5)).expect("night 1 log");
+    let p = dir.join("pipeline.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"append\"\n[input]\npaths = [{:?}]\nchunk_records = 2\n\
+             [score]\nrelevance_threshold = -1000000.0\n[output]\ndir = \"unused\"\n",
+            inputs.display().to_string()
+        ),
+    )
+    .expect("pipeline");
+    let ps = p.to_str().expect("utf8");
+    let nightly = dir.join("nightly");
+    let ns = nightly.to_str().expect("utf8");
+    ok(&run(&["run", ps, "--output", ns, "--no-progress"]));
+    let r1 = report(&nightly);
+
+    std::fs::write(&log, joined(10)).expect("night 2 log");
+    ok(&run(&["run", ps, "--output", ns, "--no-progress"]));
+    let r2 = report(&nightly);
+    assert_reconciles(&r2);
+    let oneshot = dir.join("oneshot");
+    ok(&run(&[
+        "run",
+        ps,
+        "--output",
+        oneshot.to_str().expect("utf8"),
+        "--no-progress",
+    ]));
+    let r0 = report(&oneshot);
+    let n = |r: &serde_json::Value, k: &str| r["counts"][k].as_u64().unwrap_or(0);
+
+    // Every episode is scored once over the two nights, as in the one-shot run.
+    assert_eq!(
+        n(&r1, "episodes_scored") + n(&r2, "episodes_scored"),
+        n(&r0, "episodes_scored"),
+        "night 1 {r1}\nnight 2 {r2}\none-shot {r0}"
+    );
+    assert!(n(&r2, "episodes_scored") < n(&r0, "episodes_scored"));
+    assert_eq!(r2["chunks_already_committed"].as_u64(), Some(2), "{r2}");
+    assert!(n(&r2, "filtered:already_in_dataset") >= 1, "{r2}");
+    assert_eq!(n(&r2, "filtered:duplicate_across_runs"), 0, "{r2}");
+
+    let by_id =
+        |rows: Vec<hindsight::sink::OutputRow>| -> BTreeMap<String, hindsight::sink::OutputRow> {
+            rows.into_iter().map(|r| (r.sample_id.clone(), r)).collect()
+        };
+    let grown = by_id(crate::common::manifest_rows(&nightly));
+    let whole = by_id(crate::common::manifest_rows(&oneshot));
+    assert_eq!(grown.len(), whole.len());
+    assert!(
+        grown == whole,
+        "the two nights' rows differ from the one-shot run's"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

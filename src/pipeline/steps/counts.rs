@@ -28,6 +28,9 @@ pub enum DropReason {
     /// Prepare: a `pmi` run cannot build the feedback probe (the chat template refuses the
     /// context), so the row could not be filtered by relevance.
     ProbeUnavailable,
+    /// Before scoring: a row with this `sample_id` is already in the dataset (an earlier run,
+    /// or an earlier chunk of this one), so the episode is not scored again.
+    AlreadyInDataset,
     /// Score: the forward pass failed on this episode alone (others of the run scored).
     ScoreError,
     /// Score: a value of the row is NaN or infinite (never written).
@@ -40,13 +43,14 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in pipeline order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::RolloutError,
         DropReason::TokenizationError,
         DropReason::TemplateMismatch,
         DropReason::ExceedsModelContext,
         DropReason::EmptyCompletion,
         DropReason::ProbeUnavailable,
+        DropReason::AlreadyInDataset,
         DropReason::ScoreError,
         DropReason::NonFinite,
         DropReason::LowRelevance,
@@ -62,6 +66,7 @@ impl DropReason {
             DropReason::ExceedsModelContext => "exceeds_model_context",
             DropReason::EmptyCompletion => "empty_completion",
             DropReason::ProbeUnavailable => "probe_unavailable",
+            DropReason::AlreadyInDataset => "already_in_dataset",
             DropReason::ScoreError => "score_error",
             DropReason::NonFinite => "non_finite",
             DropReason::LowRelevance => "low_relevance",

@@ -1,5 +1,6 @@
 //! The scoring side of a run as a list of steps, one file each:
-//! [`rollout`] → [`prepare`] → [`score`] → [`relevance`] filter → [`dedup`] → the sink (the
+//! [`rollout`] → [`prepare`] → skip known ids ([`dedup::skip_known`]) → [`score`] →
+//! [`relevance`] filter → [`dedup`] → the sink (the
 //! writer thread in `super`). Each step takes the survivors of the one before, drops what it
 //! must with a typed [`DropReason`], and counts into the same [`StepCounts`], so a chunk's
 //! counts reconcile like ingest counts do: every episode in is written or dropped for a reason.
@@ -92,6 +93,7 @@ impl<'a> ScoringSteps<'a> {
         counts.episodes_in += batch.len() as u64;
         let candidates = rollout::rollout_batch(self.model, batch, &self.cfg.rollout, counts);
         let ready = self.prepare.apply(candidates, counts);
+        let ready = dedup::skip_known(self.seen_ids, ready, counts);
         let scored =
             score::score_batch(&self.scorer, ready, self.method, counts, &mut self.health)?;
         let kept = self
