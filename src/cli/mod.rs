@@ -218,7 +218,8 @@ pub mod exit {
     /// or the directory is not a dataset: retrying cannot help.
     pub const IDENTITY: u8 = 3;
     /// A quality guard failed (`--min-rows`, `--max-quarantine-fraction`): the run finished and
-    /// published, but its result does not look like a healthy night.
+    /// published, but its result does not look like a healthy night; or the audit refused the
+    /// new shards and nothing was published.
     pub const GUARD: u8 = 4;
     /// Not ready yet, try again later (EX_TEMPFAIL): finalize before every task has finished,
     /// or another run holds the dataset's lock.

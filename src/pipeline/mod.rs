@@ -12,6 +12,7 @@
 //! in a fixed order and written once, last, so it never lists a partial or duplicate shard.
 
 pub mod compact;
+pub mod idset;
 pub mod plan;
 pub mod progress;
 pub mod state;
@@ -19,7 +20,7 @@ pub mod steps;
 pub mod tasks;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ use sha2::{Digest, Sha256};
 use crate::config::PipelineConfig;
 use crate::episode::{self, Episode, IngestOptions, IngestStats};
 use crate::model::{self, LoadedModel};
-use crate::sink::dataset::{chunk_ids_rel, DatasetWriter};
+use crate::sink::dataset::DatasetWriter;
 use crate::sink::{DatasetMeta, Manifest, OutputRow, ShardConfig};
 use crate::store::Mirror;
 use crate::util::sha256_hex;
@@ -263,10 +264,19 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         .collect();
     // A task dedups against merged chunks and its own, never against other tasks' unmerged
     // chunks (which of two copies wins depends on input order; finalize decides).
-    let mut seen_ids = load_committed_sample_ids(&out_dir, &state, |c| match c.task {
+    let idset_name = if single {
+        "run".to_string()
+    } else {
+        format!("task-{}-of-{}", task.index, task.count)
+    };
+    let mut seen_ids = idset::IdSet::open(&out_dir, &idset_name, &state, |c| match c.task {
         None => true,
         Some(tag) => task.owns_tag(&tag),
     })?;
+    tracing::debug!(
+        ids = seen_ids.committed_len(),
+        "sample ids of the dataset, on disk"
+    );
 
     if !single {
         let tasks_dir = out_dir.join(format!("_state/tasks/{}", task.count));
@@ -389,7 +399,7 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         // The run is its own last task: merge and publish now, under the exclusive lock.
         tasks::merge(&dataset, &mut state, std::slice::from_ref(&marker))?;
         let manifest = build_manifest(&meta, &state, Some(&report.ingest));
-        dataset.publish(Some(&quarantine_path), &report_json, &manifest)?;
+        audit_then_publish(&dataset, Some(&quarantine_path), &report_json, &manifest)?;
     } else {
         // The completion marker goes last: finalize trusts every chunk it lists.
         dataset.upload_state(&task.quarantine_rel())?;
@@ -412,6 +422,45 @@ fn chunk_id(uri: &str, identity: &str, seq: u64) -> String {
 fn content_chunk_id(uri: &str, seq: u64, content: Sha256) -> String {
     let digest = hex::encode(content.finalize());
     chunk_id(uri, &format!("content:{digest}"), seq)
+}
+
+/// Write–audit–publish: the contract checks on the shards readers have not seen yet, then the
+/// manifest only if they pass. A failed audit keeps the previous manifest, writes the run report
+/// (and `audit_report.txt`) and fails the run with the quality-guard exit status; the committed
+/// chunks stay, so the next run re-audits them (and a fixed shard publishes).
+pub(crate) fn audit_then_publish(
+    dataset: &DatasetWriter,
+    quarantine: Option<&std::path::Path>,
+    report_json: &[u8],
+    manifest: &Manifest,
+) -> Result<(), PipelineError> {
+    let audit = dataset.audit(manifest)?;
+    if !audit.is_ok() {
+        dataset.write_partial_report(report_json)?;
+        let text = audit.to_string();
+        let path = dataset.dir().join("audit_report.txt");
+        crate::util::write_atomic(&path, text.as_bytes()).map_err(|source| {
+            state::StateError::Io {
+                action: "writing",
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let first: Vec<String> = audit
+            .violations
+            .iter()
+            .take(3)
+            .map(|v| v.to_string())
+            .collect();
+        return Err(PipelineError::Guard(format!(
+            "audit failed: {} contract violation(s) in the shards about to be published ({});              the previous manifest is kept, see {}",
+            audit.violations.len(),
+            first.join("; "),
+            path.display()
+        )));
+    }
+    dataset.publish(quarantine, report_json, manifest)?;
+    Ok(())
 }
 
 /// Feeds what `serde_json` writes into a hash, so a chunk's content id costs no buffer.
@@ -589,7 +638,7 @@ fn score_chunks(
     rx: Receiver<ReaderMsg>,
     tx: SyncSender<ScoredChunk>,
     committed: &HashSet<String>,
-    seen_ids: &mut HashSet<String>,
+    seen_ids: &mut idset::IdSet,
     opts: &RunOptions,
     bytes_total: u64,
 ) -> Result<ScoringOutcome, PipelineError> {
@@ -716,25 +765,6 @@ fn write_chunks(
         progress.chunk_committed(&id, &uri, &counts);
     }
     Ok((state, shards_written, progress))
-}
-
-/// The sample ids of the committed chunks `include` selects (what later chunks dedup against).
-fn load_committed_sample_ids(
-    dir: &Path,
-    state: &RunState,
-    include: impl Fn(&ChunkState) -> bool,
-) -> Result<HashSet<String>, PipelineError> {
-    let mut set = HashSet::new();
-    for c in state.committed().into_iter().filter(|c| include(c)) {
-        let path = dir.join(chunk_ids_rel(&c.chunk_id));
-        let text = std::fs::read_to_string(&path).map_err(|source| state::StateError::Io {
-            action: "reading",
-            path: path.clone(),
-            source,
-        })?;
-        set.extend(text.lines().map(str::to_string));
-    }
-    Ok(set)
 }
 
 /// The manifest of everything committed so far, in a fixed order, with additive statistics from

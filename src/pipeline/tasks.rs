@@ -414,7 +414,7 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
     let json =
         serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     let manifest = build_manifest(&meta, &st, Some(&ingest));
-    dataset.publish(Some(&quarantine), &json, &manifest)?;
+    super::audit_then_publish(&dataset, Some(&quarantine), &json, &manifest)?;
     Ok(report)
 }
 
@@ -640,7 +640,8 @@ pub(super) fn merge(
         }
     }
 
-    let mut seen = super::load_committed_sample_ids(dataset.dir(), st, |c| c.task.is_none())?;
+    // The merged chunks' ids, on disk (bounded memory whatever the dataset's age).
+    let mut seen = super::idset::IdSet::open(dataset.dir(), "merge", st, |c| c.task.is_none())?;
     let mut pending = Vec::new();
     for c in st.committed() {
         let Some(tag) = c.task else {
@@ -673,14 +674,16 @@ pub(super) fn merge(
             source,
         })?;
         let ids: Vec<&str> = text.lines().collect();
-        let dups: HashSet<&str> = ids.iter().copied().filter(|i| seen.contains(*i)).collect();
+        let dups: HashSet<&str> = ids.iter().copied().filter(|i| seen.contains(i)).collect();
         let mut merged = chunk.clone();
         merged.task = None;
         if dups.is_empty() {
             dataset.recommit(&chunk.chunk_id, || {
                 st.commit(merged).map_err(PipelineError::from)
             })?;
-            seen.extend(ids.iter().map(|s| s.to_string()));
+            for id in &ids {
+                seen.insert(id);
+            }
             continue;
         }
         // Rewrite the chunk's shards without the rows an earlier chunk already has.
@@ -718,7 +721,9 @@ pub(super) fn merge(
             merged.shards = shards;
             st.commit(merged).map_err(PipelineError::from)
         })?;
-        seen.extend(kept_ids);
+        for id in &kept_ids {
+            seen.insert(id);
+        }
     }
     Ok(Merged {
         chunks: ordinal.into_keys().collect(),

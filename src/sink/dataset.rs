@@ -233,6 +233,35 @@ impl DatasetWriter {
         Ok(())
     }
 
+    /// Audits what [`Self::publish`] would make visible: the contract checks on `next` and on
+    /// every shard it lists that the manifest readers see now does not (downloaded first when
+    /// the dataset is remote). Publish only when the report is clean: a failed audit leaves
+    /// the previous manifest, so readers never see the bad shards.
+    pub fn audit(&self, next: &Manifest) -> SinkResult<super::ValidationReport> {
+        // The manifest readers see now; none on a first run (or a store without it yet).
+        let _ = self.mirror.pull(MANIFEST_FILE);
+        let previous: std::collections::HashSet<String> = Manifest::read(self.dir())
+            .map(|m| m.shards.into_iter().map(|s| s.file).collect())
+            .unwrap_or_default();
+        let new: Vec<String> = next
+            .shards
+            .iter()
+            .map(|s| s.file.clone())
+            .filter(|f| !previous.contains(f))
+            .collect();
+        let remote = self.mirror.remote().is_some();
+        for f in &new {
+            self.mirror.pull(f)?;
+        }
+        let report = super::validate::audit_shards(self.dir(), next, &new);
+        if remote {
+            for f in &new {
+                let _ = std::fs::remove_file(self.dir().join(f));
+            }
+        }
+        Ok(report)
+    }
+
     /// Republishes a dataset whose shards moved (`hindsight compact`): the dataset card, then
     /// the manifest; the run report and quarantine stay the last run's.
     pub fn republish(&self, manifest: &Manifest) -> SinkResult<()> {

@@ -205,6 +205,31 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
     Ok(rep)
 }
 
+/// The audit of write–audit–publish: the contract checks of [`validate`] on the manifest about
+/// to be published and on the given shards of it (those the run wrote), before readers see
+/// them. Duplicate ids are checked among those shards only (the run's dedup covers the rest).
+pub fn audit_shards(dir: &Path, next: &Manifest, files: &[String]) -> ValidationReport {
+    let mut rep = ValidationReport {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    check_manifest(next, &mut rep);
+    let mut ids: HashMap<String, (String, u64)> = HashMap::new();
+    for shard in next.shards.iter().filter(|s| files.contains(&s.file)) {
+        if !crate::util::is_plain_name(&shard.file) {
+            rep.push(
+                Some(MANIFEST_FILE),
+                None,
+                None,
+                format!("shard name '{}' is not a plain file name", shard.file),
+            );
+            continue;
+        }
+        check_shard(dir, next, shard, &mut ids, &mut rep);
+    }
+    rep
+}
+
 /// Leftover temporary files and shards the manifest does not list.
 fn check_listing(
     dir: &Path,

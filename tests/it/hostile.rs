@@ -462,3 +462,73 @@ fn where_over_big_json_records_holds_a_bounded_block() {
     // All 24 records at once would be 192 MB of text alone.
     assert!(extra < 150 << 20, "+{} MB", extra >> 20);
 }
+
+/// Issue 29: a run's memory does not grow with the dataset's age. A dataset holding the rows of
+/// a million earlier episodes (a synthetic committed chunk whose id list has 1,000,000 sample
+/// ids) costs a run little more peak RSS than an empty dataset: the ids are looked up in a
+/// sorted file on disk, built with one bounded batch, not held in memory.
+#[test]
+fn a_run_on_a_dataset_of_a_million_ids_takes_little_more_memory_than_an_empty_one() {
+    const IDS: u64 = 1_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let p = crate::common::sample_pipeline(d, &["hints.jsonl"], 8, "");
+    let ps = p.to_str().expect("utf8");
+    let night2 = format!(
+        "{}/sample-data/unit_tests.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (big, empty) = (d.join("big"), d.join("empty"));
+    let (bs, es) = (big.to_str().expect("utf8"), empty.to_str().expect("utf8"));
+    let (_, ok, err) = run_measured(&["run", ps, "--output", bs, "--no-progress"]);
+    assert!(ok, "{err}");
+    // The synthetic chunk: committed, no shards, a million ids (splitmix64 pairs as 32 hex).
+    let chunks = big.join("_state/chunks");
+    std::fs::write(
+        chunks.join("f000000000000001.json"),
+        r#"{"chunk_id":"f000000000000001","source_uri":"synthetic","chunk_index":0,"shards":[],"counts":{}}"#,
+    )
+    .expect("chunk state");
+    let mix = |mut z: u64| {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut ids = String::with_capacity(IDS as usize * 33);
+    for i in 0..IDS {
+        ids.push_str(&format!("{:016x}{:016x}\n", mix(2 * i), mix(2 * i + 1)));
+    }
+    std::fs::write(chunks.join("f000000000000001.ids"), ids).expect("ids");
+
+    let night = |out: &str| {
+        run_measured(&[
+            "run",
+            ps,
+            "--input",
+            &night2,
+            "--output",
+            out,
+            "--no-progress",
+        ])
+    };
+    let (rss_empty, ok, err) = night(es);
+    assert!(ok, "{err}");
+    let (rss_big, ok, err) = night(bs);
+    assert!(ok, "{err}");
+    let sorted = big.join("_state/idset/run/ids.sorted");
+    let on_disk = std::fs::metadata(&sorted).expect("sorted ids").len() / 16;
+    assert!(on_disk > IDS, "{on_disk} ids on disk");
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    eprintln!(
+        "peak RSS, night 2: empty dataset {:.1} MiB, dataset of {on_disk} ids {:.1} MiB (+{:.1} MiB)",
+        mib(rss_empty),
+        mib(rss_big),
+        mib(rss_big.saturating_sub(rss_empty))
+    );
+    // One batch of 2^20 ids is 16 MiB; a HashSet<String> of a million ids is ~90 MiB.
+    assert!(
+        rss_big < rss_empty + (40 << 20),
+        "empty {rss_empty} B, a million ids {rss_big} B"
+    );
+}

@@ -4,22 +4,14 @@
 //! ([`dedup`], step 5): two copies of one episode in the same batch, which the first check cannot
 //! see, become one row.
 
-use std::collections::HashSet;
-
 use super::counts::{DropReason, StepCounts};
 use super::prepare::Ready;
 use super::score::Scored;
+use crate::pipeline::idset::IdSet;
 use crate::sink::sample_id;
 
 /// Drops, before any forward pass, the episodes whose rows the dataset already has.
-pub fn skip_known(
-    seen: &HashSet<String>,
-    ready: Vec<Ready>,
-    counts: &mut StepCounts,
-) -> Vec<Ready> {
-    if seen.is_empty() {
-        return ready;
-    }
+pub fn skip_known(seen: &mut IdSet, ready: Vec<Ready>, counts: &mut StepCounts) -> Vec<Ready> {
     let mut out = Vec::with_capacity(ready.len());
     for r in ready {
         if seen.contains(&sample_id(&r.episode, &r.prepared.request.completion_ids)) {
@@ -32,14 +24,10 @@ pub fn skip_known(
 }
 
 /// Keeps the rows whose `sample_id` is new, and remembers them.
-pub fn dedup(
-    seen: &mut HashSet<String>,
-    scored: Vec<Scored>,
-    counts: &mut StepCounts,
-) -> Vec<Scored> {
+pub fn dedup(seen: &mut IdSet, scored: Vec<Scored>, counts: &mut StepCounts) -> Vec<Scored> {
     let mut out = Vec::with_capacity(scored.len());
     for s in scored {
-        if seen.insert(s.row.sample_id.clone()) {
+        if seen.insert(&s.row.sample_id) {
             out.push(s);
         } else {
             counts.drop(DropReason::DuplicateAcrossRuns);

@@ -12,10 +12,9 @@ pub mod relevance;
 pub mod rollout;
 pub mod score;
 
-use std::collections::HashSet;
-
 pub use counts::{DropReason, StepCounts};
 
+use super::idset::IdSet;
 use super::state::KlTotals;
 use super::{DroppedExample, PipelineError};
 use crate::config::PipelineConfig;
@@ -45,17 +44,13 @@ pub struct ScoringSteps<'a> {
     method: RelevanceMethod,
     prepare: prepare::PrepareStep<'a>,
     relevance: relevance::RelevanceFilter,
-    seen_ids: &'a mut HashSet<String>,
+    seen_ids: &'a mut IdSet,
     health: score::ScoreHealth,
 }
 
 impl<'a> ScoringSteps<'a> {
     /// The steps of a run of `cfg` on `model`; `seen_ids` holds the dataset's committed rows.
-    pub fn new(
-        cfg: &'a PipelineConfig,
-        model: &'a LoadedModel,
-        seen_ids: &'a mut HashSet<String>,
-    ) -> Self {
+    pub fn new(cfg: &'a PipelineConfig, model: &'a LoadedModel, seen_ids: &'a mut IdSet) -> Self {
         let method = cfg.score.relevance;
         let scorer_cfg = ScorerConfig {
             top_k: cfg.score.top_k,
