@@ -189,8 +189,20 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
         return Ok(rep);
     };
     check_manifest(&m, &mut rep);
+    check_shards(dir, &m, m.shards.iter(), &mut rep);
+    Ok(rep)
+}
+
+/// The row checks of `shards` (a part of `m`'s), with duplicate ids
+/// looked for among them.
+fn check_shards<'a>(
+    dir: &Path,
+    m: &Manifest,
+    shards: impl Iterator<Item = &'a super::shard::ShardInfo>,
+    rep: &mut ValidationReport,
+) {
     let mut ids: HashMap<String, (String, u64)> = HashMap::new();
-    for shard in &m.shards {
+    for shard in shards {
         if !crate::util::is_plain_name(&shard.file) {
             rep.push(
                 Some(MANIFEST_FILE),
@@ -200,9 +212,8 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
             );
             continue;
         }
-        check_shard(dir, &m, shard, &mut ids, &mut rep);
+        check_shard(dir, m, shard, &mut ids, rep);
     }
-    Ok(rep)
 }
 
 /// The audit of write–audit–publish: the contract checks of [`validate`] on the manifest about
@@ -214,19 +225,8 @@ pub fn audit_shards(dir: &Path, next: &Manifest, files: &[String]) -> Validation
         ..Default::default()
     };
     check_manifest(next, &mut rep);
-    let mut ids: HashMap<String, (String, u64)> = HashMap::new();
-    for shard in next.shards.iter().filter(|s| files.contains(&s.file)) {
-        if !crate::util::is_plain_name(&shard.file) {
-            rep.push(
-                Some(MANIFEST_FILE),
-                None,
-                None,
-                format!("shard name '{}' is not a plain file name", shard.file),
-            );
-            continue;
-        }
-        check_shard(dir, next, shard, &mut ids, &mut rep);
-    }
+    let shards = next.shards.iter().filter(|s| files.contains(&s.file));
+    check_shards(dir, next, shards, &mut rep);
     rep
 }
 
