@@ -18,10 +18,10 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::state::{ChunkState, RunState, StateError};
 use crate::sink::dataset::chunk_ids_rel;
+pub use crate::sink::duplicates::id_key;
 
 /// Most ids sorted in memory at once while the file is built (16 MiB of ids).
 pub const BATCH_IDS: usize = 1 << 20;
@@ -36,19 +36,6 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// A sample id as a number (see the module documentation).
-pub fn id_key(id: &str) -> u128 {
-    if id.len() == 32 {
-        if let Ok(v) = u128::from_str_radix(id, 16) {
-            return v;
-        }
-    }
-    let d = Sha256::digest(id.as_bytes());
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&d[..16]);
-    u128::from_be_bytes(b)
 }
 
 /// Which chunks the sorted file holds.

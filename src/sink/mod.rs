@@ -14,6 +14,7 @@ pub mod batch;
 pub mod card;
 pub mod columns;
 pub mod dataset;
+pub mod duplicates;
 pub mod encoding;
 pub mod error;
 pub mod manifest;

@@ -4,7 +4,7 @@
 //! Shards are streamed one row group (64 rows by default) at a time, so memory stays bounded by
 //! a batch plus one sample id per row (for the uniqueness check).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::Read;
@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use super::batch::batch_to_rows;
 use super::columns::{Values, CONTRACT};
+use super::duplicates::DuplicateFinder;
 use super::encoding::{self, Encoding};
 use super::error::{SinkError, SinkResult};
 use super::manifest::{Manifest, Totals, MANIFEST_FILE};
@@ -193,7 +194,8 @@ pub fn validate(dir: &Path) -> SinkResult<ValidationReport> {
     Ok(rep)
 }
 
-/// The row checks of `shards` (a part of `m`'s), with duplicate ids
+/// The row checks of `shards` (a part of `m`'s), with duplicate ids (in bounded memory:
+/// [`DuplicateFinder`])
 /// looked for among them.
 fn check_shards<'a>(
     dir: &Path,
@@ -201,7 +203,8 @@ fn check_shards<'a>(
     shards: impl Iterator<Item = &'a super::shard::ShardInfo>,
     rep: &mut ValidationReport,
 ) {
-    let mut ids: HashMap<String, (String, u64)> = HashMap::new();
+    let mut ids = DuplicateFinder::default();
+    let mut names: Vec<&str> = Vec::new();
     for shard in shards {
         if !crate::util::is_plain_name(&shard.file) {
             rep.push(
@@ -212,7 +215,26 @@ fn check_shards<'a>(
             );
             continue;
         }
-        check_shard(dir, m, shard, &mut ids, rep);
+        check_shard(dir, m, shard, (&mut ids, names.len() as u32), rep);
+        names.push(&shard.file);
+    }
+    match ids.repeats() {
+        Ok(repeats) => {
+            for r in repeats {
+                let (file, first) = (names[r.shard as usize], names[r.first_shard as usize]);
+                let msg = format!(
+                    "duplicate sample_id {} (first in {first} row {})",
+                    r.id, r.first_row
+                );
+                rep.push(Some(file), Some(r.row), Some("sample_id"), msg);
+            }
+        }
+        Err(e) => rep.push(
+            None,
+            None,
+            Some("sample_id"),
+            format!("cannot check sample ids for duplicates: {e}"),
+        ),
     }
 }
 
@@ -331,7 +353,7 @@ fn check_shard(
     dir: &Path,
     m: &Manifest,
     shard: &super::shard::ShardInfo,
-    ids: &mut HashMap<String, (String, u64)>,
+    (ids, shard_index): (&mut DuplicateFinder, u32),
     rep: &mut ValidationReport,
 ) {
     let name = shard.file.as_str();
@@ -514,14 +536,13 @@ fn check_shard(
         for r in &rows {
             check_row(r, &layout, m.dataset.vocab_size, name, row_idx, rep);
             check_relevance(r, &m.dataset, name, row_idx, rep);
-            if let Some((pf, pr)) = ids.get(&r.sample_id) {
-                let msg = format!(
-                    "duplicate sample_id {} (first in {pf} row {pr})",
-                    r.sample_id
+            if let Err(e) = ids.add(&r.sample_id, shard_index, row_idx) {
+                rep.push(
+                    f,
+                    Some(row_idx),
+                    Some("sample_id"),
+                    format!("cannot record the id: {e}"),
                 );
-                rep.push(f, Some(row_idx), Some("sample_id"), msg);
-            } else {
-                ids.insert(r.sample_id.clone(), (name.to_string(), row_idx));
             }
             tokens += r.completion_ids.len() as u64;
             row_idx += 1;
