@@ -39,6 +39,7 @@ from gguf import GGUFReader
 
 from hindsight_data import DatasetError, collate, open_dataset, split_heldout
 from hindsight_data.dataset import read_manifest as _read_manifest
+from hindsight_data.dataset import sha256_file
 from hindsight_data.losses import advantage_loss, forward_kl, reverse_kl, student_logprobs
 
 SANITY_LIMIT = 0.1  # nats; a model mismatch gives differences of whole nats
@@ -73,15 +74,6 @@ def parse_args(argv):
     if args.steps < 0 or args.batch_size < 1 or not 0 < args.heldout_fraction < 1:
         p.error("need --steps >= 0, --batch-size >= 1 and 0 < --heldout-fraction < 1")
     return args
-
-
-def sha256_file(path):
-    """Streamed sha256, as hindsight records it for weights files and shards."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def gguf_identity(path):
