@@ -17,11 +17,15 @@ pub struct FinalizeArgs {
     /// Number of tasks of the run (default: the one task count with markers in DIR).
     #[arg(long)]
     pub num_tasks: Option<u32>,
+    /// Publish even when a drift guard of the pipeline (`[guards]`) fails; the drift is still
+    /// reported.
+    #[arg(long)]
+    pub accept_drift: bool,
 }
 
 /// Merges the tasks and prints a summary.
 pub fn run(a: FinalizeArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
-    let report = pipeline::finalize(&a.dir, a.num_tasks)?;
+    let report = pipeline::finalize(&a.dir, a.num_tasks, a.accept_drift)?;
     super::emit_report(json_logs, "finalize report", &report, &report.summary())?;
     println!("{}", report.output);
     Ok(ExitCode::SUCCESS)

@@ -241,7 +241,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if let Some(p) = cause.downcast_ref::<PipelineError>() {
             match p {
                 PipelineError::Config(_) | PipelineError::Predicate(_) => return exit::USAGE,
-                PipelineError::Guard(_) => return exit::GUARD,
+                PipelineError::Guard(_) | PipelineError::AuditFailed(_) => return exit::GUARD,
                 PipelineError::NotReady(_) => return exit::NOT_READY,
                 PipelineError::State(s) => match s {
                     StateError::Mismatch { .. } | StateError::Foreign { .. } => {

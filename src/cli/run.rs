@@ -72,6 +72,10 @@ pub struct RunArgs {
     /// $HINDSIGHT_RUN_ID, else $SLURM_ARRAY_JOB_ID.
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
+    /// Publish even when a drift guard of the pipeline (`[guards]`) fails; the drift is still
+    /// reported (in the run report and the log).
+    #[arg(long)]
+    pub accept_drift: bool,
     /// Commit at most this many chunks, then stop (for staged runs and resume tests).
     #[arg(long, hide = true)]
     pub max_chunks: Option<usize>,
@@ -150,6 +154,9 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<(PipelineConfig, Option<TaskSlice>
     if !a.inputs.is_empty() {
         cfg.input.paths = a.inputs.clone();
     }
+    if a.accept_drift {
+        cfg.guards.enforce = false;
+    }
     if let Some(w) = &a.where_sql {
         cfg.input.r#where = Some(w.clone());
     }
@@ -224,7 +231,7 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     }
     if let Some((t, id)) = finalize_as {
         let target = cfg.output.dir.to_string_lossy().to_string();
-        match pipeline::finalize_if_last(&target, t, &id, FINALIZE_LOCK_WAIT)? {
+        match pipeline::finalize_if_last(&target, t, &id, FINALIZE_LOCK_WAIT, a.accept_drift)? {
             LastTask::Waiting { done } => tracing::info!(
                 task = t.index,
                 run_id = %id,

@@ -48,6 +48,11 @@ pub struct PipelineConfig {
     #[serde(default)]
     pub contract: ContractConfig,
     pub output: OutputConfig,
+    /// Drift guards against the previous night (`[guards]`): they decide whether a night
+    /// publishes, not what its rows are, so they are never serialized into the config's
+    /// fingerprint or the dataset identity.
+    #[serde(default, skip_serializing)]
+    pub guards: crate::pipeline::drift::DriftGuards,
 }
 
 /// How the output contract stores its values (docs/CONTRACT.md).
@@ -255,6 +260,7 @@ impl PipelineConfig {
                 "model.chat_template_kwargs.{k}: set by the renderer itself, not configurable"
             )));
         }
+        self.guards.validate().map_err(ConfigError::Invalid)?;
         if self.score.top_k == 0 {
             return Err(ConfigError::Invalid("score.top_k must be > 0".into()));
         }

@@ -171,6 +171,11 @@ pub fn compact(target: &str, opts: &CompactOptions) -> Result<CompactReport, Pip
         serde_json::from_value(manifest.stats["ingest_last_run"].clone()).ok();
     let mut next = build_manifest(&manifest.dataset, &st, ingest.as_ref());
     next.created_at = manifest.created_at.clone();
+    // The next night's drift baseline stays what the last publish recorded.
+    let key = super::publish::BASELINE_KEY;
+    if let (Some(b), Some(stats)) = (manifest.stats.get(key), next.stats.as_object_mut()) {
+        stats.insert(key.to_string(), b.clone());
+    }
     reader.republish(&next)?;
 
     // 4. The old shards, no longer listed anywhere.

@@ -12,9 +12,11 @@
 //! in a fixed order and written once, last, so it never lists a partial or duplicate shard.
 
 pub mod compact;
+pub mod drift;
 pub mod idset;
 pub mod plan;
 pub mod progress;
+pub mod publish;
 pub mod state;
 pub mod steps;
 pub mod tasks;
@@ -69,6 +71,10 @@ pub enum PipelineError {
     /// result is not what a healthy night looks like.
     #[error("{0}")]
     Guard(String),
+    /// The audit before publishing failed (contract violations in the new shards, or drift
+    /// against the previous night): the previous manifest is kept.
+    #[error("{}", .0.message)]
+    AuditFailed(Box<publish::AuditFailure>),
     #[error("pipeline stage failed: {0}")]
     Stage(String),
 }
@@ -119,6 +125,10 @@ pub struct RunReport {
     pub low_relevance_examples: Vec<DroppedExample>,
     /// True when the run stopped early (`max_chunks`).
     pub stopped_early: bool,
+    /// What the audit before the publish found (`None` for a task of a sharded run, which
+    /// does not publish, and for a run stopped early).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<publish::AuditSummary>,
 }
 
 impl RunReport {
@@ -176,6 +186,8 @@ struct ScoredChunk {
     kl: KlTotals,
     /// `relevance` of the rows dropped under the threshold (the report's histogram).
     dropped_relevance: Vec<f32>,
+    /// `relevance` of every scored row (the drift guards' distribution).
+    relevance: drift::RelevanceHistogram,
 }
 
 /// Token counter for the length prefilter, backed by the model's real tokenizer.
@@ -376,12 +388,12 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         episodes_per_second: scored_eps as f64 / seconds.max(1e-9),
         low_relevance_examples: scoring.examples,
         stopped_early: scoring.stopped_early,
+        audit: None,
     };
-    let report_json =
-        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
+    let mut report = report;
     if report.stopped_early {
         if single {
-            dataset.write_partial_report(&report_json)?;
+            dataset.write_partial_report(&report_json(&report)?)?;
         }
         progress.finish(&report);
         return Ok(report);
@@ -394,12 +406,24 @@ pub fn run(cfg: &PipelineConfig, opts: &RunOptions) -> Result<RunReport, Pipelin
         dataset: meta.clone(),
         chunks: scoring.owned.clone(),
         report: report.clone(),
+        guards: cfg.guards.clone(),
     };
     if single {
         // The run is its own last task: merge and publish now, under the exclusive lock.
         tasks::merge(&dataset, &mut state, std::slice::from_ref(&marker))?;
         let manifest = build_manifest(&meta, &state, Some(&report.ingest));
-        audit_then_publish(&dataset, Some(&quarantine_path), &report_json, &manifest)?;
+        let audit = publish::audit_then_publish(
+            &dataset,
+            Some(&quarantine_path),
+            manifest,
+            &cfg.guards,
+            |audit| {
+                let mut r = report.clone();
+                r.audit = Some(audit.clone());
+                report_json(&r)
+            },
+        )?;
+        report.audit = Some(audit);
     } else {
         // The completion marker goes last: finalize trusts every chunk it lists.
         dataset.upload_state(&task.quarantine_rel())?;
@@ -424,43 +448,9 @@ fn content_chunk_id(uri: &str, seq: u64, content: Sha256) -> String {
     chunk_id(uri, &format!("content:{digest}"), seq)
 }
 
-/// Write–audit–publish: the contract checks on the shards readers have not seen yet, then the
-/// manifest only if they pass. A failed audit keeps the previous manifest, writes the run report
-/// (and `audit_report.txt`) and fails the run with the quality-guard exit status; the committed
-/// chunks stay, so the next run re-audits them (and a fixed shard publishes).
-pub(crate) fn audit_then_publish(
-    dataset: &DatasetWriter,
-    quarantine: Option<&std::path::Path>,
-    report_json: &[u8],
-    manifest: &Manifest,
-) -> Result<(), PipelineError> {
-    let audit = dataset.audit(manifest)?;
-    if !audit.is_ok() {
-        dataset.write_partial_report(report_json)?;
-        let text = audit.to_string();
-        let path = dataset.dir().join("audit_report.txt");
-        crate::util::write_atomic(&path, text.as_bytes()).map_err(|source| {
-            state::StateError::Io {
-                action: "writing",
-                path: path.clone(),
-                source,
-            }
-        })?;
-        let first: Vec<String> = audit
-            .violations
-            .iter()
-            .take(3)
-            .map(|v| v.to_string())
-            .collect();
-        return Err(PipelineError::Guard(format!(
-            "audit failed: {} contract violation(s) in the shards about to be published ({});              the previous manifest is kept, see {}",
-            audit.violations.len(),
-            first.join("; "),
-            path.display()
-        )));
-    }
-    dataset.publish(quarantine, report_json, manifest)?;
-    Ok(())
+/// The run report as written to `run_report.json`.
+fn report_json(report: &RunReport) -> Result<Vec<u8>, PipelineError> {
+    serde_json::to_vec_pretty(report).map_err(|e| PipelineError::Stage(e.to_string()))
 }
 
 /// Feeds what `serde_json` writes into a hash, so a chunk's content id costs no buffer.
@@ -696,6 +686,7 @@ fn score_chunks(
             counts: scored.counts,
             kl: scored.kl,
             dropped_relevance: scored.dropped_relevance,
+            relevance: scored.relevance,
         };
         if tx.send(scored).is_err() {
             return Err(PipelineError::Stage("writer stopped early".into()));
@@ -753,6 +744,7 @@ fn write_chunks(
                     counts: chunk.counts,
                     kl: chunk.kl,
                     dropped_relevance: chunk.dropped_relevance,
+                    relevance: chunk.relevance,
                     task: Some(TaskTag {
                         index: task.index,
                         num_tasks: task.count,
@@ -774,8 +766,10 @@ fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestSt
     let mut totals = StepCounts::default();
     let mut kl = KlTotals::default();
     let mut dropped: Vec<f32> = Vec::new();
+    let mut relevance = drift::RelevanceHistogram::default();
     for c in state.committed() {
         kl.add(&c.kl);
+        relevance.merge(&c.relevance);
         dropped.extend(&c.dropped_relevance);
         shards.extend(c.shards.iter().cloned());
         totals.add(&c.counts);
@@ -786,6 +780,7 @@ fn build_manifest(meta: &DatasetMeta, state: &RunState, ingest: Option<&IngestSt
         "ingest_last_run": ingest,
         "kl": kl,
         "dropped_relevance": crate::sink::DroppedRelevance::of(dropped),
+        "relevance_histogram": relevance,
     });
     Manifest::new(meta.clone(), shards, stats)
 }

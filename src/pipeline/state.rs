@@ -162,6 +162,13 @@ pub struct ChunkState {
     /// `relevance` of the rows this chunk dropped under the threshold (the report's histogram).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropped_relevance: Vec<f32>,
+    /// `relevance` of every row scored (kept or dropped by the threshold), log-binned: the
+    /// drift guards compare nights' distributions with it.
+    #[serde(
+        default,
+        skip_serializing_if = "super::drift::RelevanceHistogram::is_empty"
+    )]
+    pub relevance: super::drift::RelevanceHistogram,
     /// Set while the chunk was written by a sharded task and not yet merged by `finalize`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskTag>,

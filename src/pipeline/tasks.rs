@@ -186,6 +186,9 @@ pub struct TaskMarker {
     pub chunks: Vec<(String, u64)>,
     /// The task's run report (its ingest statistics and quarantine cover its share).
     pub report: RunReport,
+    /// The drift guards of the task's pipeline (finalize applies them before publishing).
+    #[serde(default)]
+    pub guards: super::drift::DriftGuards,
 }
 
 /// Writes a task's completion marker (locally, then to the store).
@@ -247,6 +250,9 @@ pub struct FinalizeReport {
     pub counts: super::StepCounts,
     /// Wall-clock seconds of each task.
     pub task_seconds: Vec<f64>,
+    /// What the audit before the publish found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<super::publish::AuditSummary>,
 }
 
 impl FinalizeReport {
@@ -281,7 +287,12 @@ fn task_counts(dir: &Path) -> Vec<u32> {
 
 /// Merges the chunks of a finished sharded run at `target` (a directory or a URL) and writes the
 /// manifest. Refuses, naming them, while any task's marker is missing or stale.
-pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, PipelineError> {
+/// `accept_drift` publishes even when the drift guards of the tasks' pipeline fail.
+pub fn finalize(
+    target: &str,
+    num_tasks: Option<u32>,
+    accept_drift: bool,
+) -> Result<FinalizeReport, PipelineError> {
     let mirror = Arc::new(Mirror::open(target)?);
     let dir = mirror.local().to_path_buf();
     let label = mirror.label();
@@ -410,11 +421,26 @@ pub fn finalize(target: &str, num_tasks: Option<u32>) -> Result<FinalizeReport, 
         ingest: ingest.clone(),
         counts,
         task_seconds: markers.iter().map(|m| m.report.seconds).collect(),
+        audit: None,
     };
-    let json =
-        serde_json::to_vec_pretty(&report).map_err(|e| PipelineError::Stage(e.to_string()))?;
     let manifest = build_manifest(&meta, &st, Some(&ingest));
-    super::audit_then_publish(&dataset, Some(&quarantine), &json, &manifest)?;
+    let mut guards = first.guards.clone();
+    if accept_drift {
+        guards.enforce = false;
+    }
+    let audit = super::publish::audit_then_publish(
+        &dataset,
+        Some(&quarantine),
+        manifest,
+        &guards,
+        |audit| {
+            let mut r = report.clone();
+            r.audit = Some(audit.clone());
+            serde_json::to_vec_pretty(&r).map_err(|e| PipelineError::Stage(e.to_string()))
+        },
+    )?;
+    let mut report = report;
+    report.audit = Some(audit);
     Ok(report)
 }
 
@@ -459,6 +485,7 @@ pub fn finalize_if_last(
     task: TaskSlice,
     run_id: &str,
     wait: std::time::Duration,
+    accept_drift: bool,
 ) -> Result<LastTask, PipelineError> {
     let mirror = Mirror::open(target)?;
     let dir = mirror.local().to_path_buf();
@@ -554,7 +581,7 @@ pub fn finalize_if_last(
     // shared directory): wait for them, within `wait`.
     let deadline = std::time::Instant::now() + wait;
     loop {
-        match finalize(target, Some(n)) {
+        match finalize(target, Some(n), accept_drift) {
             Ok(report) => return Ok(LastTask::Finalized(Box::new(report))),
             Err(PipelineError::NotReady(_))
             | Err(PipelineError::State(state::StateError::Locked(_)))

@@ -34,6 +34,8 @@ pub struct ChunkOutput {
     pub kl: KlTotals,
     /// `relevance` of the rows dropped under the threshold (the report's histogram).
     pub dropped_relevance: Vec<f32>,
+    /// `relevance` of every scored row (the drift guards' distribution).
+    pub relevance: crate::pipeline::drift::RelevanceHistogram,
 }
 
 /// The steps of one run, with their state (template cache, seen ids, dropped examples).
@@ -91,6 +93,11 @@ impl<'a> ScoringSteps<'a> {
         let ready = dedup::skip_known(self.seen_ids, ready, counts);
         let scored =
             score::score_batch(&self.scorer, ready, self.method, counts, &mut self.health)?;
+        for s in &scored {
+            if let Some(r) = s.row.relevance {
+                out.relevance.add(r);
+            }
+        }
         let kept = self
             .relevance
             .apply(scored, counts, &mut out.dropped_relevance);
