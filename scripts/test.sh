@@ -6,7 +6,8 @@
 #      and validates deploy/k8s/ against the Kubernetes API schemas (scripts/lint-deploy.sh);
 #   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
 #   4. fetches the real tokenizers and chat templates of six families (scripts/real-templates/);
-#   5. runs hindsight_data's unit tests (python/, torch-free) and the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/).
+#   5. runs hindsight_data's unit tests (python/, torch-free) and the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/;
+#      the OpenLineage schema validator's jsonschema and a real Dagster, also in .venv-test/).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ./scripts/fetch-model.sh
@@ -36,6 +37,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check pyarrow==26.0.1 datasets==5.2.0 \
   'moto[server]==5.2.5'
+# tests/it/orchestrators.rs: OpenLineage events against the official JSON schemas, and a real
+# Dagster materializing deploy/dagster/hindsight_assets.py through Dagster Pipes.
+"$venv/bin/pip" install --quiet --disable-pip-version-check 'jsonschema[format-nongpl]==4.26.0' \
+  dagster==1.13.29 dagster-pipes==1.13.29
 # The hindsight_data package (python/), as a user installs it.
 "$venv/bin/pip" install --quiet --disable-pip-version-check ./python
 # tests/it/real_templates.rs: the published tokenizers and chat templates of Llama 3.2, Qwen2.5,

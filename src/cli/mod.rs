@@ -8,6 +8,7 @@ pub mod export;
 pub mod export_hf;
 pub mod finalize;
 pub mod inspect;
+pub mod observe;
 pub mod plan;
 pub mod query;
 pub mod report;

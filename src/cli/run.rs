@@ -76,6 +76,14 @@ pub struct RunArgs {
     /// reported (in the run report and the log).
     #[arg(long)]
     pub accept_drift: bool,
+    /// Send OpenLineage run events (START, COMPLETE/FAIL) to this endpoint: a lineage server
+    /// (`http://marquez:5000` gets `/api/v1/lineage`) or a full URL; default [lineage] url,
+    /// else $OPENLINEAGE_URL.
+    #[arg(long, value_name = "URL")]
+    pub openlineage_url: Option<String>,
+    /// Append OpenLineage run events to this file, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub openlineage_file: Option<PathBuf>,
     /// Commit at most this many chunks, then stop (for staged runs and resume tests).
     #[arg(long, hide = true)]
     pub max_chunks: Option<usize>,
@@ -164,12 +172,31 @@ pub fn resolve(a: &RunArgs) -> anyhow::Result<(PipelineConfig, Option<TaskSlice>
     Ok((cfg, task))
 }
 
-/// Runs the pipeline (or shows its plan with `--dry-run`), prints the report, checks the guards.
+/// Runs the pipeline (or shows its plan with `--dry-run`), prints the report, checks the guards;
+/// lineage and Dagster Pipes see it start and end.
 pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
     if a.dry_run {
         return super::plan::run(a);
     }
     let (cfg, task) = resolve(&a)?;
+    let flags = super::observe::LineageFlags {
+        url: a.openlineage_url.clone(),
+        file: a.openlineage_file.clone(),
+    };
+    let observers = super::observe::Observers::for_run(&cfg, &flags)?;
+    observers.started();
+    let result = execute(&a, &cfg, task, json_logs);
+    observers.finished(&result);
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// The run itself: pipeline, report, finalize of the last task, guards.
+fn execute(
+    a: &RunArgs,
+    cfg: &PipelineConfig,
+    task: Option<TaskSlice>,
+    json_logs: bool,
+) -> anyhow::Result<super::observe::RunEnd> {
     if let Some(f) = a.max_quarantine_fraction {
         if !(0.0..=1.0).contains(&f) {
             return Err(UsageError(format!(
@@ -206,7 +233,7 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
             },
         };
     let report = pipeline::run(
-        &cfg,
+        cfg,
         &RunOptions {
             progress: !a.no_progress,
             max_chunks: a.max_chunks,
@@ -216,6 +243,7 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
         },
     )?;
     super::emit_report(json_logs, "run report", &report, &report.summary())?;
+    let mut audit = report.audit.clone();
     if let Some(t) = task.filter(|t| !t.is_single()) {
         tracing::info!(
             task = t.index,
@@ -244,13 +272,17 @@ pub fn run(a: RunArgs, json_logs: bool) -> anyhow::Result<ExitCode> {
                 "every task is done; task {by} finalizes"
             ),
             LastTask::Finalized(fin) => {
-                super::emit_report(json_logs, "finalize report", &fin, &fin.summary())?
+                super::emit_report(json_logs, "finalize report", &fin, &fin.summary())?;
+                audit = fin.audit.clone();
             }
         }
     }
     println!("{}", cfg.output.dir.display());
     check_guards(&report, a.min_rows, a.max_quarantine_fraction)?;
-    Ok(ExitCode::SUCCESS)
+    Ok(super::observe::RunEnd {
+        audit,
+        counts: Some(report.counts),
+    })
 }
 
 /// `--min-rows` and `--max-quarantine-fraction`, on what this run did.

@@ -11,6 +11,9 @@ use crate::model::ComputeMode;
 use crate::score::RelevanceMethod;
 use crate::util::sha256_hex;
 
+mod ops;
+pub use ops::{DriftGuards, LineageConfig};
+
 /// Errors in a pipeline file or an override; they name the key and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,7 +55,10 @@ pub struct PipelineConfig {
     /// publishes, not what its rows are, so they are never serialized into the config's
     /// fingerprint or the dataset identity.
     #[serde(default, skip_serializing)]
-    pub guards: crate::pipeline::drift::DriftGuards,
+    pub guards: DriftGuards,
+    /// Where OpenLineage run events go (`[lineage]`); like the guards, not serialized.
+    #[serde(default, skip_serializing)]
+    pub lineage: LineageConfig,
 }
 
 /// How the output contract stores its values (docs/CONTRACT.md).

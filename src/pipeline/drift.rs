@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::steps::StepCounts;
+pub use crate::config::DriftGuards;
 
 /// Histogram bins per doubling of `1 + |relevance|`: about 4% wide, fine enough for a KS
 /// distance, coarse enough that a manifest holds the whole distribution in a few hundred bins.
@@ -198,142 +199,83 @@ impl IncrementProfile {
     }
 }
 
-/// Thresholds of the drift guards (`[guards]` in the pipeline file). They decide whether a
-/// night publishes, not what its rows are, so they are not part of the dataset's identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DriftGuards {
-    /// Largest Kolmogorov–Smirnov distance (0..1) between tonight's and the previous night's
-    /// relevance distributions.
-    pub max_relevance_ks: Option<f64>,
-    /// Largest absolute change of the fraction of episodes dropped for any one reason (rows
-    /// already in the dataset left out).
-    pub max_drop_rate_change: Option<f64>,
-    /// Largest relative change of the mean response tokens per row (0.5 = ±50%).
-    pub max_tokens_per_row_change: Option<f64>,
-    /// Nights with fewer new rows are not compared, nor replace a baseline that has this many.
-    pub min_rows: u64,
-    /// `false` reports a drift without refusing the publish (`run --accept-drift`).
-    pub enforce: bool,
-}
-
-impl Default for DriftGuards {
-    fn default() -> Self {
-        DriftGuards {
-            max_relevance_ks: None,
-            max_drop_rate_change: None,
-            max_tokens_per_row_change: None,
-            min_rows: 100,
-            enforce: true,
-        }
-    }
-}
-
-impl DriftGuards {
-    /// Whether any threshold is set.
-    pub fn any(&self) -> bool {
-        self.max_relevance_ks.is_some()
-            || self.max_drop_rate_change.is_some()
-            || self.max_tokens_per_row_change.is_some()
-    }
-
-    /// Rejects thresholds that cannot be met or that mean nothing.
-    pub fn validate(&self) -> Result<(), String> {
-        let check = |key: &str, v: Option<f64>, max: f64| match v {
-            Some(x) if !(x.is_finite() && (0.0..=max).contains(&x)) => {
-                Err(format!("guards.{key} = {x} is out of range (0 to {max})"))
-            }
-            _ => Ok(()),
+/// Compares tonight's increment with the baseline (the last published night with at least
+/// `guards.min_rows` rows). Checks that cannot be made say why in `skipped`.
+pub fn check(
+    guards: &DriftGuards,
+    tonight: &IncrementProfile,
+    baseline: Option<&IncrementProfile>,
+) -> Vec<DriftCheck> {
+    let mut out = Vec::new();
+    let skip_all = match baseline {
+        _ if !guards.any() => return out,
+        None => Some("no earlier night to compare with".to_string()),
+        Some(_) if tonight.rows < guards.min_rows => Some(format!(
+            "tonight has {} new rows, fewer than guards.min_rows {}",
+            tonight.rows, guards.min_rows
+        )),
+        Some(b) if b.rows < guards.min_rows => Some(format!(
+            "the previous night has {} rows, fewer than guards.min_rows {}",
+            b.rows, guards.min_rows
+        )),
+        Some(_) => None,
+    };
+    let mut push = |name: String, threshold: f64, measured: Option<(f64, f64, f64)>| {
+        let (value, tonight_v, baseline_v) = match (&skip_all, measured) {
+            (None, Some(m)) => (Some(m.0), Some(m.1), Some(m.2)),
+            _ => (None, None, None),
         };
-        check("max_relevance_ks", self.max_relevance_ks, 1.0)?;
-        check("max_drop_rate_change", self.max_drop_rate_change, 1.0)?;
-        check(
-            "max_tokens_per_row_change",
-            self.max_tokens_per_row_change,
-            f64::MAX,
-        )
-    }
-
-    /// Compares tonight's increment with the baseline (the last published night with at least
-    /// `min_rows` rows). Checks that cannot be made say why in `skipped`.
-    pub fn check(
-        &self,
-        tonight: &IncrementProfile,
-        baseline: Option<&IncrementProfile>,
-    ) -> Vec<DriftCheck> {
-        let mut out = Vec::new();
-        let skip_all = match baseline {
-            _ if !self.any() => return out,
-            None => Some("no earlier night to compare with".to_string()),
-            Some(_) if tonight.rows < self.min_rows => Some(format!(
-                "tonight has {} new rows, fewer than guards.min_rows {}",
-                tonight.rows, self.min_rows
-            )),
-            Some(b) if b.rows < self.min_rows => Some(format!(
-                "the previous night has {} rows, fewer than guards.min_rows {}",
-                b.rows, self.min_rows
-            )),
-            Some(_) => None,
-        };
-        let mut push = |name: String, threshold: f64, measured: Option<(f64, f64, f64)>| {
-            let (value, tonight_v, baseline_v) = match (&skip_all, measured) {
-                (None, Some(m)) => (Some(m.0), Some(m.1), Some(m.2)),
-                _ => (None, None, None),
-            };
-            out.push(DriftCheck {
-                passed: value.is_none_or(|v| v <= threshold),
-                skipped: match (&skip_all, value) {
-                    (Some(why), _) => Some(why.clone()),
-                    (None, None) => Some("not measurable on these nights".into()),
-                    _ => None,
-                },
-                name,
-                value,
-                threshold,
-                tonight: tonight_v,
-                baseline: baseline_v,
-            });
-        };
-        let b = baseline.cloned().unwrap_or_default();
-        if let Some(t) = self.max_relevance_ks {
-            let m = tonight.relevance.ks_distance(&b.relevance).map(|ks| {
-                let median = |h: &RelevanceHistogram| h.quantile(0.5).unwrap_or(f64::NAN);
-                (ks, median(&tonight.relevance), median(&b.relevance))
-            });
-            push("relevance_ks".into(), t, m);
-        }
-        if let Some(t) = self.max_drop_rate_change {
-            // Rows skipped because the dataset has them say how much was re-read, not what
-            // the data is like.
-            let reasons: std::collections::BTreeSet<&String> = tonight
-                .dropped
-                .keys()
-                .chain(b.dropped.keys())
-                .filter(|r| !REREAD_REASONS.contains(&r.as_str()))
-                .collect();
-            if reasons.is_empty() {
-                push("drop_rate".into(), t, Some((0.0, 0.0, 0.0)));
-            }
-            for r in reasons {
-                let (now, then) = (tonight.drop_rate(r), b.drop_rate(r));
-                push(
-                    format!("drop_rate.{r}"),
-                    t,
-                    Some(((now - then).abs(), now, then)),
-                );
-            }
-        }
-        if let Some(t) = self.max_tokens_per_row_change {
-            let m = match (tonight.tokens_per_row(), b.tokens_per_row()) {
-                (Some(now), Some(then)) if then > 0.0 => {
-                    Some(((now - then).abs() / then, now, then))
-                }
+        out.push(DriftCheck {
+            passed: value.is_none_or(|v| v <= threshold),
+            skipped: match (&skip_all, value) {
+                (Some(why), _) => Some(why.clone()),
+                (None, None) => Some("not measurable on these nights".into()),
                 _ => None,
-            };
-            push("tokens_per_row".into(), t, m);
-        }
-        out
+            },
+            name,
+            value,
+            threshold,
+            tonight: tonight_v,
+            baseline: baseline_v,
+        });
+    };
+    let b = baseline.cloned().unwrap_or_default();
+    if let Some(t) = guards.max_relevance_ks {
+        let m = tonight.relevance.ks_distance(&b.relevance).map(|ks| {
+            let median = |h: &RelevanceHistogram| h.quantile(0.5).unwrap_or(f64::NAN);
+            (ks, median(&tonight.relevance), median(&b.relevance))
+        });
+        push("relevance_ks".into(), t, m);
     }
+    if let Some(t) = guards.max_drop_rate_change {
+        // Rows skipped because the dataset has them say how much was re-read, not what
+        // the data is like.
+        let reasons: std::collections::BTreeSet<&String> = tonight
+            .dropped
+            .keys()
+            .chain(b.dropped.keys())
+            .filter(|r| !REREAD_REASONS.contains(&r.as_str()))
+            .collect();
+        if reasons.is_empty() {
+            push("drop_rate".into(), t, Some((0.0, 0.0, 0.0)));
+        }
+        for r in reasons {
+            let (now, then) = (tonight.drop_rate(r), b.drop_rate(r));
+            push(
+                format!("drop_rate.{r}"),
+                t,
+                Some(((now - then).abs(), now, then)),
+            );
+        }
+    }
+    if let Some(t) = guards.max_tokens_per_row_change {
+        let m = match (tonight.tokens_per_row(), b.tokens_per_row()) {
+            (Some(now), Some(then)) if then > 0.0 => Some(((now - then).abs() / then, now, then)),
+            _ => None,
+        };
+        push("tokens_per_row".into(), t, m);
+    }
+    out
 }
 
 /// One drift check: what was measured, against what.
@@ -470,12 +412,12 @@ mod tests {
             enforce: true,
         };
         let base = night(180, 1800, 20, &spread);
-        let same = guards.check(&night(180, 1900, 22, &spread), Some(&base));
+        let same = check(&guards, &night(180, 1900, 22, &spread), Some(&base));
         assert!(
             same.iter().all(|c| c.passed && c.skipped.is_none()),
             "{same:?}"
         );
-        let drifted = guards.check(&night(100, 3000, 100, &shifted), Some(&base));
+        let drifted = check(&guards, &night(100, 3000, 100, &shifted), Some(&base));
         let failed: Vec<&str> = drifted
             .iter()
             .filter(|c| !c.passed)
@@ -485,12 +427,11 @@ mod tests {
             failed,
             ["relevance_ks", "drop_rate.low_relevance", "tokens_per_row"]
         );
-        let small = guards.check(&night(10, 3000, 100, &shifted), Some(&base));
+        let small = check(&guards, &night(10, 3000, 100, &shifted), Some(&base));
         assert!(small.iter().all(|c| c.passed && c.skipped.is_some()));
-        assert!(guards
-            .check(&base, None)
+        assert!(check(&guards, &base, None)
             .iter()
             .all(|c| c.passed && c.skipped.is_some()));
-        assert!(DriftGuards::default().check(&base, Some(&base)).is_empty());
+        assert!(check(&DriftGuards::default(), &base, Some(&base)).is_empty());
     }
 }

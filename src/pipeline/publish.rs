@@ -22,6 +22,12 @@ pub struct AuditSummary {
     pub shards_checked: u64,
     /// Rows of those shards.
     pub rows_checked: u64,
+    /// Bytes of those shards.
+    #[serde(default)]
+    pub bytes_checked: u64,
+    /// The dataset as the manifest publishes it (all shards).
+    #[serde(default)]
+    pub totals: crate::sink::Totals,
     /// Contract violations found (first few, as text).
     pub violations: Vec<String>,
     /// All contract violations, counted.
@@ -72,6 +78,16 @@ pub fn audit_then_publish(
     let contract = dataset.audit(&manifest)?;
     // `audit` pulled the manifest readers see now; none on a first run.
     let previous = Manifest::read(dataset.dir()).ok();
+    let seen: std::collections::HashSet<&str> = previous
+        .iter()
+        .flat_map(|p| p.shards.iter().map(|s| s.file.as_str()))
+        .collect();
+    let bytes_checked = manifest
+        .shards
+        .iter()
+        .filter(|s| !seen.contains(s.file.as_str()))
+        .map(|s| s.bytes)
+        .sum();
     let now = IncrementProfile::of_manifest_stats(&manifest.stats);
     let increment = match (&now, &previous) {
         (Some(now), Some(prev)) => IncrementProfile::of_manifest_stats(&prev.stats)
@@ -91,7 +107,7 @@ pub fn audit_then_publish(
         .and_then(|p| p.stats.get(BASELINE_KEY))
         .and_then(|b| serde_json::from_value(b.clone()).ok());
     let drift = match &increment {
-        Some(inc) => guards.check(inc, baseline.as_ref()),
+        Some(inc) => super::drift::check(guards, inc, baseline.as_ref()),
         None => Vec::new(),
     };
     // The next night compares with tonight, unless tonight is too small to compare with and
@@ -115,6 +131,8 @@ pub fn audit_then_publish(
         passed: false,
         shards_checked: contract.shards_checked,
         rows_checked: contract.rows_checked,
+        bytes_checked,
+        totals: manifest.totals.clone(),
         violations: contract
             .violations
             .iter()

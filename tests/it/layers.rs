@@ -26,8 +26,9 @@ const LAYERS: &[&[&str]] = &[
     &["sql", "config"],
     // The run, its reports, the benchmark.
     &["pipeline", "report", "bench"],
-    // Finished datasets in trainers' layouts (uses the run lock).
-    &["export"],
+    // Finished datasets in trainers' layouts (uses the run lock); what a run tells the platform
+    // (OpenLineage events, Dagster Pipes messages).
+    &["export", "lineage", "orchestrator"],
     // The command line.
     &["cli"],
 ];

@@ -22,6 +22,7 @@ mod layers;
 mod model_loading;
 mod object_store;
 mod ops;
+mod orchestrators;
 mod pipeline_run;
 mod real_templates;
 mod report_views;
