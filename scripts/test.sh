@@ -41,6 +41,13 @@ fi
 # Dagster materializing deploy/dagster/hindsight_assets.py through Dagster Pipes.
 "$venv/bin/pip" install --quiet --disable-pip-version-check 'jsonschema[format-nongpl]==4.26.0' \
   dagster==1.13.29 dagster-pipes==1.13.29
+# tests/it/orchestrators.rs: a real Airflow runs deploy/airflow/hindsight_nightly.py (its own
+# virtualenv: Airflow pins many packages).
+if [ ! -x .venv-airflow/bin/airflow ]; then
+  python3 -m venv .venv-airflow
+fi
+.venv-airflow/bin/pip install --quiet --disable-pip-version-check apache-airflow==3.3.2 \
+  apache-airflow-providers-openlineage==2.20.3
 # The hindsight_data package (python/), as a user installs it.
 "$venv/bin/pip" install --quiet --disable-pip-version-check ./python
 # tests/it/real_templates.rs: the published tokenizers and chat templates of Llama 3.2, Qwen2.5,

@@ -290,3 +290,100 @@ fn dagster_records_the_materialization_and_the_audit_check() {
         .is_some_and(|f| f.contains("audit failed")));
     assert!(std::fs::read(out.join("manifest.json")).expect("manifest") == before);
 }
+
+/// The real Airflow (`.venv-airflow`, scripts/test.sh installs it; `HINDSIGHT_TEST_AIRFLOW`
+/// points elsewhere) runs deploy/airflow/hindsight_nightly.py with `airflow dags test`: the
+/// dataset is published and exported, and hindsight's OpenLineage run names the Airflow task
+/// run its provider reported as its parent.
+#[test]
+fn airflow_runs_the_nightly_dag_and_hindsights_lineage_names_its_task() {
+    let airflow = std::env::var("HINDSIGHT_TEST_AIRFLOW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-airflow/bin/airflow")
+        });
+    assert!(
+        airflow.is_file(),
+        "{} missing: run scripts/test.sh (it installs .venv-airflow), or `python3 -m venv \
+         .venv-airflow && .venv-airflow/bin/pip install apache-airflow==3.3.2 \
+         apache-airflow-providers-openlineage==2.20.3`, or point HINDSIGHT_TEST_AIRFLOW at an \
+         airflow executable",
+        airflow.display()
+    );
+    let dir = temp_dir("airflow");
+    let p = sample_pipeline(&dir, &["hints.jsonl"], 2, "");
+    let (out, export) = (dir.join("ds"), dir.join("ds-axolotl"));
+    let (ours, theirs) = (dir.join("hindsight-ol.jsonl"), dir.join("airflow-ol.jsonl"));
+    let airflow_cmd = |args: &[&str]| {
+        let o = Command::new(&airflow)
+            .args(args)
+            .env("AIRFLOW_HOME", dir.join("airflow-home"))
+            .env(
+                "AIRFLOW__CORE__DAGS_FOLDER",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/airflow"),
+            )
+            .env("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+            .env("AIRFLOW__OPENLINEAGE__NAMESPACE", "airflow-test")
+            .env(
+                "AIRFLOW__OPENLINEAGE__TRANSPORT",
+                serde_json::json!({"type": "file", "log_file_path": theirs, "append": true})
+                    .to_string(),
+            )
+            .env("HINDSIGHT_BIN", env!("CARGO_BIN_EXE_hindsight"))
+            .env("HINDSIGHT_PIPELINE", &p)
+            .env("HINDSIGHT_OUTPUT", &out)
+            .env("HINDSIGHT_EXPORT", &export)
+            .env(
+                "HINDSIGHT_ARGS",
+                format!("--openlineage-file {}", ours.display()),
+            )
+            .output()
+            .expect("airflow");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "airflow {args:?}: {log}");
+        log
+    };
+    airflow_cmd(&["db", "migrate"]);
+    let log = airflow_cmd(&["dags", "test", "hindsight_nightly", "2026-12-06"]);
+    assert!(
+        log.contains("state=success") || log.contains("DagRun Finished"),
+        "{log}"
+    );
+
+    // Both tasks did their work.
+    let rows = manifest_rows(&out);
+    assert!(!rows.is_empty());
+    let exported: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(export.join("manifest.json")).expect("export"))
+            .expect("json");
+    assert!(exported.is_object());
+
+    // Airflow's provider reported the `score` task; hindsight's run names it as its parent.
+    let read = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    };
+    let task_run = read(&theirs)
+        .into_iter()
+        .find(|e| e["job"]["name"] == "hindsight_nightly.score" && e["eventType"] == "START")
+        .expect("Airflow's START of the score task");
+    let ours = read(&ours);
+    assert_eq!(ours.len(), 2);
+    for e in &ours {
+        let parent = &e["run"]["facets"]["parent"];
+        assert_eq!(parent["run"]["runId"], task_run["run"]["runId"], "{e:#}");
+        assert_eq!(parent["job"]["name"], "hindsight_nightly.score");
+        assert_eq!(parent["job"]["namespace"], "airflow-test");
+    }
+    assert_eq!(
+        ours[1]["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"].as_u64(),
+        Some(rows.len() as u64)
+    );
+}
