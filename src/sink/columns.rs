@@ -77,6 +77,112 @@ pub enum Values {
     ),
 }
 
+/// What a column's values must satisfy beyond their type; `validate` checks every column by
+/// its domain, so a new column declares its checks here instead of in a list in `validate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Domain {
+    /// Nothing beyond the type.
+    Any,
+    /// Token ids: in `[0, vocabulary size)`.
+    TokenId,
+    /// Log-probabilities: finite and ≤ 0.
+    LogProb,
+    /// Log-normalisers (log Z): finite.
+    LogNormaliser,
+    /// 0 or 1.
+    Mask,
+    /// Scores (relevance): finite where set.
+    Finite,
+}
+
+/// How many values a list column holds per row, relative to the response's T tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A scalar, or a list of its own length (prompts, the response itself).
+    Free,
+    /// One value per response token: T.
+    PerToken,
+    /// K values per response token (K or K_s by [`Width`]): T × K.
+    TopK,
+}
+
+/// The values of a numeric list column in one row, for the checks that do not care which type.
+#[derive(Debug, Clone, Copy)]
+pub enum Numbers<'a> {
+    I32(&'a [i32]),
+    U8(&'a [u8]),
+    F32(&'a [f32]),
+}
+
+impl Numbers<'_> {
+    /// How many values.
+    pub fn len(&self) -> usize {
+        match self {
+            Numbers::I32(x) => x.len(),
+            Numbers::U8(x) => x.len(),
+            Numbers::F32(x) => x.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The index of the first value (as f64, exact for every type here) for which `bad` holds.
+    pub fn find(&self, bad: impl Fn(f64) -> bool) -> Option<usize> {
+        match self {
+            Numbers::I32(x) => x.iter().position(|&v| bad(f64::from(v))),
+            Numbers::U8(x) => x.iter().position(|&v| bad(f64::from(v))),
+            Numbers::F32(x) => x.iter().position(|&v| bad(f64::from(v))),
+        }
+    }
+
+    /// Value `i` as its own type prints it.
+    pub fn show(&self, i: usize) -> String {
+        match self {
+            Numbers::I32(x) => x.get(i).map(ToString::to_string),
+            Numbers::U8(x) => x.get(i).map(ToString::to_string),
+            Numbers::F32(x) => x.get(i).map(ToString::to_string),
+        }
+        .unwrap_or_default()
+    }
+}
+
+impl Values {
+    /// A list column's values in `row` (`None` for a scalar or text column, or a null list).
+    pub fn numbers<'a>(&self, row: &'a OutputRow) -> Option<Numbers<'a>> {
+        match *self {
+            Values::I32List(get, _) | Values::TopKI32(get, _) => Some(Numbers::I32(get(row))),
+            Values::U8List(get, _) => Some(Numbers::U8(get(row))),
+            Values::F32List(get, _) | Values::TopKF32(get, _) => Some(Numbers::F32(get(row))),
+            Values::OptTopKI32(get, _) => get(row).map(Numbers::I32),
+            Values::OptTopKF32(get, _) => get(row).map(Numbers::F32),
+            _ => None,
+        }
+    }
+
+    /// A float scalar column's value in `row` (`None` for other columns; `Some(None)` for null).
+    pub fn float(&self, row: &OutputRow) -> Option<Option<f32>> {
+        match *self {
+            Values::F32(get, _) => Some(Some(get(row))),
+            Values::OptF32(get, _) => Some(get(row)),
+            _ => None,
+        }
+    }
+
+    /// The shape its variant fixes (top-k variants hold T × K values).
+    fn is_top_k(&self) -> bool {
+        matches!(
+            self,
+            Values::TopKI32(..)
+                | Values::TopKF32(..)
+                | Values::OptTopKI32(..)
+                | Values::OptTopKF32(..)
+        )
+    }
+}
+
 /// Which top-k width a top-k column has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Width {
@@ -134,6 +240,23 @@ pub struct Column {
     pub width: Width,
     /// How the compact encoding stores it.
     pub compact: Compact,
+    /// What its values must satisfy (`validate`).
+    pub domain: Domain,
+    /// One value per response token (checked against T); top-k columns are T × K by type.
+    pub per_token: bool,
+}
+
+impl Column {
+    /// How many values it holds per row, relative to the response's T tokens.
+    pub fn shape(&self) -> Shape {
+        if self.values.is_top_k() {
+            Shape::TopK
+        } else if self.per_token {
+            Shape::PerToken
+        } else {
+            Shape::Free
+        }
+    }
 }
 
 const fn col(name: &'static str, values: Values) -> Column {
@@ -145,7 +268,19 @@ const fn col(name: &'static str, values: Values) -> Column {
         allowed: None,
         width: Width::Teacher,
         compact: Compact::Same,
+        domain: Domain::Any,
+        per_token: false,
     }
+}
+
+const fn domain(mut c: Column, d: Domain) -> Column {
+    c.domain = d;
+    c
+}
+
+const fn per_token(mut c: Column) -> Column {
+    c.per_token = true;
+    c
 }
 
 const fn student(mut c: Column) -> Column {
@@ -270,22 +405,34 @@ pub static CONTRACT: [Column; 40] = [
         "completion",
         Values::Text(Large, |r| &r.completion, |r, v| r.completion = v),
     ),
-    col(
-        "prompt_ids",
-        Values::I32List(|r| &r.prompt_ids, |r, v| r.prompt_ids = v),
+    domain(
+        col(
+            "prompt_ids",
+            Values::I32List(|r| &r.prompt_ids, |r, v| r.prompt_ids = v),
+        ),
+        Domain::TokenId,
     ),
-    col(
-        "teacher_prompt_ids",
-        Values::I32List(|r| &r.teacher_prompt_ids, |r, v| r.teacher_prompt_ids = v),
+    domain(
+        col(
+            "teacher_prompt_ids",
+            Values::I32List(|r| &r.teacher_prompt_ids, |r, v| r.teacher_prompt_ids = v),
+        ),
+        Domain::TokenId,
     ),
-    col(
-        "completion_ids",
-        Values::I32List(|r| &r.completion_ids, |r, v| r.completion_ids = v),
+    domain(
+        col(
+            "completion_ids",
+            Values::I32List(|r| &r.completion_ids, |r, v| r.completion_ids = v),
+        ),
+        Domain::TokenId,
     ),
-    col(
-        "loss_mask",
-        Values::U8List(|r| &r.loss_mask, |r, v| r.loss_mask = v),
-    ),
+    per_token(domain(
+        col(
+            "loss_mask",
+            Values::U8List(|r| &r.loss_mask, |r, v| r.loss_mask = v),
+        ),
+        Domain::Mask,
+    )),
     allowed(
         col(
             "finish_reason",
@@ -297,126 +444,159 @@ pub static CONTRACT: [Column; 40] = [
         "is_on_policy",
         Values::Bool(|r| r.is_on_policy, |r, v| r.is_on_policy = v),
     ),
-    stored(
-        col(
-            "student_logprobs",
-            Values::F32List(|r| &r.student_logprobs, |r, v| r.student_logprobs = v),
+    per_token(domain(
+        stored(
+            col(
+                "student_logprobs",
+                Values::F32List(|r| &r.student_logprobs, |r, v| r.student_logprobs = v),
+            ),
+            ByteStreamSplit,
         ),
-        ByteStreamSplit,
-    ),
-    stored(
-        col(
-            "teacher_logprobs",
-            Values::F32List(|r| &r.teacher_logprobs, |r, v| r.teacher_logprobs = v),
+        Domain::LogProb,
+    )),
+    per_token(domain(
+        stored(
+            col(
+                "teacher_logprobs",
+                Values::F32List(|r| &r.teacher_logprobs, |r, v| r.teacher_logprobs = v),
+            ),
+            ByteStreamSplit,
         ),
-        ByteStreamSplit,
-    ),
-    stored(
+        Domain::LogProb,
+    )),
+    per_token(stored(
         col(
             "advantages",
             Values::F32List(|r| &r.advantages, |r, v| r.advantages = v),
         ),
         ByteStreamSplit,
+    )),
+    domain(
+        compact(
+            stored(
+                col(
+                    "teacher_topk_ids",
+                    Values::TopKI32(|r| &r.teacher_topk_ids, |r, v| r.teacher_topk_ids = v),
+                ),
+                Plain,
+            ),
+            Compact::Ids,
+        ),
+        Domain::TokenId,
     ),
-    compact(
+    domain(
+        compact(
+            stored(
+                col(
+                    "teacher_topk_logprobs",
+                    Values::TopKF32(
+                        |r| &r.teacher_topk_logprobs,
+                        |r, v| r.teacher_topk_logprobs = v,
+                    ),
+                ),
+                ByteStreamSplit,
+            ),
+            Compact::SortedCodes,
+        ),
+        Domain::LogProb,
+    ),
+    per_token(domain(
         stored(
             col(
-                "teacher_topk_ids",
-                Values::TopKI32(|r| &r.teacher_topk_ids, |r, v| r.teacher_topk_ids = v),
+                "teacher_tail_logmass",
+                Values::F32List(
+                    |r| &r.teacher_tail_logmass,
+                    |r, v| r.teacher_tail_logmass = v,
+                ),
             ),
-            Plain,
+            ByteStreamSplit,
         ),
-        Compact::Ids,
+        Domain::LogProb,
+    )),
+    domain(
+        compact(
+            stored(
+                nullable(col(
+                    "student_topk_logprobs",
+                    Values::OptTopKF32(
+                        |r| r.student_topk_logprobs.as_deref(),
+                        |r, v| r.student_topk_logprobs = v,
+                    ),
+                )),
+                ByteStreamSplit,
+            ),
+            Compact::Omitted,
+        ),
+        Domain::LogProb,
     ),
-    compact(
+    domain(
+        compact(
+            student(stored(
+                nullable(col(
+                    "student_topk_ids",
+                    Values::OptTopKI32(
+                        |r| r.student_topk_ids.as_deref(),
+                        |r, v| r.student_topk_ids = v,
+                    ),
+                )),
+                Plain,
+            )),
+            Compact::Ids,
+        ),
+        Domain::TokenId,
+    ),
+    domain(
+        compact(
+            student(stored(
+                nullable(col(
+                    "student_topk_logprobs_self",
+                    Values::OptTopKF32(
+                        |r| r.student_topk_logprobs_self.as_deref(),
+                        |r, v| r.student_topk_logprobs_self = v,
+                    ),
+                )),
+                ByteStreamSplit,
+            )),
+            Compact::Omitted,
+        ),
+        Domain::LogProb,
+    ),
+    domain(
+        compact(
+            student(stored(
+                nullable(col(
+                    "teacher_logprobs_at_student_topk",
+                    Values::OptTopKF32(
+                        |r| r.teacher_logprobs_at_student_topk.as_deref(),
+                        |r, v| r.teacher_logprobs_at_student_topk = v,
+                    ),
+                )),
+                ByteStreamSplit,
+            )),
+            Compact::Codes,
+        ),
+        Domain::LogProb,
+    ),
+    per_token(domain(
         stored(
             col(
-                "teacher_topk_logprobs",
-                Values::TopKF32(
-                    |r| &r.teacher_topk_logprobs,
-                    |r, v| r.teacher_topk_logprobs = v,
-                ),
+                "teacher_logz",
+                Values::F32List(|r| &r.teacher_logz, |r, v| r.teacher_logz = v),
             ),
             ByteStreamSplit,
         ),
-        Compact::SortedCodes,
-    ),
-    stored(
-        col(
-            "teacher_tail_logmass",
-            Values::F32List(
-                |r| &r.teacher_tail_logmass,
-                |r, v| r.teacher_tail_logmass = v,
-            ),
-        ),
-        ByteStreamSplit,
-    ),
-    compact(
+        Domain::LogNormaliser,
+    )),
+    per_token(domain(
         stored(
-            nullable(col(
-                "student_topk_logprobs",
-                Values::OptTopKF32(
-                    |r| r.student_topk_logprobs.as_deref(),
-                    |r, v| r.student_topk_logprobs = v,
-                ),
-            )),
+            col(
+                "student_logz",
+                Values::F32List(|r| &r.student_logz, |r, v| r.student_logz = v),
+            ),
             ByteStreamSplit,
         ),
-        Compact::Omitted,
-    ),
-    compact(
-        student(stored(
-            nullable(col(
-                "student_topk_ids",
-                Values::OptTopKI32(
-                    |r| r.student_topk_ids.as_deref(),
-                    |r, v| r.student_topk_ids = v,
-                ),
-            )),
-            Plain,
-        )),
-        Compact::Ids,
-    ),
-    compact(
-        student(stored(
-            nullable(col(
-                "student_topk_logprobs_self",
-                Values::OptTopKF32(
-                    |r| r.student_topk_logprobs_self.as_deref(),
-                    |r, v| r.student_topk_logprobs_self = v,
-                ),
-            )),
-            ByteStreamSplit,
-        )),
-        Compact::Omitted,
-    ),
-    compact(
-        student(stored(
-            nullable(col(
-                "teacher_logprobs_at_student_topk",
-                Values::OptTopKF32(
-                    |r| r.teacher_logprobs_at_student_topk.as_deref(),
-                    |r, v| r.teacher_logprobs_at_student_topk = v,
-                ),
-            )),
-            ByteStreamSplit,
-        )),
-        Compact::Codes,
-    ),
-    stored(
-        col(
-            "teacher_logz",
-            Values::F32List(|r| &r.teacher_logz, |r, v| r.teacher_logz = v),
-        ),
-        ByteStreamSplit,
-    ),
-    stored(
-        col(
-            "student_logz",
-            Values::F32List(|r| &r.student_logz, |r, v| r.student_logz = v),
-        ),
-        ByteStreamSplit,
-    ),
+        Domain::LogNormaliser,
+    )),
     stored(
         col(
             "num_completion_tokens",
@@ -427,53 +607,71 @@ pub static CONTRACT: [Column; 40] = [
         ),
         Statistics,
     ),
-    stored(
-        col(
-            "relevance_kl",
-            Values::F32(|r| r.relevance_kl, |r, v| r.relevance_kl = v),
+    domain(
+        stored(
+            col(
+                "relevance_kl",
+                Values::F32(|r| r.relevance_kl, |r, v| r.relevance_kl = v),
+            ),
+            Statistics,
         ),
-        Statistics,
+        Domain::Finite,
     ),
-    stored(
-        nullable(col(
-            "relevance",
-            Values::OptF32(|r| r.relevance, |r, v| r.relevance = v),
-        )),
-        Statistics,
+    domain(
+        stored(
+            nullable(col(
+                "relevance",
+                Values::OptF32(|r| r.relevance, |r, v| r.relevance = v),
+            )),
+            Statistics,
+        ),
+        Domain::Finite,
     ),
-    stored(
-        nullable(col(
-            "relevance_control_kl",
-            Values::OptF32(
-                |r| r.relevance_control_kl,
-                |r, v| r.relevance_control_kl = v,
-            ),
-        )),
-        Statistics,
+    domain(
+        stored(
+            nullable(col(
+                "relevance_control_kl",
+                Values::OptF32(
+                    |r| r.relevance_control_kl,
+                    |r, v| r.relevance_control_kl = v,
+                ),
+            )),
+            Statistics,
+        ),
+        Domain::Finite,
     ),
-    stored(
-        nullable(col(
-            "relevance_pmi",
-            Values::OptF32(|r| r.relevance_pmi, |r, v| r.relevance_pmi = v),
-        )),
-        Statistics,
+    domain(
+        stored(
+            nullable(col(
+                "relevance_pmi",
+                Values::OptF32(|r| r.relevance_pmi, |r, v| r.relevance_pmi = v),
+            )),
+            Statistics,
+        ),
+        Domain::Finite,
     ),
-    stored(
-        nullable(col(
-            "relevance_pmi_mean",
-            Values::OptF32(|r| r.relevance_pmi_mean, |r, v| r.relevance_pmi_mean = v),
-        )),
-        Statistics,
+    domain(
+        stored(
+            nullable(col(
+                "relevance_pmi_mean",
+                Values::OptF32(|r| r.relevance_pmi_mean, |r, v| r.relevance_pmi_mean = v),
+            )),
+            Statistics,
+        ),
+        Domain::Finite,
     ),
-    stored(
-        nullable(col(
-            "relevance_pmi_answer",
-            Values::OptF32(
-                |r| r.relevance_pmi_answer,
-                |r, v| r.relevance_pmi_answer = v,
-            ),
-        )),
-        Statistics,
+    domain(
+        stored(
+            nullable(col(
+                "relevance_pmi_answer",
+                Values::OptF32(
+                    |r| r.relevance_pmi_answer,
+                    |r, v| r.relevance_pmi_answer = v,
+                ),
+            )),
+            Statistics,
+        ),
+        Domain::Finite,
     ),
 ];
 
