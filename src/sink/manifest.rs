@@ -35,11 +35,18 @@ impl Totals {
     pub fn of(shards: &[ShardInfo]) -> Self {
         Totals {
             shards: shards.len() as u64,
-            rows: shards.iter().map(|s| s.rows).sum(),
-            response_tokens: shards.iter().map(|s| s.response_tokens).sum(),
-            bytes: shards.iter().map(|s| s.bytes).sum(),
+            // Saturating: a crafted manifest's counts must not overflow (validate reports
+            // the mismatch instead).
+            rows: saturating_sum(shards.iter().map(|s| s.rows)),
+            response_tokens: saturating_sum(shards.iter().map(|s| s.response_tokens)),
+            bytes: saturating_sum(shards.iter().map(|s| s.bytes)),
         }
     }
+}
+
+/// Σ values, stopping at `u64::MAX` instead of overflowing.
+pub fn saturating_sum(values: impl Iterator<Item = u64>) -> u64 {
+    values.fold(0u64, u64::saturating_add)
 }
 
 /// Largest top-k a manifest may declare: far above any useful K (vocabularies are ~10^5), far

@@ -38,6 +38,7 @@ use crate::ingest::input::{spool_to_tempfile, Opened};
 use crate::ingest::parquet_rows::{batch_rows, row_bytes, row_to_value, too_large};
 use crate::ingest::{QuarantineEntry, QuarantineReason, RawRecord, ReaderOptions};
 use crate::ingest::{SourceItem, WhereStats};
+use crate::sink::manifest::saturating_sum;
 
 /// Name of the virtual row-number column (unlikely to clash with a real column).
 const ROW_COLUMN: &str = "__hindsight_row_number";
@@ -110,14 +111,12 @@ pub fn open(
     if let Ok(mut s) = stats.lock() {
         s.parquet_row_groups += groups.len() as u64;
         s.parquet_row_groups_pruned += (groups.len() - kept.len()) as u64;
-        s.parquet_rows_pruned += (0..groups.len())
-            .filter(|&i| !keep[i])
-            .map(|i| groups[i].num_rows().max(0) as u64)
-            .sum::<u64>();
-        s.records_evaluated += kept
-            .iter()
-            .map(|&i| groups[i].num_rows().max(0) as u64)
-            .sum::<u64>();
+        // Footer row counts are input: summed without overflowing.
+        let rows = |i: usize| groups[i].num_rows().max(0) as u64;
+        let pruned = saturating_sum((0..groups.len()).filter(|&i| !keep[i]).map(rows));
+        s.parquet_rows_pruned = s.parquet_rows_pruned.saturating_add(pruned);
+        let evaluated = saturating_sum(kept.iter().map(|&i| rows(i)));
+        s.records_evaluated = s.records_evaluated.saturating_add(evaluated);
     }
     // The predicate's own columns, decoded first.
     let roots: Vec<usize> = file_schema

@@ -54,41 +54,70 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level modules a line of code names with `crate::x` (comments are not code).
-fn crate_refs(line: &str) -> Vec<String> {
-    let code = line.trim_start();
-    if code.starts_with("//") {
-        return Vec::new();
-    }
-    let code = code.split(" //").next().unwrap_or(code);
-    let mut out = Vec::new();
-    let mut rest = code;
-    while let Some(pos) = rest.find("crate::") {
-        let before = rest[..pos].chars().last();
-        rest = &rest[pos + "crate::".len()..];
-        // `hindsight_crate::` or the like is not a path into this crate.
-        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
-            continue;
-        }
-        if let Some(group) = rest.strip_prefix('{') {
-            // `use crate::{a::X, b};`
-            let inner = group.split('}').next().unwrap_or("");
-            for part in inner.split(',') {
-                let name: String = part
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
-                out.push(name);
+/// The top-level modules a piece of code names with `crate::x` (comments are not code).
+fn crate_refs(code: &str) -> Vec<String> {
+    crate_refs_in(code).into_iter().map(|(_, m)| m).collect()
+}
+
+/// Every `crate::x` of a file's code with its 1-based line, groups included however they are
+/// laid out: `use crate::{a::X, b::{Y, Z}};` over one line or many names `a` and `b`.
+fn crate_refs_in(text: &str) -> Vec<(usize, String)> {
+    // Comments out, line structure kept.
+    let code: String = text
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("//") {
+                ""
+            } else {
+                line.split(" //").next().unwrap_or(line)
             }
-            continue;
-        }
-        let name: String = rest
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| -> String {
+        s.trim_start()
             .chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
-        out.push(name);
+            .collect()
+    };
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(found) = code[from..].find("crate::") {
+        let pos = from + found;
+        from = pos + "crate::".len();
+        // `hindsight_crate::` or the like is not a path into this crate.
+        if code[..pos]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let line = code[..pos].matches('\n').count() + 1;
+        let rest = &code[from..];
+        let Some(group) = rest.strip_prefix('{') else {
+            out.push((line, ident(rest)));
+            continue;
+        };
+        // The group's top-level items: split on commas outside nested braces.
+        let (mut depth, mut start) = (0usize, 0usize);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    out.push((line, ident(&group[start..i])));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    out.push((line, ident(&group[start..i])));
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
     }
+    out.retain(|(_, m)| !m.is_empty());
     out
 }
 
@@ -117,8 +146,11 @@ fn modules_only_use_lower_layers() {
         };
         modules_seen += 1;
         let text = std::fs::read_to_string(file).expect("read source");
-        for (n, line) in text.lines().enumerate() {
-            for target in crate_refs(line) {
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, target) in crate_refs_in(&text) {
+            let line = lines.get(n - 1).copied().unwrap_or_default();
+            let n = n - 1;
+            {
                 if target == module || target == "self" || target.is_empty() {
                     continue;
                 }
@@ -160,4 +192,14 @@ fn the_checker_sees_grouped_and_inline_paths() {
         ["sink"]
     );
     assert!(crate_refs("/// see [`crate::cli`]").is_empty());
+    // Groups over several lines, nested groups.
+    let grouped = "use crate::{\n    episode::{Message, Role},\n    // crate::cli\n    ingest::IngestError,\n};\nfn f() { crate::util::x(); }";
+    assert_eq!(
+        crate_refs_in(grouped),
+        [
+            (1, "episode".to_string()),
+            (1, "ingest".to_string()),
+            (6, "util".to_string())
+        ]
+    );
 }
