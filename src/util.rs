@@ -55,43 +55,27 @@ pub fn terminal_safe(s: &str) -> String {
     out
 }
 
-/// Creates a fresh temporary file next to `dest` (`<name>.<pid>-<random>.tmp`), opened with
-/// `create_new`: the name cannot be predicted by another user of the directory, and an
-/// existing file (or a planted symlink) is never opened or truncated. Resume cleanup removes
+/// Creates a fresh temporary file next to `dest` (`<name>.<random>.tmp`, by `tempfile`, which
+/// opens it `create_new`): the name cannot be predicted by another user of the directory, and
+/// an existing file (or a planted symlink) is never opened or truncated. The file is kept (not
+/// deleted on drop): the caller renames it into place or removes it. Resume cleanup removes
 /// leftovers by their `.tmp` suffix.
 pub fn create_temp_beside(dest: &Path) -> std::io::Result<(PathBuf, File)> {
-    use std::hash::{BuildHasher, Hasher};
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
-    let mut last_err = None;
-    for attempt in 0u32..16 {
-        // RandomState is seeded from the OS per process; the time and attempt vary it further.
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.write_u32(attempt);
-        let tmp = dest.with_file_name(format!(
-            "{name}.{}-{:016x}.tmp",
-            std::process::id(),
-            h.finish()
-        ));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last_err = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_err.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!("{name}."))
+        .suffix(".tmp")
+        .rand_bytes(12)
+        .tempfile_in(dir)?;
+    let (file, path) = tmp.keep().map_err(|e| e.error)?;
+    Ok((path, file))
 }
 
 /// Flushes a directory's entries, making a rename or creation in it durable. A no-op where

@@ -140,7 +140,7 @@ pub fn compact(target: &str, opts: &CompactOptions) -> Result<CompactReport, Pip
     // 1. The new shards, streamed one old shard at a time.
     let ids: Vec<String> = candidates.iter().map(|c| c.chunk_id.clone()).collect();
     let id = format!("c{}", &sha256_hex(ids.join("\n").as_bytes())[..15]);
-    let mut cfg = shard_config(&manifest);
+    let mut cfg = manifest.dataset.shard_config();
     cfg.max_bytes = opts.max_shard_bytes.max(1);
     let mut writer = ShardWriter::new(&dir, &id, manifest.dataset.clone(), cfg)?;
     let reader = crate::sink::DatasetWriter::new(
@@ -205,12 +205,3 @@ fn remove_local(dir: &Path, file: &str) -> Result<(), PipelineError> {
     }
 }
 
-/// The shard settings the dataset was written with (its recorded pipeline config).
-fn shard_config(manifest: &Manifest) -> ShardConfig {
-    let out = &manifest.dataset.pipeline_config["output"];
-    let mut cfg = ShardConfig::default();
-    if let Some(n) = out["shard_max_rows"].as_u64() {
-        cfg.max_rows = n as usize;
-    }
-    cfg
-}

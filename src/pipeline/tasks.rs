@@ -46,7 +46,7 @@ use super::state::{self, DatasetBinding, RunLock, RunState, TaskTag};
 use super::{build_manifest, PipelineError, RunReport};
 use crate::episode::IngestStats;
 use crate::sink::dataset::{chunk_ids_rel, DatasetWriter, QUARANTINE_FILE};
-use crate::sink::{DatasetMeta, ShardConfig};
+use crate::sink::DatasetMeta;
 use crate::store::Mirror;
 
 /// One task's share of a sharded run.
@@ -402,7 +402,7 @@ pub fn finalize(
         .collect();
     let orphans_removed = (st.clean_orphans()? + mirror.clean_remote_orphans(&listed)?) as u64;
 
-    let dataset = DatasetWriter::new(mirror.clone(), meta.clone(), shard_config(&meta));
+    let dataset = DatasetWriter::new(mirror.clone(), meta.clone(), meta.shard_config());
     let merged = merge(&dataset, &mut st, &markers)?;
 
     // Counts over this run's chunks, after dedup.
@@ -763,18 +763,6 @@ fn join(v: &[u32]) -> String {
     v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
-/// The shard limits the run used (recorded in the dataset's pipeline config).
-fn shard_config(meta: &DatasetMeta) -> ShardConfig {
-    let out = &meta.pipeline_config["output"];
-    let mut cfg = ShardConfig::default();
-    if let Some(n) = out["shard_max_rows"].as_u64() {
-        cfg.max_rows = n as usize;
-    }
-    if let Some(n) = out["shard_max_bytes"].as_u64() {
-        cfg.max_bytes = n;
-    }
-    cfg
-}
 
 #[cfg(test)]
 mod tests {

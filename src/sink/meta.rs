@@ -80,6 +80,21 @@ pub fn config_sha256(config: &serde_json::Value) -> String {
 }
 
 impl DatasetMeta {
+    /// The shard limits the dataset was made with (`output.shard_max_rows` /
+    /// `shard_max_bytes` of its config), for the steps that write shards without a pipeline
+    /// file: finalize's dedup rewrites, compaction.
+    pub fn shard_config(&self) -> super::ShardConfig {
+        let out = &self.pipeline_config["output"];
+        let mut cfg = super::ShardConfig::default();
+        if let Some(n) = out["shard_max_rows"].as_u64() {
+            cfg.max_rows = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        if let Some(n) = out["shard_max_bytes"].as_u64() {
+            cfg.max_bytes = n;
+        }
+        cfg
+    }
+
     /// Metadata for a run of `model` with top-k width `top_k`, relevance definition `relevance`
     /// (and its filter threshold) and the resolved pipeline `config`; fills in the schema
     /// version, temperature 1.0, the config hash and this crate's version.
