@@ -14,7 +14,7 @@ use std::io::{BufWriter, Write};
 use std::time::Instant;
 
 use hindsight::episode::{ingest, Episode, IngestOptions};
-use hindsight::model::gguf::GgufFile;
+use hindsight::model::gguf_checkpoint::GgufFile;
 use hindsight::tokenize::Tokenizer;
 
 fn peak_rss_kib() -> u64 {

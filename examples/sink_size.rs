@@ -10,8 +10,8 @@ use std::path::Path;
 
 use hindsight::episode::{ingest, IngestOptions};
 use hindsight::model::{self, ComputeMode};
+use hindsight::score::contexts::prepare_episode;
 use hindsight::score::logprobs::kl_topk_tail;
-use hindsight::score::prepare::prepare_episode;
 use hindsight::score::{Scorer, ScorerConfig};
 use hindsight::sink::encoding::CODE_FLOOR;
 use hindsight::sink::{

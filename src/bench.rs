@@ -133,12 +133,12 @@ pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Ve
             continue;
         }
         let tpl = crate::template::builtin(&ep.teacher_template);
-        match crate::score::prepare::prepare_episode(tok, &ep, tpl.as_ref()) {
+        match crate::score::contexts::prepare_episode(tok, &ep, tpl.as_ref()) {
             Ok(mut p) => {
                 // What a `pmi` run adds (only scored when the scorer's `followup` is on).
                 let response = ep.completion.as_deref().unwrap_or_default();
                 p.request.followup =
-                    crate::score::prepare::followup_probe(tok, &ep, response, true);
+                    crate::score::contexts::followup_probe(tok, &ep, response, true);
                 requests.push(p.request)
             }
             Err(e) => tracing::warn!("skipping episode: {e}"),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ModelArgs;
 use crate::episode::{Message, PrivilegedContext};
-use crate::score::prepare::{prepare, Prepared, Response};
+use crate::score::contexts::{prepare, Prepared, Response};
 use crate::score::{EpisodeScores, RelevanceMethod, Scorer, ScorerConfig};
 use crate::template;
 

@@ -11,8 +11,8 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Tensor};
 use rayon::prelude::*;
 
+use super::architecture::{Activation, TransformerConfig};
 use super::attention::{packed_causal_attention_with_prefix, AttentionShape, ExternalPrefix};
-use super::config::{Activation, TransformerConfig};
 use super::device_attention::{DeviceQkNorm, DeviceRope};
 use crate::error::Result;
 

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
-use super::config::{
+use super::architecture::{
     check_count, positive, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
     TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
     MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,

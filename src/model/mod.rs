@@ -6,15 +6,15 @@
 //! is both exact (agrees with the f32 reference to ~3e-5 nats) and the fastest mode on CPUs where
 //! candle has no SIMD kernel for the quantized block type.
 
+pub mod architecture;
 pub mod attention;
 pub mod bf16_gemm;
-pub mod config;
 pub mod decoder;
 pub mod device;
 pub mod device_attention;
 pub mod fastmath;
 pub mod generate;
-pub mod gguf;
+pub mod gguf_checkpoint;
 pub mod hf_config;
 pub mod safetensors;
 
@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::tokenize::Tokenizer;
-pub use config::{Architecture, TransformerConfig};
+pub use architecture::{Architecture, TransformerConfig};
 pub use decoder::{PackedBatch, Segment, Transformer};
 
 /// How weights are held and multiplied.
@@ -132,7 +132,7 @@ pub fn load(path: &Path, mode: ComputeMode, device: &Device) -> Result<LoadedMod
     if path.is_dir() {
         return safetensors::load_dir(path, mode, device);
     }
-    let mut gguf = gguf::GgufFile::open(path)?;
+    let mut gguf = gguf_checkpoint::GgufFile::open(path)?;
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
     let transformer = gguf.load_transformer(mode, device)?;
     let transformer = transformer.with_compute(mode)?;
@@ -191,7 +191,7 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if path.is_dir() {
         return Tokenizer::from_hf_dir(path);
     }
-    Tokenizer::from_gguf(&gguf::GgufFile::open(path)?)
+    Tokenizer::from_gguf(&gguf_checkpoint::GgufFile::open(path)?)
 }
 
 /// Streams a file through sha256.
@@ -254,7 +254,7 @@ pub fn describe(path: &Path) -> Result<ModelHeader> {
         let tensors = std::collections::BTreeMap::from([(dtype, 0usize)]);
         ("huggingface", cfg, tensors, Tokenizer::from_hf_dir(path)?)
     } else {
-        let gguf = gguf::GgufFile::open(path)?;
+        let gguf = gguf_checkpoint::GgufFile::open(path)?;
         let cfg = gguf.config()?;
         let mut dtypes = std::collections::BTreeMap::new();
         for info in gguf.content.tensor_infos.values() {

@@ -7,9 +7,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::config::{Architecture, QkNorm, TransformerConfig};
+use super::architecture::{Architecture, QkNorm, TransformerConfig};
 use super::decoder::{Block, Linear, RopeStyle, Transformer};
-use super::gguf::{unpermute_rows, GgufFile};
+use super::gguf_checkpoint::{unpermute_rows, GgufFile};
 use super::hf_config;
 use super::{sha256_file, ComputeMode, LoadedModel};
 use crate::error::{Error, Result};
@@ -455,7 +455,7 @@ fn cat_bias(parts: Vec<Option<Tensor>>) -> Result<Option<Tensor>> {
 /// with Phi-3's fused projections and the families' extra norms), checking each tensor's shape
 /// against the config as it is taken.
 fn assemble(w: &mut Weights<'_>, cfg: TransformerConfig, device: &Device) -> Result<Transformer> {
-    use super::config::BlockNorms;
+    use super::architecture::BlockNorms;
     let arch = cfg.architecture;
     let off = cfg.norm_weight_offset;
     let norms = arch.block_norms();
@@ -684,7 +684,7 @@ pub fn export_gguf_as_hf(gguf_path: &Path, out: &Path) -> Result<()> {
     let plain_rope = cfg
         .ropes
         .iter()
-        .all(|r| r.scaling == super::config::RopeScaling::None);
+        .all(|r| r.scaling == super::architecture::RopeScaling::None);
     if !matches!(cfg.architecture, Architecture::Llama | Architecture::Qwen2) || !plain_rope {
         return Err(Error::model(
             gguf_path,

@@ -204,4 +204,3 @@ fn remove_local(dir: &Path, file: &str) -> Result<(), PipelineError> {
         .into()),
     }
 }
-

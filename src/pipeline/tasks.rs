@@ -763,7 +763,6 @@ fn join(v: &[u32]) -> String {
     v.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::episode::{Episode, PrivilegedContext, SourceKind};
 use crate::model::LoadedModel;
-use crate::score::prepare::{followup_probe, prepare, prepare_episode, Response};
+use crate::score::contexts::{followup_probe, prepare, prepare_episode, Response};
 use crate::score::{RelevanceMethod, ScoreRequest, Scorer, ScorerConfig};
 use crate::template::TeacherTemplate;
 

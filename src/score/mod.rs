@@ -6,10 +6,10 @@
 //! history of consecutive turns of a conversation) is computed once (see [`plan`]). The LM head and log-softmax run only on the rows that predict
 //! response tokens, a bounded chunk of rows at a time.
 
+pub mod contexts;
 pub mod device_stats;
 pub mod logprobs;
-pub mod plan;
-pub mod prepare;
+pub mod packing;
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::Transformer;
 use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
-pub(crate) use plan::pack_requests;
-pub use plan::{FollowupRows, RequestLayout};
+pub(crate) use packing::pack_requests;
+pub use packing::{FollowupRows, RequestLayout};
 
 /// Which relevance score a dataset's `relevance` column (and the filter) uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::schema::SCHEMA_VERSION;
 use crate::episode::{Episode, Message};
-use crate::score::prepare::Prepared;
+use crate::score::contexts::Prepared;
 use crate::score::{EpisodeScores, RelevanceMethod};
 
 /// Every contract column of one row (see `docs/CONTRACT.md`). Token ids are stored as the

@@ -9,8 +9,8 @@ use crate::common::temp_dir;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use hindsight::score::contexts::prepare_episode;
 use hindsight::score::logprobs::kl_topk_tail;
-use hindsight::score::prepare::prepare_episode;
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
 use hindsight::sink::encoding::{error_bound, CODE_FLOOR};
 use hindsight::sink::{validate, DatasetMeta, Encoding, Manifest, OutputRow, ShardWriter};

@@ -179,7 +179,7 @@ fn prepare_one(
 #[test]
 fn episodes_whose_control_context_or_probe_exceed_the_model_are_dropped_not_kept() {
     use hindsight::pipeline::steps::DropReason;
-    use hindsight::score::prepare::{prepare_episode, try_followup_probe};
+    use hindsight::score::contexts::{prepare_episode, try_followup_probe};
     let dir = tempfile::tempdir().expect("tempdir");
     model_dir(dir.path(), &[], |_| {});
     let m = load(dir.path());

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use hindsight::model::gguf::GgufFile;
+use hindsight::model::gguf_checkpoint::GgufFile;
 use hindsight::model::safetensors::load_transformer_dir;
 use hindsight::model::{ComputeMode, PackedBatch, Transformer};
 use serde_json::Value;

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use arrow_array::{
     Array, FixedSizeListArray, Float32Array, Int32Array, LargeListArray, RecordBatch,
 };
-use hindsight::score::prepare::{followup_probe, prepare_episode};
+use hindsight::score::contexts::{followup_probe, prepare_episode};
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
 use hindsight::sink::schema::{column_nullable, column_type, type_name};
 use hindsight::sink::CONTRACT;

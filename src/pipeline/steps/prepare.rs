@@ -9,7 +9,7 @@ use super::counts::{DropReason, StepCounts};
 use super::rollout::Candidate;
 use crate::episode::Episode;
 use crate::model::LoadedModel;
-use crate::score::prepare::{prepare, prepare_episode, try_followup_probe, Prepared, Response};
+use crate::score::contexts::{prepare, prepare_episode, try_followup_probe, Prepared, Response};
 use crate::template::{TeacherTemplate, TemplateDef};
 
 /// An episode ready for the forward pass.

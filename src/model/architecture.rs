@@ -2,7 +2,7 @@
 //!
 //! One decoder runs every family (`decoder.rs`); the families differ only in the small, named
 //! variations below (norm placement, q/k norms, activation, soft-capping, sliding windows, RoPE
-//! variants). The loaders (`hf_config.rs` for `config.json`, `gguf.rs` for GGUF metadata) fill
+//! variants). The loaders (`hf_config.rs` for `config.json`, `gguf_checkpoint.rs` for GGUF metadata) fill
 //! this struct and refuse any key that would change the math and is not represented here: a
 //! teacher signal computed with a silently ignored setting is worse than no signal.
 

@@ -9,7 +9,7 @@ use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
-use super::config::{
+use super::architecture::{
     check_count, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
     TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
     MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,
@@ -367,7 +367,7 @@ impl GgufFile {
 
     /// Loads all weights into a runnable transformer.
     pub fn load_transformer(&mut self, mode: ComputeMode, device: &Device) -> Result<Transformer> {
-        use super::config::BlockNorms;
+        use super::architecture::BlockNorms;
         let cfg = self.config()?;
         self.check_tensor_shapes(&cfg)?;
         let arch = cfg.architecture;
@@ -501,7 +501,7 @@ impl GgufFile {
     /// every logit, one with fewer would panic in the forward. (Tensors the config does not use
     /// are refused by name after the load.)
     fn check_tensor_shapes(&self, cfg: &TransformerConfig) -> Result<()> {
-        use super::config::BlockNorms;
+        use super::architecture::BlockNorms;
         let (h, d, v, i) = (
             cfg.hidden_size,
             cfg.head_dim,
