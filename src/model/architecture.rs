@@ -33,6 +33,22 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    /// How the family normalises queries and keys before RoPE (`None`: it does not). One
+    /// answer for both loaders (config.json and GGUF carry no key for it).
+    pub fn qk_norm(self) -> Option<QkNorm> {
+        match self {
+            Self::Qwen3 | Self::Gemma3 => Some(QkNorm::PerHead),
+            Self::Olmo2 => Some(QkNorm::Whole),
+            _ => None,
+        }
+    }
+
+    /// The Gemma families: GELU-tanh, embeddings scaled by √hidden, `1 + w` norms, tied
+    /// embeddings by default.
+    pub fn is_gemma(self) -> bool {
+        matches!(self, Self::Gemma2 | Self::Gemma3)
+    }
+
     /// Parses the `general.architecture` (GGUF) / `model_type` (config.json) string.
     pub fn parse(name: &str) -> Option<Self> {
         match name {

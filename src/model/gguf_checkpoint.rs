@@ -180,7 +180,7 @@ impl GgufFile {
             }
         }
         let window = opt_count("attention.sliding_window", MAX_WINDOW)?;
-        let gemma = matches!(architecture, Architecture::Gemma2 | Architecture::Gemma3);
+        let gemma = architecture.is_gemma();
         // llama.cpp's rule for Gemma's query scale (the HF `query_pre_attn_scalar` is not
         // stored): hidden/heads for the 27B models (46 / 62 layers), else head_dim.
         let big_gemma = (architecture == Architecture::Gemma2 && num_layers == 46)
@@ -275,11 +275,7 @@ impl GgufFile {
             } else {
                 Activation::Silu
             },
-            qk_norm: match architecture {
-                Architecture::Qwen3 | Architecture::Gemma3 => Some(QkNorm::PerHead),
-                Architecture::Olmo2 => Some(QkNorm::Whole),
-                _ => None,
-            },
+            qk_norm: architecture.qk_norm(),
             // llama.cpp's converter already stores Gemma's norms as `1 + w`.
             norm_weight_offset: 0.0,
             embed_scale: gemma.then(|| (hidden_size as f64).sqrt() as f32),

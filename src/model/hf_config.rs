@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value};
 
 use super::architecture::{
-    check_count, positive, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
+    check_count, positive, Activation, Architecture, LayerAttention, Rope, RopeScaling,
     TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
     MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,
 };
@@ -217,7 +217,7 @@ pub fn parse(text: &str) -> Result<TransformerConfig, ConfigError> {
 
 fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, ConfigError> {
     use Architecture as A;
-    let gemma = matches!(arch, A::Gemma2 | A::Gemma3);
+    let gemma = arch.is_gemma();
     // Counts and sizes first, each bounded, before anything is allocated from them.
     let hidden_size = k.need_count("hidden_size", MAX_HIDDEN)?;
     let num_heads = k.need_count("num_attention_heads", MAX_HEADS)?;
@@ -576,11 +576,7 @@ fn read(k: &mut Keys<'_>, arch: Architecture) -> Result<TransformerConfig, Confi
         mlp_bias,
         tie_word_embeddings: k.bool("tie_word_embeddings")?.unwrap_or(gemma),
         activation,
-        qk_norm: match arch {
-            A::Qwen3 | A::Gemma3 => Some(QkNorm::PerHead),
-            A::Olmo2 => Some(QkNorm::Whole),
-            _ => None,
-        },
+        qk_norm: arch.qk_norm(),
         norm_weight_offset: if gemma { 1.0 } else { 0.0 },
         embed_scale,
         attn_scale,
