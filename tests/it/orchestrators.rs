@@ -3,7 +3,7 @@
 //! - OpenLineage: two nights write START/COMPLETE and START/FAIL events to a file and POST them
 //!   to an HTTP endpoint; every event passes the official OpenLineage 2-0-2 JSON schema and its
 //!   facet schemas (tests/openlineage/, validated by the `jsonschema` package), and the facets
-//!   agree with the dataset as pyarrow-free Rust Parquet reading and the manifest see it.
+//!   agree with the dataset as the Parquet reader and the manifest see it.
 //! - Dagster: the real Dagster (PyPI `dagster`) materializes deploy/dagster/hindsight_assets.py,
 //!   which launches the binary through Dagster Pipes; Dagster records the materialization with
 //!   the dataset's metadata and the `audit` asset check, and on a drifted night the failed check
