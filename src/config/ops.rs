@@ -44,7 +44,11 @@ impl DriftGuards {
     pub fn validate(&self) -> Result<(), String> {
         let check = |key: &str, v: Option<f64>, max: f64| match v {
             Some(x) if !(x.is_finite() && (0.0..=max).contains(&x)) => {
-                Err(format!("guards.{key} = {x} is out of range (0 to {max})"))
+                Err(if max.is_finite() && max < f64::MAX {
+                    format!("guards.{key} = {x} is out of range (0 to {max})")
+                } else {
+                    format!("guards.{key} = {x} must be a finite number >= 0")
+                })
             }
             _ => Ok(()),
         };
@@ -70,4 +74,34 @@ pub struct LineageConfig {
     pub file: Option<std::path::PathBuf>,
     /// The job namespace (default `$OPENLINEAGE_NAMESPACE`, else `hindsight`).
     pub namespace: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_thresholds_out_of_range_are_refused_with_their_key() {
+        assert!(DriftGuards::default().validate().is_ok());
+        let ks = DriftGuards {
+            max_relevance_ks: Some(1.5),
+            ..Default::default()
+        };
+        assert!(ks
+            .validate()
+            .is_err_and(|e| e.contains("guards.max_relevance_ks")));
+        let tokens = DriftGuards {
+            max_tokens_per_row_change: Some(f64::NAN),
+            ..Default::default()
+        };
+        assert!(tokens
+            .validate()
+            .is_err_and(|e| e.contains("max_tokens_per_row_change") && e.contains(">= 0")));
+        let fine = DriftGuards {
+            max_tokens_per_row_change: Some(3.0),
+            max_drop_rate_change: Some(0.1),
+            ..Default::default()
+        };
+        assert!(fine.validate().is_ok());
+    }
 }
