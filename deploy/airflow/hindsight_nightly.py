@@ -1,4 +1,4 @@
-"""Nightly hindsight run as an Airflow DAG (Airflow 3; 2.x works with the fallback imports).
+"""Nightly hindsight run as an Airflow DAG (Airflow 3; fallback imports for 2.x, not tested there).
 
 One task runs `hindsight run` on the day's logs, a second exports the published dataset for
 Axolotl. hindsight's exit status decides what Airflow does:
