@@ -1,125 +1,15 @@
-//! The hyper-parameters of every decoder we run, with the family variations named.
+//! The hyper-parameters of every decoder we run.
 //!
 //! One decoder runs every family (`decoder.rs`); the families differ only in the small, named
 //! variations below (norm placement, q/k norms, activation, soft-capping, sliding windows, RoPE
-//! variants). The loaders (`hf_config.rs` for `config.json`, `gguf_checkpoint.rs` for GGUF metadata) fill
-//! this struct and refuse any key that would change the math and is not represented here: a
-//! teacher signal computed with a silently ignored setting is worse than no signal.
+//! variants), whose per-family values are the table in `family.rs`. The loaders (`hf_config`
+//! for `config.json`, `gguf_checkpoint.rs` for GGUF metadata) fill this struct from that table
+//! and the checkpoint, and refuse any key that would change the math and is not represented
+//! here: a teacher signal computed with a silently ignored setting is worse than no signal.
 
 use serde::{Deserialize, Serialize};
 
-/// Which family a checkpoint belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Architecture {
-    /// Llama 2/3.x, SmolLM: pre-norm, SwiGLU, optional biases, RoPE scaling.
-    Llama,
-    /// Mistral: Llama plus a sliding attention window on every layer.
-    Mistral,
-    /// Qwen2 / Qwen2.5: biases on the q, k and v projections, optional sliding layers.
-    Qwen2,
-    /// Qwen3: RMSNorm on each query and key head before RoPE.
-    Qwen3,
-    /// Gemma 2: (1+w) norms before and after each sub-layer, scaled embeddings, GeGLU,
-    /// soft-capped attention and final logits, alternating local/global layers.
-    Gemma2,
-    /// Gemma 3 (text): Gemma 2 with q/k norms instead of attention soft-capping and separate
-    /// RoPE bases for local and global layers.
-    Gemma3,
-    /// Phi-3 / Phi-4: fused q/k/v and gate/up projections, optional partial rotary dims.
-    Phi3,
-    /// OLMo 2: norms after each sub-layer (none before) and RMSNorm over the whole q and k.
-    Olmo2,
-}
-
-impl Architecture {
-    /// How the family normalises queries and keys before RoPE (`None`: it does not). One
-    /// answer for both loaders (config.json and GGUF carry no key for it).
-    pub fn qk_norm(self) -> Option<QkNorm> {
-        match self {
-            Self::Qwen3 | Self::Gemma3 => Some(QkNorm::PerHead),
-            Self::Olmo2 => Some(QkNorm::Whole),
-            _ => None,
-        }
-    }
-
-    /// The Gemma families: GELU-tanh, embeddings scaled by √hidden, `1 + w` norms, tied
-    /// embeddings by default.
-    pub fn is_gemma(self) -> bool {
-        matches!(self, Self::Gemma2 | Self::Gemma3)
-    }
-
-    /// Parses the `general.architecture` (GGUF) / `model_type` (config.json) string.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "llama" | "smollm" | "smollm2" => Some(Self::Llama),
-            "mistral" => Some(Self::Mistral),
-            "qwen2" => Some(Self::Qwen2),
-            "qwen3" => Some(Self::Qwen3),
-            "gemma2" => Some(Self::Gemma2),
-            "gemma3" | "gemma3_text" => Some(Self::Gemma3),
-            "phi3" => Some(Self::Phi3),
-            "olmo2" => Some(Self::Olmo2),
-            _ => None,
-        }
-    }
-
-    /// The names accepted by [`Architecture::parse`], for error messages.
-    pub const SUPPORTED: &'static str =
-        "llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, olmo2";
-
-    /// The canonical name recorded in outputs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Llama => "llama",
-            Self::Mistral => "mistral",
-            Self::Qwen2 => "qwen2",
-            Self::Qwen3 => "qwen3",
-            Self::Gemma2 => "gemma2",
-            Self::Gemma3 => "gemma3",
-            Self::Phi3 => "phi3",
-            Self::Olmo2 => "olmo2",
-        }
-    }
-
-    /// Where the RMSNorms sit in a block.
-    pub fn block_norms(self) -> BlockNorms {
-        match self {
-            Self::Gemma2 | Self::Gemma3 => BlockNorms::PreAndPost,
-            Self::Olmo2 => BlockNorms::Post,
-            _ => BlockNorms::Pre,
-        }
-    }
-}
-
-/// Placement of the RMSNorms in a decoder block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BlockNorms {
-    /// `x + f(norm(x))` (Llama, Qwen, Mistral, Phi).
-    Pre,
-    /// `x + norm_post(f(norm_pre(x)))` (Gemma 2/3).
-    PreAndPost,
-    /// `x + norm(f(x))` (OLMo 2).
-    Post,
-}
-
-/// The MLP's gating non-linearity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Activation {
-    /// SwiGLU: `silu(gate) * up`.
-    Silu,
-    /// GeGLU with the tanh approximation of GELU (`gelu_pytorch_tanh`, Gemma).
-    GeluTanh,
-}
-
-/// RMSNorm applied to queries and keys before RoPE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum QkNorm {
-    /// One `[head_dim]` norm applied to every head (Qwen3, Gemma 3).
-    PerHead,
-    /// One norm over all query heads together and one over all key heads (OLMo 2).
-    Whole,
-}
+pub use super::family::{Activation, Architecture, BlockNorms, QkNorm};
 
 /// How the RoPE inverse frequencies are derived from the base ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

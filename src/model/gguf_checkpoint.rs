@@ -10,11 +10,12 @@ use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 use super::architecture::{
-    check_count, Activation, Architecture, LayerAttention, QkNorm, Rope, RopeScaling,
-    TransformerConfig, MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE,
-    MAX_LAYERS, MAX_VOCAB, MAX_WINDOW,
+    check_count, Architecture, LayerAttention, QkNorm, Rope, RopeScaling, TransformerConfig,
+    MAX_CONTEXT, MAX_HEADS, MAX_HEAD_DIM, MAX_HIDDEN, MAX_INTERMEDIATE, MAX_LAYERS, MAX_VOCAB,
+    MAX_WINDOW,
 };
 use super::decoder::{Block, Linear, RopeStyle, Transformer};
+use super::family::Sliding;
 use super::ComputeMode;
 use crate::error::{Error, Result};
 pub use crate::gguf::GgufFile;
@@ -26,16 +27,12 @@ impl GgufFile {
             .get_str("general.architecture")
             .ok_or_else(|| Error::model(&self.path, "missing general.architecture"))?
             .to_string();
-        let architecture = match arch_name.as_str() {
-            "gemma3_text" | "mistral" => None,
-            n => Architecture::parse(n),
-        }
-        .ok_or_else(|| {
+        let architecture = Architecture::from_gguf_architecture(&arch_name).ok_or_else(|| {
             Error::model(
                 &self.path,
                 format!(
-                    "unsupported architecture '{arch_name}' (supported GGUF architectures: \
-                     llama, qwen2, qwen3, gemma2, gemma3, phi3, olmo2)"
+                    "unsupported architecture '{arch_name}' (supported GGUF architectures: {})",
+                    Architecture::supported_gguf_architectures()
                 ),
             )
         })?;
@@ -46,6 +43,7 @@ impl GgufFile {
     /// not implemented (every `{arch}.*` key is accounted for).
     pub fn config(&self) -> Result<TransformerConfig> {
         let (arch_name, architecture) = self.architecture()?;
+        let family = architecture.facts();
         let refuse = |msg: String| Error::model(&self.path, msg);
         let p = |k: &str| format!("{arch_name}.{k}");
         let prefix = format!("{arch_name}.");
@@ -106,7 +104,7 @@ impl GgufFile {
             }
         };
         let rotary_dim = opt_count("rope.dimension_count", MAX_HEAD_DIM)?.unwrap_or(head_dim);
-        if rotary_dim != head_dim && architecture != Architecture::Phi3 {
+        if rotary_dim != head_dim && !family.partial_rotary {
             return Err(refuse(format!(
                 "{arch_name}.rope.dimension_count={rotary_dim} (partial rotary) is not \
                  implemented for {arch_name}"
@@ -180,12 +178,9 @@ impl GgufFile {
             }
         }
         let window = opt_count("attention.sliding_window", MAX_WINDOW)?;
-        let gemma = architecture.is_gemma();
         // llama.cpp's rule for Gemma's query scale (the HF `query_pre_attn_scalar` is not
-        // stored): hidden/heads for the 27B models (46 / 62 layers), else head_dim.
-        let big_gemma = (architecture == Architecture::Gemma2 && num_layers == 46)
-            || (architecture == Architecture::Gemma3 && num_layers == 62);
-        let attn_scale = if big_gemma {
+        // stored): hidden/heads for the 27B models, else head_dim.
+        let attn_scale = if family.gguf_query_scale_by_hidden_at == Some(num_layers) {
             ((hidden_size / num_heads) as f64).powf(-0.5)
         } else {
             (head_dim as f64).powf(-0.5)
@@ -195,25 +190,21 @@ impl GgufFile {
             rotary_dim,
             scaling,
         };
-        let (ropes, layers) = match architecture {
-            Architecture::Gemma2 | Architecture::Gemma3 => {
+        let (ropes, layers) = match family.sliding {
+            Sliding::Periodic { period, .. } => {
                 let w = window.ok_or_else(|| {
                     refuse(format!("{arch_name}.attention.sliding_window is missing"))
                 })?;
-                let default_pattern = if architecture == Architecture::Gemma2 {
-                    2
-                } else {
-                    6
-                };
                 let sliding = self.sliding_pattern(
                     &p("attention.sliding_window_pattern"),
                     num_layers,
-                    default_pattern,
+                    period,
                 )?;
                 let mut ropes = vec![base_rope];
-                if architecture == Architecture::Gemma3 {
+                let local_rope = family.local_rope_theta_default;
+                if let Some(theta) = local_rope {
                     ropes.push(Rope {
-                        theta: 10_000.0,
+                        theta,
                         rotary_dim,
                         scaling: RopeScaling::None,
                     });
@@ -223,14 +214,15 @@ impl GgufFile {
                         let sliding = sliding[i];
                         LayerAttention {
                             sliding_window: sliding.then_some(w),
-                            rope: usize::from(architecture == Architecture::Gemma3 && sliding),
+                            rope: usize::from(local_rope.is_some() && sliding),
                         }
                     })
                     .collect();
                 (ropes, layers)
             }
-            _ => {
-                if window.is_some() && architecture != Architecture::Phi3 {
+            sliding => {
+                // Which layers of other families slide is not recorded in GGUF.
+                if window.is_some() && !matches!(sliding, Sliding::EveryLayer { .. }) {
                     return Err(refuse(format!(
                         "{arch_name}.attention.sliding_window is not implemented for GGUF \
                          {arch_name} (which layers use it is not recorded)"
@@ -270,15 +262,13 @@ impl GgufFile {
             attention_out_bias: self.has_tensor("blk.0.attn_output.bias"),
             mlp_bias: self.has_tensor("blk.0.ffn_up.bias"),
             tie_word_embeddings: !self.has_tensor("output.weight"),
-            activation: if gemma {
-                Activation::GeluTanh
-            } else {
-                Activation::Silu
-            },
-            qk_norm: architecture.qk_norm(),
+            activation: family.activation,
+            qk_norm: family.qk_norm,
             // llama.cpp's converter already stores Gemma's norms as `1 + w`.
             norm_weight_offset: 0.0,
-            embed_scale: gemma.then(|| (hidden_size as f64).sqrt() as f32),
+            embed_scale: family
+                .embeddings_scaled
+                .then(|| (hidden_size as f64).sqrt() as f32),
             attn_scale,
             attn_softcap,
             final_softcap,
@@ -369,7 +359,7 @@ impl GgufFile {
         let arch = cfg.architecture;
         // llama.cpp permutes llama q/k rows for its interleaved RoPE; other families are stored
         // unpermuted.
-        let permuted = arch == Architecture::Llama;
+        let permuted = arch.facts().gguf_permuted_qk;
         // Dense modes convert each weight once, as it is read, to the compute dtype: peak memory
         // is the model in that dtype plus one tensor in f32.
         let dtype = mode.weight_dtype().unwrap_or(DType::F32);
@@ -401,7 +391,7 @@ impl GgufFile {
                 (ComputeMode::Quantized, _) | (_, false) => None,
                 (_, true) => Some((cfg.num_heads, cfg.num_kv_heads)),
             };
-            let qkv = if arch == Architecture::Phi3 {
+            let qkv = if arch.facts().fused_projections {
                 self.linear(&[&b("attn_qkv.weight")], &[], mode, device, None)?
             } else {
                 let biases = if cfg.attention_bias {
@@ -422,7 +412,7 @@ impl GgufFile {
                     unpermute,
                 )?
             };
-            let gate_up = if arch == Architecture::Phi3 {
+            let gate_up = if arch.facts().fused_projections {
                 self.linear(&[&b("ffn_up.weight")], &[], mode, device, None)?
             } else {
                 let biases = if cfg.mlp_bias {
@@ -525,7 +515,7 @@ impl GgufFile {
                 ("post_ffw_norm.weight", vec![h]),
             ]);
         }
-        if cfg.architecture == Architecture::Phi3 {
+        if cfg.architecture.facts().fused_projections {
             shapes.extend([
                 ("attn_qkv.weight", vec![q + 2 * kv, h]),
                 ("ffn_up.weight", vec![2 * i, h]),

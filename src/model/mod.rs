@@ -12,6 +12,7 @@ pub mod bf16_gemm;
 pub mod decoder;
 pub mod device;
 pub mod device_attention;
+pub mod family;
 pub mod fastmath;
 pub mod generate;
 pub mod gguf_checkpoint;

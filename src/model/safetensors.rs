@@ -482,7 +482,7 @@ fn assemble(w: &mut Weights<'_>, cfg: TransformerConfig, device: &Device) -> Res
     let mut blocks = Vec::with_capacity(cfg.num_layers);
     for i in 0..cfg.num_layers {
         let p = |n: &str| format!("model.layers.{i}.{n}");
-        let (qkv_w, qkv_bias) = if arch == Architecture::Phi3 {
+        let (qkv_w, qkv_bias) = if arch.facts().fused_projections {
             (
                 w.take(&p("self_attn.qkv_proj.weight"), &[q + 2 * kv, h])?,
                 None,
@@ -499,7 +499,7 @@ fn assemble(w: &mut Weights<'_>, cfg: TransformerConfig, device: &Device) -> Res
             ])?;
             (Tensor::cat(&[qw, kw, vw], 0)?, bias)
         };
-        let (gate_up_w, gate_up_bias) = if arch == Architecture::Phi3 {
+        let (gate_up_w, gate_up_bias) = if arch.facts().fused_projections {
             (
                 w.take(&p("mlp.gate_up_proj.weight"), &[2 * inter, h])?,
                 None,
@@ -695,7 +695,7 @@ pub fn export_gguf_as_hf(gguf_path: &Path, out: &Path) -> Result<()> {
         ));
     }
     let tokenizer = Tokenizer::from_gguf(&gguf)?;
-    let permuted = cfg.architecture == Architecture::Llama;
+    let permuted = cfg.architecture.facts().gguf_permuted_qk;
     std::fs::create_dir_all(out).map_err(|source| Error::Io {
         action: "creating",
         path: out.to_path_buf(),
