@@ -5,8 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::reader::chunk_id;
 use super::state::{self, ChunkState};
-use super::{chunk_id, PipelineError, TaskSlice};
+use super::{PipelineError, TaskSlice};
 use crate::config::{ConfigChange, PipelineConfig};
 use crate::model::{self, ModelHeader};
 use crate::store::Mirror;

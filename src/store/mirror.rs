@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use super::state_store::{LocalStore, StateStore};
 use super::{io_err, Location, Remote, StoreError};
 
 /// A dataset location plus the local directory the pipeline reads and writes.
@@ -13,6 +14,8 @@ use super::{io_err, Location, Remote, StoreError};
 pub struct Mirror {
     local: PathBuf,
     remote: Option<Remote>,
+    /// The local directory as a state store (used when there is no remote).
+    local_state: LocalStore,
     _staging: Option<tempfile::TempDir>,
 }
 
@@ -22,6 +25,7 @@ impl Mirror {
     pub fn open(target: &str) -> Result<Mirror, StoreError> {
         match Location::parse(target)? {
             Location::Local(local) => Ok(Mirror {
+                local_state: LocalStore::new(&local),
                 local,
                 remote: None,
                 _staging: None,
@@ -36,6 +40,7 @@ impl Mirror {
                     .tempdir_in(&base)
                     .map_err(io_err("creating a staging directory in", &base))?;
                 Ok(Mirror {
+                    local_state: LocalStore::new(staging.path()),
                     local: staging.path().to_path_buf(),
                     remote: Some(remote),
                     _staging: Some(staging),
@@ -52,6 +57,16 @@ impl Mirror {
     /// The object-store side, if the dataset is remote.
     pub fn remote(&self) -> Option<&Remote> {
         self.remote.as_ref()
+    }
+
+    /// Where coordination state (task done records, claims) is read and written directly: the
+    /// object store for a remote dataset, the directory itself for a local one. Unlike the
+    /// staged files, these are never mirrored: every task must see the others' at once.
+    pub fn state(&self) -> &dyn StateStore {
+        match &self.remote {
+            Some(r) => r,
+            None => &self.local_state,
+        }
     }
 
     /// The dataset's name for messages: its URL, or its local path.

@@ -13,6 +13,7 @@
 //!   when its upload completes), then the chunk state, and the manifest last with a single put.
 
 pub mod mirror;
+pub mod state_store;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

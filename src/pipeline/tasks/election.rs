@@ -47,87 +47,27 @@ pub fn finalize_if_last(
     accept_drift: bool,
 ) -> Result<LastTask, PipelineError> {
     let mirror = Mirror::open(target)?;
-    let dir = mirror.local().to_path_buf();
+    let store = mirror.state();
     let n = task.count;
     let runs = format!("_state/tasks/{n}/runs/{}", run_id_segment(run_id));
-    let done_rel = format!("{runs}/{}.done", task.index);
     let claim_rel = format!("{runs}/finalize.claim");
     let me = task.index.to_string().into_bytes();
 
     // 1. This task is done (after its marker, which `run` wrote before returning).
-    let done: HashSet<u32> = match mirror.remote() {
-        Some(remote) => {
-            remote.put_bytes(&done_rel, me.clone())?;
-            remote
-                .list(&runs)?
-                .iter()
-                .filter_map(|o| remote.relative(&o.location))
-                .filter_map(|rel| done_index(&rel))
-                .collect()
-        }
-        None => {
-            let path = dir.join(&done_rel);
-            let runs_dir = dir.join(&runs);
-            std::fs::create_dir_all(&runs_dir).map_err(|source| state::StateError::Io {
-                action: "creating",
-                path: runs_dir.clone(),
-                source,
-            })?;
-            state::write_atomic(&path, &me)?;
-            std::fs::read_dir(&runs_dir)
-                .map_err(|source| state::StateError::Io {
-                    action: "listing",
-                    path: runs_dir.clone(),
-                    source,
-                })?
-                .filter_map(|e| e.ok())
-                .filter_map(|e| done_index(&e.file_name().to_string_lossy()))
-                .collect()
-        }
-    };
+    store.put(&format!("{runs}/{}.done", task.index), &me)?;
+    let done: HashSet<u32> = store
+        .list(&runs)?
+        .iter()
+        .filter_map(|rel| done_index(rel))
+        .collect();
     let finished = done.iter().filter(|&&i| i < n).count() as u32;
     if finished < n {
         return Ok(LastTask::Waiting { done: finished });
     }
 
     // 2. Every task is done: the one whose create-only claim succeeds finalizes.
-    let created = match mirror.remote() {
-        Some(remote) => remote.put_new(&claim_rel, me.clone())?,
-        None => {
-            let path = dir.join(&claim_rel);
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    f.write_all(&me)
-                        .and_then(|_| f.sync_all())
-                        .map_err(|source| state::StateError::Io {
-                            action: "writing",
-                            path: path.clone(),
-                            source,
-                        })?;
-                    true
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                Err(source) => {
-                    return Err(state::StateError::Io {
-                        action: "creating",
-                        path,
-                        source,
-                    }
-                    .into())
-                }
-            }
-        }
-    };
-    if !created {
-        let holder = match mirror.remote() {
-            Some(remote) => remote.get_bytes(&claim_rel)?.unwrap_or_default(),
-            None => std::fs::read(dir.join(&claim_rel)).unwrap_or_default(),
-        };
+    if !store.put_new(&claim_rel, &me)? {
+        let holder = store.get(&claim_rel)?.unwrap_or_default();
         let by = String::from_utf8_lossy(&holder).trim().parse::<u32>().ok();
         if by != Some(task.index) {
             return Ok(LastTask::OtherFinalizes {
