@@ -10,6 +10,7 @@ use std::path::Path;
 
 use hindsight::episode::{ingest, IngestOptions};
 use hindsight::model::{self, ComputeMode};
+use hindsight::pipeline::steps::score::output_row;
 use hindsight::score::contexts::prepare_episode;
 use hindsight::score::logprobs::kl_topk_tail;
 use hindsight::score::{Scorer, ScorerConfig};
@@ -73,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         .with_layout(student_top_k, encoding);
         let mut w = ShardWriter::new(&out, "sample", meta.clone(), ShardConfig::default())?;
         for ((ep, p), s) in eps.iter().zip(&prepared).zip(&scores) {
-            w.write_row(OutputRow::new(ep, p, s, cfg.relevance))?;
+            w.write_row(output_row(ep, p, s, cfg.relevance))?;
         }
         let shards = w.finish()?;
         Manifest::new(meta, shards.clone(), serde_json::to_value(&ingest_stats)?).write(&out)?;

@@ -80,19 +80,7 @@ impl ComputeMode {
     }
 }
 
-/// Identity of the model that produced a dataset: recorded in every shard so a trainer can refuse
-/// data made by another model or tokenizer.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ModelInfo {
-    pub model_id: String,
-    pub architecture: String,
-    pub source: String,
-    pub weights_sha256: String,
-    pub tokenizer_sha256: String,
-    pub chat_template_sha256: String,
-    pub compute_dtype: String,
-    pub vocab_size: usize,
-}
+pub use crate::record::ModelInfo;
 
 /// A model ready to score: the network, its tokenizer, and its identity.
 pub struct LoadedModel {

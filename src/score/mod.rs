@@ -17,83 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Transformer;
+/// Defined beside the record types: the sink and the config name relevance methods without
+/// depending on the scorer.
+pub use crate::record::{pmi_control, RelevanceMethod};
 use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
 pub(crate) use packing::pack_requests;
 pub use packing::{FollowupRows, RequestLayout};
-
-/// Which relevance score a dataset's `relevance` column (and the filter) uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RelevanceMethod {
-    /// Mean KL(teacher ‖ student) over response tokens (top-k + tail estimate).
-    Kl,
-    /// Mean KL(teacher with the real context ‖ teacher with a neutral control context): how much
-    /// the feedback itself, rather than the template text, moves the teacher.
-    ControlKl,
-    /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅): how much
-    /// the conversation makes the feedback (as the next user turn) predictable. The default:
-    /// it separates best on the sample data (`eval-relevance`).
-    #[default]
-    Pmi,
-    /// [`RelevanceMethod::Pmi`] divided by the feedback's token count.
-    PmiMean,
-    /// log p(f | history, response) − log p(f | history): what the response itself adds.
-    PmiAnswer,
-    /// `pmi + ln(max(control_kl, 1e-6))`: the feedback must both relate to the conversation
-    /// and move the teacher (a product of the PMI's likelihood ratio and the teacher's KL, in
-    /// log space).
-    PmiControl,
-}
-
-impl RelevanceMethod {
-    /// Name recorded in metadata.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Kl => "kl",
-            Self::ControlKl => "control_kl",
-            Self::Pmi => "pmi",
-            Self::PmiMean => "pmi_mean",
-            Self::PmiAnswer => "pmi_answer",
-            Self::PmiControl => "pmi_control",
-        }
-    }
-
-    /// The threshold a pipeline uses when `score.relevance_threshold` is not set: for the PMI
-    /// methods, the lowest threshold that keeps at most 20% of the irrelevant follow-ups of the
-    /// sample data (`eval-relevance --labels pipelines/chat_logs.labels.jsonl`, embedded
-    /// model), rounded up; for `kl` and `control_kl`, 0 (keep all: they barely separate).
-    /// Thresholds are model-specific: measure yours with `eval-relevance`.
-    pub fn default_threshold(self) -> f32 {
-        match self {
-            Self::Kl | Self::ControlKl => 0.0,
-            Self::Pmi => 4.0,
-            Self::PmiMean => 0.51,
-            Self::PmiAnswer => 2.6,
-            Self::PmiControl => 0.6,
-        }
-    }
-
-    /// Whether the method reads the feedback probes ([`ScorerConfig::followup`]).
-    pub fn needs_followup(self) -> bool {
-        matches!(
-            self,
-            Self::Pmi | Self::PmiMean | Self::PmiAnswer | Self::PmiControl
-        )
-    }
-
-    /// Parses a config / CLI value.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "kl" => Some(Self::Kl),
-            "control_kl" => Some(Self::ControlKl),
-            "pmi" => Some(Self::Pmi),
-            "pmi_mean" => Some(Self::PmiMean),
-            "pmi_answer" => Some(Self::PmiAnswer),
-            "pmi_control" => Some(Self::PmiControl),
-            _ => None,
-        }
-    }
-}
 
 /// Where the per-position statistics (normaliser, top-k, tail, KL) are computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -313,12 +242,6 @@ impl EpisodeScores {
             }
         }
     }
-}
-
-/// The `pmi_control` combination: `pmi + ln(max(control_kl, 1e-6))` (the floor keeps a teacher
-/// that does not move at all finite). `validate` recomputes it from the stored columns.
-pub fn pmi_control(pmi: f64, control_kl: f64) -> f64 {
-    pmi + control_kl.max(1e-6).ln()
 }
 
 /// Work counters, for benchmarks and run reports.

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 
 use super::encoding::Encoding;
 use super::schema::{Layout, SCHEMA_VERSION};
-use crate::model::ModelInfo;
-use crate::score::RelevanceMethod;
+use crate::record::ModelInfo;
+use crate::record::RelevanceMethod;
 
 /// Metadata every shard and the manifest carry (`docs/CONTRACT.md`, "File metadata").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //!
 //! Typical use by the pipeline driver:
 //! 1. [`DatasetMeta::new`] once per run;
-//! 2. a [`ShardWriter`] per chunk, fed [`OutputRow::new`] rows, then [`ShardWriter::finish`];
+//! 2. a [`ShardWriter`] per chunk, fed rows (built by the pipeline's scoring step), then [`ShardWriter::finish`];
 //! 3. [`Manifest::new`] over all [`ShardInfo`]s plus run statistics, then [`Manifest::write`].
 //!
 //! The pipeline does all three through a [`DatasetWriter`], which also uploads to an object

@@ -1,14 +1,12 @@
 //! One output row: every contract column of one scored response, in plain Rust types. The
-//! pipeline builds rows from an episode and its scores; the writer turns batches of rows into
+//! pipeline's scoring step builds rows from an episode and its scores (the sink knows nothing
+//! of scoring, so a dataset reader does not link the model stack); the writer turns batches of rows into
 //! Arrow, and readers (`validate`, `stats`, tests) turn Arrow back into rows.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::schema::SCHEMA_VERSION;
 use crate::episode::{Episode, Message};
-use crate::score::contexts::Prepared;
-use crate::score::{EpisodeScores, RelevanceMethod};
 
 /// Every contract column of one row (see `docs/CONTRACT.md`). Token ids are stored as the
 /// contract's int32; top-k columns are flattened row-major (`T * k` values).
@@ -191,15 +189,9 @@ pub fn sample_id(episode: &Episode, completion_ids: &[u32]) -> String {
     hex
 }
 
-/// Token ids as the contract's int32. Ids come from a vocabulary far below 2^31; an id that did
-/// not fit would become negative, which `validate` reports as out of range.
-fn ids(v: &[u32]) -> Vec<i32> {
-    v.iter().map(|&x| x as i32).collect()
-}
-
 /// The `privileged_context` column: the privileged text, followed by the peer solution when
 /// there is one (both are teacher-only text).
-fn privileged_text(episode: &Episode) -> String {
+pub fn privileged_text(episode: &Episode) -> String {
     match &episode.privileged.solution {
         Some(sol) => format!("{}\n\n{}", episode.privileged.text, sol),
         None => episode.privileged.text.clone(),
@@ -207,64 +199,6 @@ fn privileged_text(episode: &Episode) -> String {
 }
 
 impl OutputRow {
-    /// Builds the row of one scored episode; `method` defines the `relevance` column (every
-    /// method's value is recorded in its own column as well).
-    pub fn new(
-        episode: &Episode,
-        prepared: &Prepared,
-        scores: &EpisodeScores,
-        method: RelevanceMethod,
-    ) -> OutputRow {
-        let req = &prepared.request;
-        let t = req.completion_ids.len();
-        OutputRow {
-            schema_version: SCHEMA_VERSION,
-            sample_id: sample_id(episode, &req.completion_ids),
-            source_kind: episode.source_kind.as_str().to_string(),
-            source_format: episode.source_format.as_str().to_string(),
-            source_uri: episode.provenance.source_uri.clone(),
-            source_record: episode.provenance.source_record,
-            conversation_id: episode.provenance.conversation_id.clone(),
-            turn_index: episode.provenance.turn_index,
-            event_time: episode.provenance.event_time_us,
-            method: episode.method.as_str().to_string(),
-            prompt: episode.prompt.clone(),
-            privileged_context: privileged_text(episode),
-            teacher_template: episode.teacher_template.clone(),
-            teacher_prompt: episode.teacher_prompt.clone(),
-            completion: episode.completion.clone().unwrap_or_default(),
-            prompt_ids: ids(&req.prompt_ids),
-            teacher_prompt_ids: ids(&req.teacher_prompt_ids),
-            completion_ids: ids(&req.completion_ids),
-            loss_mask: vec![1; t],
-            finish_reason: episode.finish_reason.as_str().to_string(),
-            is_on_policy: episode.is_on_policy,
-            student_logprobs: scores.student_logprobs.clone(),
-            teacher_logprobs: scores.teacher_logprobs.clone(),
-            advantages: scores.advantages.clone(),
-            teacher_topk_ids: ids(&scores.teacher_topk_ids),
-            teacher_topk_logprobs: scores.teacher_topk_logprobs.clone(),
-            teacher_tail_logmass: scores.teacher_tail_logmass.clone(),
-            student_topk_logprobs: Some(scores.student_topk_logprobs.clone()),
-            student_topk_ids: (scores.student_k > 0).then(|| ids(&scores.student_topk_ids)),
-            student_topk_logprobs_self: (scores.student_k > 0)
-                .then(|| scores.student_topk_logprobs_self.clone()),
-            teacher_logprobs_at_student_topk: (scores.student_k > 0)
-                .then(|| scores.teacher_logprobs_at_student_topk.clone()),
-            teacher_logz: scores.teacher_logz.clone(),
-            student_logz: scores.student_logz.clone(),
-            num_completion_tokens: i32::try_from(t).unwrap_or(i32::MAX),
-            relevance_kl: scores.relevance_kl,
-            relevance: scores.relevance(method),
-            relevance_control_kl: scores.relevance(RelevanceMethod::ControlKl),
-            relevance_pmi: scores.relevance(RelevanceMethod::Pmi),
-            relevance_pmi_mean: scores.relevance(RelevanceMethod::PmiMean),
-            relevance_pmi_answer: scores.relevance(RelevanceMethod::PmiAnswer),
-            k: scores.k,
-            ks: scores.student_k,
-        }
-    }
-
     /// T, the number of response tokens.
     pub fn response_tokens(&self) -> usize {
         self.completion_ids.len()

@@ -20,17 +20,20 @@ pub const DEFAULT_TOP_K: usize = 20;
 /// The per-method relevance columns, as (column, method): every method's value is recorded
 /// where it was computed, whichever one the filter used. The `pmi_control` combination has no
 /// column: it is a function of `relevance_pmi` and `relevance_control_kl`.
-pub const RELEVANCE_COLUMNS: [(&str, crate::score::RelevanceMethod); 5] = [
-    ("relevance_kl", crate::score::RelevanceMethod::Kl),
+pub const RELEVANCE_COLUMNS: [(&str, crate::record::RelevanceMethod); 5] = [
+    ("relevance_kl", crate::record::RelevanceMethod::Kl),
     (
         "relevance_control_kl",
-        crate::score::RelevanceMethod::ControlKl,
+        crate::record::RelevanceMethod::ControlKl,
     ),
-    ("relevance_pmi", crate::score::RelevanceMethod::Pmi),
-    ("relevance_pmi_mean", crate::score::RelevanceMethod::PmiMean),
+    ("relevance_pmi", crate::record::RelevanceMethod::Pmi),
+    (
+        "relevance_pmi_mean",
+        crate::record::RelevanceMethod::PmiMean,
+    ),
     (
         "relevance_pmi_answer",
-        crate::score::RelevanceMethod::PmiAnswer,
+        crate::record::RelevanceMethod::PmiAnswer,
     ),
 ];
 

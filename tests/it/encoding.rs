@@ -9,6 +9,7 @@ use crate::common::temp_dir;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use hindsight::pipeline::steps::score::output_row;
 use hindsight::score::contexts::prepare_episode;
 use hindsight::score::logprobs::kl_topk_tail;
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
@@ -46,7 +47,7 @@ fn scored() -> &'static (Vec<OutputRow>, DatasetMeta) {
             .iter()
             .zip(&prepared)
             .zip(&scores)
-            .map(|((ep, p), s)| OutputRow::new(ep, p, s, RelevanceMethod::ControlKl))
+            .map(|((ep, p), s)| output_row(ep, p, s, RelevanceMethod::ControlKl))
             .collect();
         let meta = DatasetMeta::new(
             &m.info,

@@ -16,12 +16,13 @@ const LAYERS: &[&[&str]] = &[
     &["ingest"],
     // Records → episodes; text → token ids.
     &["episode", "tokenize"],
+    // Rows, shards, manifest, validation: the dataset side, which links no model (a reader of
+    // a dataset needs none).
+    &["sink"],
     // The model (weights, forward pass, generation).
     &["model"],
     // Scoring requests → log-probs, top-k, relevance.
     &["score"],
-    // Rows, shards, manifest, validation.
-    &["sink"],
     // SQL over inputs and datasets; the pipeline configuration.
     &["sql", "config"],
     // The run, its reports, the benchmark.

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use arrow_array::{
     Array, FixedSizeListArray, Float32Array, Int32Array, LargeListArray, RecordBatch,
 };
+use hindsight::pipeline::steps::score::output_row;
 use hindsight::score::contexts::{followup_probe, prepare_episode};
 use hindsight::score::{RelevanceMethod, Scorer, ScorerConfig};
 use hindsight::sink::schema::{column_nullable, column_type, type_name};
@@ -53,7 +54,7 @@ fn scored() -> &'static (Vec<OutputRow>, DatasetMeta) {
             .iter()
             .zip(&prepared)
             .zip(&scores)
-            .map(|((ep, p), s)| OutputRow::new(ep, p, s, RelevanceMethod::Pmi))
+            .map(|((ep, p), s)| output_row(ep, p, s, RelevanceMethod::Pmi))
             .collect();
         let config = serde_json::json!({"scorer": cfg, "inputs": ["sample-data/hints.jsonl"]});
         let meta = DatasetMeta::new(&m.info, cfg.top_k, RelevanceMethod::Pmi, None, &config);

@@ -35,7 +35,7 @@ use super::error::{SinkError, SinkResult};
 use super::manifest::{Manifest, Totals, MANIFEST_FILE};
 use super::row::OutputRow;
 use super::schema::{contract_schema, type_name, Layout, RELEVANCE_COLUMNS, SCHEMA_VERSION};
-use crate::score::{pmi_control, RelevanceMethod};
+use crate::record::{pmi_control, RelevanceMethod};
 
 /// At most this many violations are kept; the rest are only counted (a broken dataset of a
 /// million rows should not produce a million-line report).
