@@ -4,7 +4,8 @@
 #   2. builds hindsight, writes a dataset with pipelines/hints.toml and checks that pyarrow and
 #      Hugging Face `datasets` read it with the contract's types (in a virtualenv, .venv-test/);
 #      and validates deploy/k8s/ against the Kubernetes API schemas (scripts/lint-deploy.sh);
-#   3. installs Debian's chromium (the HTML report is tested in a real browser) when missing;
+#   3. installs Debian's chromium (the HTML report is tested in a real browser), GNU time and
+#      prometheus-node-exporter (the metrics file is read by its textfile collector) when missing;
 #   4. fetches the real tokenizers and chat templates of six families (scripts/real-templates/);
 #   5. runs hindsight_data's unit tests (python/, torch-free) and the Rust tests (real model, real files, a real S3 server: moto, also in .venv-test/;
 #      the OpenLineage schema validator's jsonschema and a real Dagster, also in .venv-test/).
@@ -27,6 +28,15 @@ if [ ! -x /usr/bin/time ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >/dev/null
   else
     echo "warning: /usr/bin/time not found and cannot be installed here; the memory test will fail" >&2
+  fi
+fi
+
+# tests/it/ops.rs reads the metrics file through node_exporter's textfile collector (Debian's).
+if [ ! -x /usr/bin/prometheus-node-exporter ] && [ -z "${HINDSIGHT_NODE_EXPORTER:-}" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter >/dev/null
+  else
+    echo "warning: prometheus-node-exporter not found and cannot be installed here; the metrics test will fail" >&2
   fi
 fi
 

@@ -88,104 +88,120 @@ impl RunProgress {
         let Some(path) = &self.metrics else {
             return;
         };
-        let text = self.exposition(report);
-        if let Err(e) = crate::util::write_atomic(path, text.as_bytes()) {
+        let written = self
+            .exposition(report)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                crate::util::write_atomic(path, text.as_bytes()).map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
             tracing::warn!(path = %path.display(), "writing the metrics file failed: {e}");
         }
     }
 
-    /// The Prometheus text exposition of the run so far.
-    fn exposition(&self, report: Option<&RunReport>) -> String {
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-            for (labels, v) in samples {
-                out.push_str(&format!("{name}{labels} {v}\n"));
-            }
-        };
+    /// The run so far in the Prometheus text format (0.0.4), encoded by the `prometheus` crate:
+    /// the format node_exporter's textfile collector parses. (OpenMetrics, which
+    /// `prometheus-client` writes, declares a counter without its `_total` suffix; that
+    /// collector then reads every counter as untyped.)
+    fn exposition(&self, report: Option<&RunReport>) -> prometheus::Result<String> {
+        let metrics = Metrics::default();
         let c = &self.counts;
-        let one = |v: u64| vec![(String::new(), v as f64)];
-        metric(
+        metrics.counter(
             "hindsight_chunks_committed_total",
-            "counter",
             "Chunks this run committed.",
-            one(self.chunks),
-        );
-        metric(
+            self.chunks,
+        )?;
+        metrics.counter(
             "hindsight_episodes_scored_total",
-            "counter",
             "Episodes this run scored.",
-            one(c.episodes_scored),
-        );
-        metric(
+            c.episodes_scored,
+        )?;
+        metrics.counter(
             "hindsight_rows_written_total",
-            "counter",
             "Rows this run wrote.",
-            one(c.rows_written),
-        );
-        metric(
+            c.rows_written,
+        )?;
+        metrics.counter(
             "hindsight_response_tokens_total",
-            "counter",
             "Response tokens in the rows this run wrote.",
-            one(c.response_tokens),
-        );
-        metric(
+            c.response_tokens,
+        )?;
+        metrics.by_reason(
             "hindsight_episodes_dropped_total",
-            "counter",
             "Episodes this run dropped, by reason.",
-            c.dropped
-                .iter()
-                .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), *n as f64))
-                .collect(),
-        );
-        metric(
+            c.dropped.iter().map(|(r, n)| (r.as_str(), *n)),
+        )?;
+        metrics.gauge(
             "hindsight_input_bytes_read",
-            "gauge",
             "Input bytes read so far.",
-            one(self.bytes_read()),
-        );
-        metric(
+            self.bytes_read() as f64,
+        )?;
+        metrics.gauge(
             "hindsight_input_bytes_total",
-            "gauge",
             "Total size of the inputs.",
-            one(self.bytes_total),
-        );
-        metric(
+            self.bytes_total as f64,
+        )?;
+        metrics.gauge(
             "hindsight_run_seconds",
-            "gauge",
             "Seconds since the run started.",
-            vec![(String::new(), self.started.elapsed().as_secs_f64())],
-        );
+            self.started.elapsed().as_secs_f64(),
+        )?;
         if let Some(r) = report {
-            metric(
+            metrics.counter(
                 "hindsight_records_read_total",
-                "counter",
                 "Input records read.",
-                one(r.ingest.records_read),
-            );
-            metric(
+                r.ingest.records_read,
+            )?;
+            metrics.by_reason(
                 "hindsight_records_quarantined_total",
-                "counter",
                 "Input records quarantined, by reason.",
                 r.ingest
                     .records_quarantined
                     .iter()
-                    .map(|(k, n)| (format!("{{reason=\"{}\"}}", escape_label(k)), *n as f64))
-                    .collect(),
-            );
-            metric(
+                    .map(|(k, n)| (k.as_str(), *n)),
+            )?;
+            metrics.gauge(
                 "hindsight_run_finished",
-                "gauge",
                 "1 once the run has finished and published its dataset.",
-                one(u64::from(!r.stopped_early)),
-            );
+                f64::from(u8::from(!r.stopped_early)),
+            )?;
         }
-        out
+        metrics.encode()
     }
 }
 
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A registry of one snapshot's metrics.
+#[derive(Default)]
+struct Metrics(prometheus::Registry);
+
+impl Metrics {
+    fn counter(&self, name: &str, help: &str, value: u64) -> prometheus::Result<()> {
+        let c = prometheus::IntCounter::new(name, help)?;
+        c.inc_by(value);
+        self.0.register(Box::new(c))
+    }
+
+    fn gauge(&self, name: &str, help: &str, value: f64) -> prometheus::Result<()> {
+        let g = prometheus::Gauge::new(name, help)?;
+        g.set(value);
+        self.0.register(Box::new(g))
+    }
+
+    /// A counter with one sample per `reason` label.
+    fn by_reason<'a>(
+        &self,
+        name: &str,
+        help: &str,
+        counts: impl Iterator<Item = (&'a str, u64)>,
+    ) -> prometheus::Result<()> {
+        let v = prometheus::IntCounterVec::new(prometheus::Opts::new(name, help), &["reason"])?;
+        for (reason, n) in counts {
+            v.with_label_values(&[reason]).inc_by(n);
+        }
+        self.0.register(Box::new(v))
+    }
+
+    fn encode(&self) -> prometheus::Result<String> {
+        prometheus::TextEncoder::new().encode_to_string(&self.0.gather())
+    }
 }

@@ -94,7 +94,9 @@ fn plan_shows_the_run_without_loading_or_writing_and_a_nightly_run_is_observable
     assert_eq!(j["refusals"].as_array().map(Vec::len), Some(0));
 
     // The nightly run, in JSON log mode, with metrics and a guard that passes.
-    let metrics = dir.join("metrics.prom");
+    let textfiles = dir.join("textfiles");
+    std::fs::create_dir_all(&textfiles).expect("mkdir");
+    let metrics = textfiles.join("hindsight.prom");
     let m = metrics.to_str().expect("utf8");
     let night = run(&[
         &[
@@ -142,6 +144,22 @@ fn plan_shows_the_run_without_loading_or_writing_and_a_nightly_run_is_observable
         "{prom}"
     );
     assert!(prom.contains("\nhindsight_run_finished 1\n"), "{prom}");
+    // What node_exporter's textfile collector (the real one) makes of the file: typed counters,
+    // no parse error.
+    let scraped = scrape_textfile_collector(&textfiles);
+    assert!(
+        scraped.contains("\nnode_textfile_scrape_error 0\n"),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("# TYPE hindsight_rows_written_total counter\n")
+            && scraped.contains(&format!("\nhindsight_rows_written_total {rows}\n")),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("# TYPE hindsight_run_finished gauge\nhindsight_run_finished 1\n"),
+        "{scraped}"
+    );
     // The dataset card names the shards for `datasets.load_dataset(DIR)` (tested in Python by
     // scripts/test.sh) and records the manifest's hashes.
     let card = std::fs::read_to_string(out.join("README.md")).expect("card");
@@ -302,4 +320,54 @@ fn exit_codes_tell_usage_quarantine_guards_and_not_ready_apart() {
         stderr(&early)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Starts Debian's `prometheus-node-exporter` (or `$HINDSIGHT_NODE_EXPORTER`) with only the
+/// textfile collector on `dir`, and returns one scrape of its `/metrics`.
+fn scrape_textfile_collector(dir: &Path) -> String {
+    use std::io::{Read, Write};
+    let bin = std::env::var("HINDSIGHT_NODE_EXPORTER")
+        .unwrap_or_else(|_| "/usr/bin/prometheus-node-exporter".into());
+    assert!(
+        Path::new(&bin).is_file(),
+        "node_exporter is needed for the metrics test: `apt-get install prometheus-node-exporter` \
+         (scripts/test.sh does it) or set HINDSIGHT_NODE_EXPORTER"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut child = Command::new(&bin)
+        .args([
+            "--collector.disable-defaults",
+            "--collector.textfile",
+            &format!("--collector.textfile.directory={}", dir.display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start node_exporter");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let attempt = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out)
+        });
+        match attempt {
+            Ok(text) if text.starts_with("HTTP/1.0 200") => break text,
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            other => {
+                let _ = child.kill();
+                panic!("node_exporter did not answer: {other:?}");
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    body
 }
