@@ -237,9 +237,7 @@ pub enum RelevanceMethod {
     /// the feedback itself, rather than the template text, moves the teacher.
     ControlKl,
     /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅): how much
-    /// the conversation makes the feedback (as the next user turn) predictable. The default:
-    /// it separates best on the sample data (`eval-relevance`).
-    #[default]
+    /// the conversation makes the feedback (as the next user turn) predictable.
     Pmi,
     /// [`RelevanceMethod::Pmi`] divided by the feedback's token count.
     PmiMean,
@@ -247,7 +245,10 @@ pub enum RelevanceMethod {
     PmiAnswer,
     /// `pmi + ln(max(control_kl, 1e-6))`: the feedback must both relate to the conversation
     /// and move the teacher (a product of the PMI's likelihood ratio and the teacher's KL, in
-    /// log space).
+    /// log space). The default: a request to continue a cut-off answer ("continue", "weiter")
+    /// is predictable (high `pmi`) but leaves the teacher where a neutral "ok" does (tiny
+    /// `control_kl`), and `pmi` alone keeps it; `eval-relevance` measures both per kind.
+    #[default]
     PmiControl,
 }
 
@@ -273,9 +274,9 @@ impl RelevanceMethod {
         match self {
             Self::Kl | Self::ControlKl => 0.0,
             Self::Pmi => 4.0,
-            Self::PmiMean => 0.51,
+            Self::PmiMean => 1.32,
             Self::PmiAnswer => 2.6,
-            Self::PmiControl => 0.6,
+            Self::PmiControl => 0.55,
         }
     }
 

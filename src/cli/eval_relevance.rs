@@ -36,7 +36,7 @@ pub struct EvalRelevanceArgs {
     #[arg(long, default_value_t = 500)]
     pub max_episodes: usize,
     /// Follow-up kinds, JSONL: {"conversation_id": "...", "turn_index": 1, "kind":
-    /// "relevant" | "ack_only" | "unrelated"} per line. Unlabelled follow-ups are `ack_only`
+    /// "relevant" | "ack_only" | "unrelated" | "continuation"} per line. Unlabelled follow-ups are `ack_only`
     /// when the ack-only prefilter flagged them, else `relevant`.
     #[arg(long)]
     pub labels: Option<PathBuf>,

@@ -179,7 +179,7 @@ impl Default for ScoreConfig {
             student_top_k: 0,
             token_budget: 4096,
             prefix_sharing: true,
-            relevance: RelevanceMethod::Pmi,
+            relevance: RelevanceMethod::default(),
             relevance_threshold: None,
             batch_episodes: 32,
         }

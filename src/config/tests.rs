@@ -1,4 +1,3 @@
-
 #[test]
 fn performance_settings_leave_the_identity_and_the_rest_stay() {
     let text = "name = \"x\"\n[input]\npaths = [\"a.jsonl\"]\n[output]\ndir = \"out\"\n";

@@ -251,7 +251,12 @@ fn dagster_records_the_materialization_and_the_audit_check() {
     assert_eq!(meta["bytes"].as_u64(), Some(m.totals.bytes));
     let bpt = meta["bytes_per_token"].as_f64().expect("float");
     assert!((bpt - m.totals.bytes as f64 / tokens as f64).abs() < 1e-9);
-    assert_eq!(meta["relevance_threshold"].as_f64(), Some(4.0));
+    assert_eq!(
+        meta["relevance_threshold"].as_f64(),
+        Some(f64::from(
+            hindsight::score::RelevanceMethod::default().default_threshold()
+        ))
+    );
     assert!(meta["dropped"].is_object());
     let types = &night1["materialization"]["metadata_types"];
     assert_eq!(types["rows"], "IntMetadataValue");

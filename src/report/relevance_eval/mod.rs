@@ -6,10 +6,13 @@
 //! - `swapped`: another conversation's follow-up (always available, no labels needed);
 //! - `ack_only`: a logged follow-up that only acknowledges ("thanks", "ok"), from the
 //!   `ack_only_followup` flag or a label;
-//! - `unrelated`: a logged follow-up that starts a new, unrelated question (labels only).
+//! - `unrelated`: a logged follow-up that starts a new, unrelated question (labels only);
+//! - `continuation`: a request to go on with an answer that was cut off ("continue", "weiter",
+//!   "继续"): predictable from the cut-off, silent about what the answer got wrong (labels
+//!   only).
 //!
 //! Labels come from an optional JSONL file, one `{"conversation_id", "turn_index", "kind"}` per
-//! line (`kind`: `relevant`, `ack_only`, `unrelated`). A method that separates relevant from
+//! line (`kind`: `relevant`, `ack_only`, `unrelated`, `continuation`). A method that separates relevant from
 //! irrelevant has a ROC AUC near 1; one that cannot, 0.5. For each method the report gives
 //! the AUC against all irrelevant kinds and per kind, the best threshold (Youden's J) and the
 //! threshold that keeps at most a target share of irrelevant follow-ups.
@@ -36,7 +39,7 @@ pub const METHODS: [RelevanceMethod; 6] = [
 ];
 
 /// Kind of a follow-up: `relevant` is the positive class, the rest are irrelevant.
-pub const KINDS: [&str; 4] = [RELEVANT, "swapped", "ack_only", "unrelated"];
+pub const KINDS: [&str; 5] = [RELEVANT, "swapped", "ack_only", "unrelated", "continuation"];
 
 /// The positive kind.
 pub const RELEVANT: &str = "relevant";
@@ -54,7 +57,8 @@ pub struct RelevanceEval {
     pub pairs: usize,
     /// Chat-log episodes skipped (too long for the model, empty response).
     pub skipped: usize,
-    /// Scored follow-ups per kind (`relevant`, `swapped`, `ack_only`, `unrelated`).
+    /// Scored follow-ups per kind (`relevant`, `swapped`, `ack_only`, `unrelated`,
+    /// `continuation`).
     pub kinds: BTreeMap<String, usize>,
     /// Episodes whose kind came from the label file.
     pub labelled: usize,
@@ -100,7 +104,7 @@ pub struct MethodEval {
 pub struct FollowupScores {
     /// `uri#record:turn` of the episode.
     pub episode: String,
-    /// `relevant`, `swapped`, `ack_only` or `unrelated`.
+    /// `relevant`, `swapped`, `ack_only`, `unrelated` or `continuation`.
     pub kind: String,
     /// For `swapped`: `uri#record:turn` of the episode whose follow-up was borrowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,7 +161,10 @@ pub fn read_labels(path: &Path) -> Result<Labels, EvalError> {
         if l.kind == "swapped" || !KINDS.contains(&l.kind.as_str()) {
             return Err(err(
                 i + 1,
-                format!("unknown kind '{}' (relevant, ack_only, unrelated)", l.kind),
+                format!(
+                    "unknown kind '{}' (relevant, ack_only, unrelated, continuation)",
+                    l.kind
+                ),
             ));
         }
         out.insert((l.conversation_id, l.turn_index), l.kind);
