@@ -135,10 +135,12 @@ pub fn episode_requests(tok: &Tokenizer, inputs: &[String]) -> anyhow::Result<Ve
         let tpl = crate::template::builtin(&ep.teacher_template);
         match crate::score::contexts::prepare_episode(tok, &ep, tpl.as_ref()) {
             Ok(mut p) => {
-                // What a `pmi` run adds (only scored when the scorer's `followup` is on).
+                // What a run of the default method adds (only scored when the scorer's
+                // `followup` is on): the history-only probe only for `pmi_answer`.
                 let response = ep.completion.as_deref().unwrap_or_default();
+                let history = crate::score::RelevanceMethod::default().needs_history_probe();
                 p.request.followup =
-                    crate::score::contexts::followup_probe(tok, &ep, response, true);
+                    crate::score::contexts::followup_probe(tok, &ep, response, history);
                 requests.push(p.request)
             }
             Err(e) => tracing::warn!("skipping episode: {e}"),

@@ -288,6 +288,13 @@ impl RelevanceMethod {
         )
     }
 
+    /// Whether the method reads the history-only probe (`pmi_answer`). The other PMI methods
+    /// need only the probes after the response and after the preamble, so their runs skip it:
+    /// a third of the probes' forward tokens.
+    pub fn needs_history_probe(self) -> bool {
+        self == Self::PmiAnswer
+    }
+
     /// Parses a config / CLI value.
     pub fn parse(s: &str) -> Option<Self> {
         match s {

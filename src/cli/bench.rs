@@ -178,6 +178,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         100.0 * token_share,
         100.0 * time_share
     );
+    // Everything the default relevance method costs (its control context and probes) against
+    // scoring without relevance (student + teacher only).
+    println!(
+        "  relevance ({} default: control context + probes): +{:.0}% scoring time, +{:.0}% FLOPs over student+teacher alone",
+        crate::score::RelevanceMethod::default().as_str(),
+        100.0 * (seconds(&scoring[4]) / seconds(&scoring[2]) - 1.0),
+        100.0 * (ratio(2, 4) - 1.0)
+    );
     if a.json {
         println!(
             "{}",

@@ -159,14 +159,22 @@ fn prepare_one(
     max_positions: usize,
     episode: &hindsight::episode::Episode,
 ) -> (usize, hindsight::pipeline::steps::StepCounts) {
-    use hindsight::pipeline::steps::prepare::PrepareStep;
+    use hindsight::pipeline::steps::prepare::{PrepareStep, Probes};
     use hindsight::pipeline::steps::rollout::Candidate;
     model_dir(dir, &[], |c| {
         c["max_position_embeddings"] = max_positions.into()
     });
     let m = load(dir);
     let mut counts = hindsight::pipeline::steps::StepCounts::default();
-    let ready = PrepareStep::new(&m, Vec::new(), true).apply(
+    let ready = PrepareStep::new(
+        &m,
+        Vec::new(),
+        Probes {
+            feedback: true,
+            history: true,
+        },
+    )
+    .apply(
         vec![Candidate {
             episode: episode.clone(),
             sampled: None,
@@ -226,7 +234,7 @@ fn episodes_whose_control_context_or_probe_exceed_the_model_are_dropped_not_kept
 /// episode: the bad one is dropped `score_error`, the others are scored.
 #[test]
 fn a_failing_episode_is_dropped_and_its_batch_still_scores() {
-    use hindsight::pipeline::steps::prepare::PrepareStep;
+    use hindsight::pipeline::steps::prepare::{PrepareStep, Probes};
     use hindsight::pipeline::steps::rollout::Candidate;
     use hindsight::pipeline::steps::score::{score_batch, ScoreHealth};
     use hindsight::pipeline::steps::{DropReason, StepCounts};
@@ -243,7 +251,15 @@ fn a_failing_episode_is_dropped_and_its_batch_still_scores() {
         })
         .collect();
     let mut counts = StepCounts::default();
-    let mut ready = PrepareStep::new(m, Vec::new(), false).apply(candidates, &mut counts);
+    let mut ready = PrepareStep::new(
+        m,
+        Vec::new(),
+        Probes {
+            feedback: false,
+            history: false,
+        },
+    )
+    .apply(candidates, &mut counts);
     assert_eq!(ready.len(), 3);
     let vocab = m.transformer.config.vocab_size as u32;
     ready[1].prepared.request.completion_ids[0] = vocab + 7;

@@ -72,7 +72,7 @@ impl<'a> ScoringSteps<'a> {
             prepare: prepare::PrepareStep::new(
                 model,
                 cfg.episode.custom_templates.clone(),
-                method.needs_followup(),
+                prepare::Probes::for_method(method),
             ),
             relevance: relevance::RelevanceFilter::new(cfg.score.threshold()),
             seen_ids,

@@ -25,13 +25,32 @@ pub struct PrepareStep<'m> {
     model: &'m LoadedModel,
     custom: Vec<TemplateDef>,
     templates: HashMap<String, Option<TeacherTemplate>>,
-    /// Whether the run's relevance method needs the feedback probes.
-    probes: bool,
+    /// Which feedback probes the run's relevance method needs.
+    probes: Probes,
+}
+
+/// The feedback probes a run scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probes {
+    /// The probes after the response and after the preamble (every PMI method).
+    pub feedback: bool,
+    /// Also the history-only probe (`pmi_answer` only).
+    pub history: bool,
+}
+
+impl Probes {
+    /// What `method` reads.
+    pub fn for_method(method: crate::record::RelevanceMethod) -> Self {
+        Probes {
+            feedback: method.needs_followup(),
+            history: method.needs_history_probe(),
+        }
+    }
 }
 
 impl<'m> PrepareStep<'m> {
     /// A prepare step for `model`, with the config's custom templates.
-    pub fn new(model: &'m LoadedModel, custom: Vec<TemplateDef>, probes: bool) -> Self {
+    pub fn new(model: &'m LoadedModel, custom: Vec<TemplateDef>, probes: Probes) -> Self {
         PrepareStep {
             model,
             custom,
@@ -95,7 +114,7 @@ fn prepare_one(
         sampled,
     }: Candidate,
     tpl: Option<&TeacherTemplate>,
-    probes: bool,
+    probes: Probes,
 ) -> Outcome {
     let outcome = match &sampled {
         // Rollouts keep the sampled ids exactly; only logged responses are encoded.
@@ -115,12 +134,12 @@ fn prepare_one(
             };
         }
     };
-    // The feedback probes, in runs with a `pmi` method (then all three PMI columns are
-    // recorded). An episode whose probe cannot be built or does not fit the model's context is
+    // The feedback probes, in runs with a `pmi` method (then `pmi` and `pmi_mean` are
+    // recorded, and `pmi_answer` in `pmi_answer` runs). An episode whose probe cannot be built or does not fit the model's context is
     // dropped with its reason: kept, it would pass the filter unfiltered.
-    if probes && sampled.is_none() {
+    if probes.feedback && sampled.is_none() {
         let response = ep.completion.as_deref().unwrap_or_default();
-        match try_followup_probe(&m.tokenizer, &ep, response, true) {
+        match try_followup_probe(&m.tokenizer, &ep, response, probes.history) {
             Ok(probe) => p.request.followup = probe,
             Err(e) => {
                 return Outcome::Dropped {
