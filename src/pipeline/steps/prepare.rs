@@ -135,8 +135,9 @@ fn prepare_one(
         }
     };
     // The feedback probes, in runs with a `pmi` method (then `pmi` and `pmi_mean` are
-    // recorded, and `pmi_answer` in `pmi_answer` runs). An episode whose probe cannot be built or does not fit the model's context is
-    // dropped with its reason: kept, it would pass the filter unfiltered.
+    // recorded, and `pmi_answer` in `pmi_answer` runs). An episode whose probe cannot be
+    // built or does not fit the model's context is dropped with its reason: kept, it would
+    // pass the filter unfiltered.
     if probes.feedback && sampled.is_none() {
         let response = ep.completion.as_deref().unwrap_or_default();
         match try_followup_probe(&m.tokenizer, &ep, response, probes.history) {
