@@ -8,15 +8,15 @@ Usage (any virtualenv with torch + transformers + gguf):
 (`scripts/compare-cpu.sh` runs both, interleaved, and prints the best of each.)
 
 Per episode it runs the student, teacher and control sequences (context ++ response minus its
-last token) through the model, the LM head only on the rows that predict response tokens
-(`logits_to_keep`), then a float32 log-softmax, the teacher's top-20, and the student's and
-control's log-probs there; then the `pmi` probes: the feedback after the response, after the
-history (when the template allows it) and after the bare preamble, summing the feedback's
-log-probs. That is the work of hindsight's `shared prefix, +control +pmi probes` line (the
-default pipeline) without the prefix sharing. `--dtype bf16` runs the model in bfloat16 (oneDNN's
-AVX512_BF16 / AMX kernels where the CPU has them), log-softmax still in float32. Prints
-episodes/s, response tokens/s and forward tokens, plus raw forward tokens/s at T=512 with the
-LM head at every position.
+last token; the control only over the response's first `control_tokens`) through the model, the
+LM head only on the rows that predict response tokens (`logits_to_keep`), then a float32
+log-softmax, the teacher's top-20, and the student's and control's log-probs there; then the
+`pmi` probes: the feedback after the response, after the history (when the template allows it)
+and after the bare preamble, summing the log-probs of the feedback's first `pmi_tokens`. That is
+the work of hindsight's `shared prefix, +control +pmi probes` line (the default pipeline) without
+the prefix sharing. `--dtype bf16` runs the model in bfloat16 (oneDNN's AVX512_BF16 / AMX kernels
+where the CPU has them), log-softmax still in float32. Prints episodes/s, response tokens/s and
+forward tokens, plus raw forward tokens/s at T=512 with the LM head at every position.
 """
 import json
 import os
@@ -49,19 +49,21 @@ def score_requests(model, reqs, device="cpu", k=20):
         t0 = time.perf_counter()
         for r in reqs:
             c = r["completion_ids"]
-            contexts = [r["prompt_ids"], r["teacher_prompt_ids"]]
+            contexts = [(r["prompt_ids"], c), (r["teacher_prompt_ids"], c)]
             if r.get("control_prompt_ids"):
-                contexts.append(r["control_prompt_ids"])
-            lps = [run(ctx, c) for ctx in contexts]
+                # The control is scored on the response's first `control_tokens` (0: all).
+                n = r.get("control_tokens") or len(c)
+                contexts.append((r["control_prompt_ids"], c[:n]))
+            lps = [run(ctx, y) for ctx, y in contexts]
             top = lps[1].topk(k, dim=-1).indices
             for lp in [lps[0]] + lps[2:]:
-                lp.gather(-1, top).cpu()
+                lp.gather(-1, top[: lp.shape[0]]).cpu()
             lps[1].gather(-1, top).cpu()
-            forward += sum(len(ctx) + len(c) - 1 for ctx in contexts)
+            forward += sum(len(ctx) + len(y) - 1 for ctx, y in contexts)
             resp += len(c)
             probe = r.get("followup")
             if probe:
-                f = probe["target"]
+                f = probe["target"][: r.get("pmi_tokens") or None]
                 for key in ("after_response", "after_history", "bare"):
                     if probe.get(key):
                         lp = run(probe[key], f)

@@ -233,15 +233,18 @@ pub struct Provenance {
 pub enum RelevanceMethod {
     /// Mean KL(teacher ‖ student) over response tokens (top-k + tail estimate).
     Kl,
-    /// Mean KL(teacher with the real context ‖ teacher with a neutral control context): how much
-    /// the feedback itself, rather than the template text, moves the teacher.
+    /// Mean KL(teacher with the real context ‖ teacher with a neutral control context) over the
+    /// first [`DEFAULT_CONTROL_TOKENS`] response tokens (`score.control_tokens`): how much the
+    /// feedback itself, rather than the template text, moves the teacher.
     ControlKl,
-    /// Σ over the feedback's tokens of log p(f | history, response) − log p(f | ∅): how much
-    /// the conversation makes the feedback (as the next user turn) predictable.
+    /// Σ over the feedback's first [`DEFAULT_PMI_TOKENS`] tokens (`score.pmi_tokens`) of
+    /// log p(f | history, response) − log p(f | ∅): how much the conversation makes the
+    /// feedback (as the next user turn) predictable.
     Pmi,
-    /// [`RelevanceMethod::Pmi`] divided by the feedback's token count.
+    /// [`RelevanceMethod::Pmi`] divided by the number of feedback tokens it sums over.
     PmiMean,
-    /// log p(f | history, response) − log p(f | history): what the response itself adds.
+    /// log p(f | history, response) − log p(f | history) over the same tokens as `pmi`: what the
+    /// response itself adds.
     PmiAnswer,
     /// `pmi + ln(max(control_kl, 1e-6))`: the feedback must both relate to the conversation
     /// and move the teacher (a product of the PMI's likelihood ratio and the teacher's KL, in
@@ -275,8 +278,8 @@ impl RelevanceMethod {
             Self::Kl | Self::ControlKl => 0.0,
             Self::Pmi => 4.0,
             Self::PmiMean => 1.32,
-            Self::PmiAnswer => 2.6,
-            Self::PmiControl => 0.55,
+            Self::PmiAnswer => 2.2,
+            Self::PmiControl => 0.85,
         }
     }
 
@@ -306,6 +309,26 @@ impl RelevanceMethod {
             "pmi_control" => Some(Self::PmiControl),
             _ => None,
         }
+    }
+}
+
+/// Response tokens the control context is scored on by default (`score.control_tokens`).
+/// Whether the feedback moves the teacher shows in its first tokens: on the sample data the mean
+/// control KL over the first 8 separates as well as over the whole response (eval-relevance), and
+/// the control then costs a few rows per episode however long the response is.
+pub const DEFAULT_CONTROL_TOKENS: usize = 8;
+
+/// Feedback tokens the PMI probes score by default (`score.pmi_tokens`). Whether a follow-up
+/// reacts to the response shows in its first words; a pasted log or file after them would cost
+/// two forward passes over its length and add little.
+pub const DEFAULT_PMI_TOKENS: usize = 32;
+
+/// The length of a window of `limit` tokens (0: no limit) over `len` tokens.
+pub fn window(len: usize, limit: usize) -> usize {
+    if limit == 0 {
+        len
+    } else {
+        len.min(limit)
     }
 }
 

@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Sequence lengths for the raw forward measurement.
     #[arg(long, value_delimiter = ',', default_value = "512,1024")]
     pub seq_lens: Vec<usize>,
-    /// Repeats per forward measurement.
+    /// Repeats per forward and scoring measurement (the fastest one is reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Chat-log inputs whose episodes are scored for the episodes/s numbers.
@@ -95,6 +95,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 "teacher_prompt_ids": r.teacher_prompt_ids,
                 "control_prompt_ids": r.control_prompt_ids,
                 "completion_ids": r.completion_ids,
+                // The windows the default pipeline scores the control and the probes on.
+                "control_tokens": crate::score::DEFAULT_CONTROL_TOKENS,
+                "pmi_tokens": crate::score::DEFAULT_PMI_TOKENS,
                 "followup": r.followup.as_ref().map(|f| serde_json::json!({
                     "after_response": f.after_response,
                     "after_history": f.after_history,
@@ -113,7 +116,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         requests.len(),
         resp
     );
-    let mut scoring = Vec::new();
     let variants = [
         ("shared prefix, +control", true, true, false, 0),
         ("separate contexts, +control", false, true, false, 0),
@@ -124,22 +126,28 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         // The student-side columns: one more top-k per scored row, no more forward tokens.
         ("shared prefix, +control, K_s=20", true, true, false, 20),
     ];
-    // The default pipeline's work (`pmi`, with its control context) is index 4.
+    // The default pipeline's work (`pmi_control`: its control context and probes) is index 4.
     let chosen: Vec<_> = if a.pipeline_only {
         vec![variants[4]]
     } else {
         variants.to_vec()
     };
-    for (label, sharing, control, followup, student_top_k) in chosen {
-        let cfg = ScorerConfig {
-            prefix_sharing: sharing,
-            control,
-            followup,
-            student_top_k,
-            stats: a.stats,
-            ..ScorerConfig::default()
-        };
-        let b = bench::scoring(&m.transformer, &requests, cfg, label)?;
+    let configs: Vec<(&str, ScorerConfig)> = chosen
+        .iter()
+        .map(|&(label, sharing, control, followup, student_top_k)| {
+            let cfg = ScorerConfig {
+                prefix_sharing: sharing,
+                control,
+                followup,
+                student_top_k,
+                stats: a.stats,
+                ..ScorerConfig::default()
+            };
+            (label, cfg)
+        })
+        .collect();
+    let scoring = bench::scoring(&m.transformer, &requests, &configs, a.repeats)?;
+    for b in &scoring {
         println!(
             "  {:<36} {:>6.2} episodes/s {:>7.1} response tokens/s | forward tokens {:>6} | {:.2} GFLOP/episode",
             b.label,
@@ -148,7 +156,6 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             b.stats.forward_tokens,
             b.flops as f64 / b.episodes.max(1) as f64 / 1e9
         );
-        scoring.push(b);
     }
     if a.pipeline_only {
         if a.json {

@@ -119,6 +119,8 @@ pub fn run(a: EvalRelevanceArgs) -> anyhow::Result<ExitCode> {
         top_k: cfg.score.top_k,
         token_budget: cfg.score.token_budget,
         prefix_sharing: cfg.score.prefix_sharing,
+        control_tokens: cfg.score.control_tokens,
+        pmi_tokens: cfg.score.pmi_tokens,
         ..ScorerConfig::default()
     };
     let labels = match &a.labels {

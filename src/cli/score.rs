@@ -42,6 +42,10 @@ pub struct ScoreArgs {
     /// Relevance score written to `relevance`: control_kl (default) or kl.
     #[arg(long, default_value = "control_kl", value_parser = parse_relevance)]
     pub relevance: RelevanceMethod,
+    /// Response tokens, from the first, the control context is scored on
+    /// (`control_kl_topk_tail` and `relevance_control_kl`); 0: the whole response.
+    #[arg(long, default_value_t = crate::score::DEFAULT_CONTROL_TOKENS)]
+    pub control_tokens: usize,
     /// Lines scored per batch (bounds memory; output order always follows input order).
     #[arg(long, default_value_t = 64)]
     pub chunk: usize,
@@ -154,6 +158,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<ExitCode> {
         token_budget: a.token_budget,
         prefix_sharing: !a.no_prefix_sharing,
         relevance: a.relevance,
+        control_tokens: a.control_tokens,
         ..ScorerConfig::default()
     };
     let scorer = Scorer::new(&m.transformer, cfg);

@@ -156,6 +156,15 @@ pub struct ScoreConfig {
     pub token_budget: usize,
     pub prefix_sharing: bool,
     pub relevance: RelevanceMethod,
+    /// Response tokens, from the first, over which `relevance_control_kl` is measured (the
+    /// control context is scored on those only); 0: the whole response, as datasets made
+    /// before this setting did (0 is left out of the identity, so such datasets keep theirs).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub control_tokens: usize,
+    /// Feedback tokens, from the first, that the PMI probes score; 0: the whole feedback (left
+    /// out of the identity, as `control_tokens`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pmi_tokens: usize,
     /// Rows whose relevance is below this are dropped (counted, with examples in the report).
     /// Unset, the method's measured default ([`RelevanceMethod::default_threshold`]); a loaded
     /// config always holds the resolved value, so the dataset identity records it.
@@ -180,10 +189,16 @@ impl Default for ScoreConfig {
             token_budget: 4096,
             prefix_sharing: true,
             relevance: RelevanceMethod::default(),
+            control_tokens: crate::record::DEFAULT_CONTROL_TOKENS,
+            pmi_tokens: crate::record::DEFAULT_PMI_TOKENS,
             relevance_threshold: None,
             batch_episodes: 32,
         }
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Where and how the dataset is written.

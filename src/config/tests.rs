@@ -1,10 +1,13 @@
+/// A minimal pipeline with `sets` applied as `--set` overrides.
+fn minimal(sets: &[&str]) -> PipelineConfig {
+    let text = "name = \"x\"\n[input]\npaths = [\"a.jsonl\"]\n[output]\ndir = \"out\"\n";
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    PipelineConfig::parse(text, Path::new("x.toml"), &sets).expect("cfg")
+}
+
 #[test]
 fn performance_settings_leave_the_identity_and_the_rest_stay() {
-    let text = "name = \"x\"\n[input]\npaths = [\"a.jsonl\"]\n[output]\ndir = \"out\"\n";
-    let cfg = |sets: &[&str]| {
-        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-        PipelineConfig::parse(text, Path::new("x.toml"), &sets).expect("cfg")
-    };
+    let cfg = minimal;
     let base = cfg(&[]);
     let fast = cfg(&[
         "score.token_budget=16384",
@@ -20,6 +23,30 @@ fn performance_settings_leave_the_identity_and_the_rest_stay() {
     assert_ne!(
         base.identity_json(),
         cfg(&["score.top_k=5"]).identity_json()
+    );
+}
+
+/// The relevance windows (issue 31) are part of the identity at their defaults; set to 0 (the
+/// whole response / feedback, what earlier builds scored) they are left out, so a dataset made
+/// before they existed can be added to with the same scores.
+#[test]
+fn relevance_windows_are_part_of_the_identity_and_zero_is_the_old_one() {
+    let cfg = minimal;
+    let base = cfg(&[]);
+    assert_eq!(base.identity_json()["score"]["control_tokens"], 8);
+    assert_eq!(base.identity_json()["score"]["pmi_tokens"], 32);
+    let whole = cfg(&["score.control_tokens=0", "score.pmi_tokens=0"]);
+    let score = &whole.identity_json()["score"];
+    assert!(score.get("control_tokens").is_none() && score.get("pmi_tokens").is_none());
+    let mut old = base.identity_json();
+    if let Some(s) = old["score"].as_object_mut() {
+        s.remove("control_tokens");
+        s.remove("pmi_tokens");
+    }
+    assert_eq!(whole.identity_json(), old);
+    assert_ne!(
+        base.identity_json(),
+        cfg(&["score.pmi_tokens=16"]).identity_json()
     );
 }
 

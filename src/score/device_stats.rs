@@ -86,12 +86,13 @@ pub fn top_k(x: &Tensor, k: usize) -> Result<(Tensor, Tensor)> {
 }
 
 /// The statistics of one chunk of `c` response positions from its logits `[R, V]`, rows laid
-/// out `[teacher | student | control]` (`c` rows each, control optional), for the targets of
-/// those positions; the host computes only the K-sized KL estimates from what comes back.
+/// out `[teacher | student | control]` (`c` rows each, then a control row for each of the first
+/// `cc` positions: the control's window may end inside the chunk), for the targets of those
+/// positions; the host computes only the K-sized KL estimates from what comes back.
 pub(super) fn chunk_results(
     logits: &Tensor,
     c: usize,
-    has_control: bool,
+    cc: usize,
     targets: &[u32],
     k: usize,
     ks: usize,
@@ -117,9 +118,14 @@ pub(super) fn chunk_results(
         t_top,
         student.gather(&ids, 1)?,
     ];
-    if has_control {
-        floats.push(lp.narrow(0, 2 * c, c)?.gather(&ids, 1)?);
-    }
+    // The control's log-probs at the teacher's top-k, for the positions in its window.
+    let control = if cc > 0 {
+        lp.narrow(0, 2 * c, cc)?
+            .gather(&ids.narrow(0, 0, cc)?.contiguous()?, 1)?
+            .to_vec2::<f32>()?
+    } else {
+        Vec::new()
+    };
     let mut id_parts = vec![ids];
     if ks > 0 {
         let (s_ids, s_self) = top_k(&student, ks)?;
@@ -134,15 +140,12 @@ pub(super) fn chunk_results(
     let results = floats
         .iter()
         .zip(&ids)
-        .map(|(f, id)| {
+        .enumerate()
+        .map(|(i, (f, id))| {
             let topk_lp = f64s(&f[6..6 + k]);
             let student_topk = f64s(&f[6 + k..6 + 2 * k]);
-            let mut at = 6 + 2 * k;
-            let control_kl = has_control.then(|| {
-                let ctl = f64s(&f[at..at + k]);
-                at += k;
-                kl_topk_tail(&topk_lp, &ctl)
-            });
+            let at = 6 + 2 * k;
+            let control_kl = control.get(i).map(|ctl| kl_topk_tail(&topk_lp, &f64s(ctl)));
             let student_side = if ks > 0 {
                 StudentSide {
                     ids: id[k..k + ks].to_vec(),

@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::model::Transformer;
+use crate::record::window;
 /// Defined beside the record types: the sink and the config name relevance methods without
 /// depending on the scorer.
-pub use crate::record::{pmi_control, RelevanceMethod};
+pub use crate::record::{pmi_control, RelevanceMethod, DEFAULT_CONTROL_TOKENS, DEFAULT_PMI_TOKENS};
 use logprobs::{kl_full, kl_topk_tail, log_sum_exp, tail_log_mass_of_row, top_k};
 pub(crate) use packing::pack_requests;
 pub use packing::{FollowupRows, RequestLayout};
@@ -70,11 +71,17 @@ pub struct ScorerConfig {
     pub head_chunk: usize,
     /// Also score the teacher with a neutral control context (needed for `control_kl`).
     pub control: bool,
+    /// Response tokens the control context is scored on, from the first (0: all of them).
+    #[serde(default)]
+    pub control_tokens: usize,
     /// Also score the feedback as the next user turn (needed for the `pmi` methods); requests
     /// without a [`FollowupProbe`] are unaffected. Off by default: it costs about three times
     /// the feedback's tokens per episode.
     #[serde(default)]
     pub followup: bool,
+    /// Feedback tokens the probes score, from the first (0: all of them).
+    #[serde(default)]
+    pub pmi_tokens: usize,
     pub relevance: RelevanceMethod,
     /// Where the statistics run.
     #[serde(default)]
@@ -90,7 +97,9 @@ impl Default for ScorerConfig {
             prefix_sharing: true,
             head_chunk: 32,
             control: true,
+            control_tokens: DEFAULT_CONTROL_TOKENS,
             followup: false,
+            pmi_tokens: DEFAULT_PMI_TOKENS,
             relevance: RelevanceMethod::ControlKl,
             stats: StatsPlacement::Auto,
         }
@@ -113,10 +122,11 @@ pub struct FollowupProbe {
     pub target: Vec<u32>,
 }
 
-/// Summed log-probabilities of the feedback in each probe context (nats).
+/// Summed log-probabilities of the feedback's scored tokens (the first
+/// [`ScorerConfig::pmi_tokens`]) in each probe context (nats).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FollowupScores {
-    /// Feedback tokens scored.
+    /// Feedback tokens scored (at most [`ScorerConfig::pmi_tokens`]).
     pub tokens: usize,
     /// Σ log p(f_t | history, response, f_<t).
     pub after_response: f64,
@@ -140,6 +150,18 @@ impl FollowupScores {
     /// log p(f | history, response) − log p(f | history).
     pub fn pmi_answer(&self) -> Option<f64> {
         self.after_history.map(|h| self.after_response - h)
+    }
+}
+
+impl ScorerConfig {
+    /// Response tokens of a `len`-token response that the control context is scored on.
+    pub fn control_len(&self, len: usize) -> usize {
+        window(len, self.control_tokens)
+    }
+
+    /// Tokens of a `len`-token feedback that the probes score.
+    pub fn pmi_len(&self, len: usize) -> usize {
+        window(len, self.pmi_tokens)
     }
 }
 
@@ -188,11 +210,12 @@ pub struct EpisodeScores {
     pub kl_topk_tail: Vec<f32>,
     /// Exact KL(teacher ‖ student) per token over the full vocabulary.
     pub kl_full_vocab: Vec<f32>,
-    /// KL(teacher ‖ control teacher) per token (top-k + tail), when a control was scored.
+    /// KL(teacher ‖ control teacher) per token (top-k + tail) of the first
+    /// [`ScorerConfig::control_tokens`] response tokens, when a control was scored.
     pub control_kl_topk_tail: Option<Vec<f32>>,
     /// Mean of `kl_topk_tail`.
     pub relevance_kl: f32,
-    /// Mean of `control_kl_topk_tail`.
+    /// Mean of `control_kl_topk_tail` (over its window, not the whole response).
     pub relevance_control_kl: Option<f32>,
     /// The feedback scored as the next user turn, when the request had a probe.
     #[serde(default)]
@@ -356,19 +379,22 @@ impl<'m> Scorer<'m> {
         let t_len = req.completion_ids.len();
         let k = self.cfg.top_k.min(self.model.config.vocab_size);
         let ks = self.cfg.student_top_k.min(self.model.config.vocab_size);
-        let has_control = layout.control_rows.is_some();
+        // The control is scored on a window of the first response tokens: a chunk carries
+        // control rows for its positions inside the window (`cc` of them, leading).
+        let control_len = layout.control_rows.as_ref().map_or(0, Vec::len);
         let mut results: Vec<TokenResult> = Vec::with_capacity(t_len);
         let chunk = self.cfg.head_chunk.max(1);
         let mut t0 = 0;
         while t0 < t_len {
             let t1 = (t0 + chunk).min(t_len);
             let c = t1 - t0;
-            // Rows: [teacher chunk | student chunk | control chunk].
-            let mut rows: Vec<u32> = Vec::with_capacity(3 * c);
+            let cc = t1.min(control_len).saturating_sub(t0);
+            // Rows: [teacher chunk | student chunk | control rows of the chunk].
+            let mut rows: Vec<u32> = Vec::with_capacity(2 * c + cc);
             rows.extend(layout.teacher_rows[t0..t1].iter().map(|&r| r as u32));
             rows.extend(layout.student_rows[t0..t1].iter().map(|&r| r as u32));
             if let Some(cr) = &layout.control_rows {
-                rows.extend(cr[t0..t1].iter().map(|&r| r as u32));
+                rows.extend(cr.iter().skip(t0).take(cc).map(|&r| r as u32));
             }
             let idx = Tensor::from_vec(rows.clone(), rows.len(), hidden.device())?;
             let h = hidden.index_select(&idx, 0)?;
@@ -377,14 +403,7 @@ impl<'m> Scorer<'m> {
             let v = self.model.config.vocab_size;
             let targets = &req.completion_ids[t0..t1];
             if self.stats_on_device(v, k.max(ks)) {
-                results.extend(device_stats::chunk_results(
-                    &logits,
-                    c,
-                    has_control,
-                    targets,
-                    k,
-                    ks,
-                )?);
+                results.extend(device_stats::chunk_results(&logits, c, cc, targets, k, ks)?);
                 t0 = t1;
                 continue;
             }
@@ -394,8 +413,7 @@ impl<'m> Scorer<'m> {
                 .map(|i| {
                     let teacher = &logits[i * v..(i + 1) * v];
                     let student = &logits[(c + i) * v..(c + i + 1) * v];
-                    let control =
-                        has_control.then(|| &logits[(2 * c + i) * v..(2 * c + i + 1) * v]);
+                    let control = (i < cc).then(|| &logits[(2 * c + i) * v..(2 * c + i + 1) * v]);
                     token_result(teacher, student, control, targets[i] as usize, k, ks)
                 })
                 .collect();
@@ -403,51 +421,65 @@ impl<'m> Scorer<'m> {
             t0 = t1;
         }
         stats.response_tokens += t_len as u64;
-        let mut scores = assemble(results, k, ks, has_control);
+        let mut scores = assemble(results, k, ks, layout.control_rows.is_some());
         if let (Some(probe), Some(rows)) = (&req.followup, &layout.followup_rows) {
-            let t = &probe.target;
+            let t = &probe.target[..self.cfg.pmi_len(probe.target.len())];
+            let mut probe_rows = vec![rows.after_response.as_slice(), rows.bare.as_slice()];
+            probe_rows.extend(rows.after_history.as_deref());
+            let sums = self.target_logprobs(&probe_rows, t, hidden, stats)?;
             scores.followup = Some(FollowupScores {
                 tokens: t.len(),
-                after_response: self.target_logprob(&rows.after_response, t, hidden, stats)?,
-                bare: self.target_logprob(&rows.bare, t, hidden, stats)?,
-                after_history: match &rows.after_history {
-                    Some(r) => Some(self.target_logprob(r, t, hidden, stats)?),
-                    None => None,
-                },
+                after_response: sums[0],
+                bare: sums[1],
+                after_history: sums.get(2).copied(),
             });
         }
         Ok(scores)
     }
 
-    /// Σ_t log p(target_t) read from the rows predicting each target token, a bounded chunk of
-    /// rows through the LM head at a time.
-    fn target_logprob(
+    /// Σ_t log p(target_t) in each probe context, read from the rows predicting each target
+    /// token (`rows[i][t]` predicts `target[t]` in context `i`). The rows of all contexts go
+    /// through the LM head together, a bounded chunk at a time: one matmul of a few dozen rows
+    /// instead of one per context.
+    fn target_logprobs(
         &self,
-        rows: &[usize],
+        rows: &[&[usize]],
         target: &[u32],
         hidden: &Tensor,
         stats: &mut ScoreStats,
-    ) -> Result<f64> {
+    ) -> Result<Vec<f64>> {
         let v = self.model.config.vocab_size;
-        let chunk = self.cfg.head_chunk.max(1);
-        let mut sum = 0.0;
-        for (rs, ts) in rows.chunks(chunk).zip(target.chunks(chunk)) {
-            let ids: Vec<u32> = rs.iter().map(|&r| r as u32).collect();
-            let idx = Tensor::from_vec(ids, rs.len(), hidden.device())?;
+        // (context, row, target token) of every scored position, context by context.
+        let all: Vec<(usize, usize, u32)> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(i, rs)| rs.iter().zip(target).map(move |(&r, &t)| (i, r, t)))
+            .collect();
+        let mut sums = vec![0.0; rows.len()];
+        let chunk = self.cfg.head_chunk.max(1) * rows.len().max(1);
+        for part in all.chunks(chunk) {
+            let ids: Vec<u32> = part.iter().map(|&(_, r, _)| r as u32).collect();
+            let targets: Vec<u32> = part.iter().map(|&(_, _, t)| t).collect();
+            let idx = Tensor::from_vec(ids, part.len(), hidden.device())?;
             let logits = self.model.logits(&hidden.index_select(&idx, 0)?)?;
-            stats.head_rows += rs.len() as u64;
-            if self.stats_on_device(v, 1) {
-                sum += device_stats::target_logprobs(&logits, ts)?
-                    .iter()
-                    .sum::<f64>();
-                continue;
-            }
-            let logits = logits.flatten_all()?.to_vec1::<f32>()?;
-            for (i, &tok) in ts.iter().enumerate() {
-                let row = &logits[i * v..(i + 1) * v];
-                sum += row[tok as usize] as f64 - log_sum_exp(row);
+            stats.head_rows += part.len() as u64;
+            let lps: Vec<f64> = if self.stats_on_device(v, 1) {
+                device_stats::target_logprobs(&logits, &targets)?
+            } else {
+                let logits = logits.flatten_all()?.to_vec1::<f32>()?;
+                targets
+                    .par_iter()
+                    .enumerate()
+                    .map(|(i, &tok)| {
+                        let row = &logits[i * v..(i + 1) * v];
+                        row[tok as usize] as f64 - log_sum_exp(row)
+                    })
+                    .collect()
+            };
+            for (&(i, _, _), lp) in part.iter().zip(lps) {
+                sums[i] += lp;
             }
         }
-        Ok(sum)
+        Ok(sums)
     }
 }

@@ -1,7 +1,8 @@
 //! Laying scoring requests out as packed forward batches, sharing every common prefix.
 //!
 //! Each request contributes two or three token sequences (student, teacher and control context,
-//! each followed by the same response). With prefix sharing, all sequences of a batch are
+//! each followed by the same response; the control by only its first tokens), plus the feedback
+//! probes of the PMI methods. With prefix sharing, all sequences of a batch are
 //! inserted into a radix tree of tokens: a token run shared by several sequences becomes one
 //! segment computed once, and the sequences branch from it. That shares the system prompt and
 //! conversation history between the student and teacher of one episode, and between consecutive
@@ -50,14 +51,9 @@ pub struct Pack {
     pub layouts: Vec<RequestLayout>,
 }
 
-fn contexts<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
-    let mut v = vec![r.prompt_ids.as_slice(), r.teacher_prompt_ids.as_slice()];
-    if cfg.control {
-        if let Some(c) = &r.control_prompt_ids {
-            v.push(c.as_slice());
-        }
-    }
-    v
+/// The control context, when the request has one and the config scores it.
+fn control_context<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Option<&'a [u32]> {
+    r.control_prompt_ids.as_deref().filter(|_| cfg.control)
 }
 
 fn seq(context: &[u32], target: &[u32]) -> Seq {
@@ -92,15 +88,19 @@ fn probes<'a>(r: &'a ScoreRequest, cfg: &ScorerConfig) -> Vec<&'a [u32]> {
     }
 }
 
-/// The sequences a request feeds: each context followed by the response minus its last token,
-/// then each probe context followed by the feedback minus its last token.
+/// The sequences a request feeds: the student and teacher contexts followed by the response
+/// minus its last token, the control context followed by the response's first
+/// `cfg.control_tokens`, then each probe context followed by the feedback's first
+/// `cfg.pmi_tokens` (each minus its last token).
 fn sequences(r: &ScoreRequest, cfg: &ScorerConfig) -> Vec<Seq> {
-    let mut v: Vec<Seq> = contexts(r, cfg)
-        .into_iter()
-        .map(|c| seq(c, &r.completion_ids))
-        .collect();
+    let y = &r.completion_ids;
+    let mut v = vec![seq(&r.prompt_ids, y), seq(&r.teacher_prompt_ids, y)];
+    if let Some(c) = control_context(r, cfg) {
+        v.push(seq(c, &y[..cfg.control_len(y.len())]));
+    }
     if let Some(p) = &r.followup {
-        v.extend(probes(r, cfg).into_iter().map(|c| seq(c, &p.target)));
+        let f = &p.target[..cfg.pmi_len(p.target.len())];
+        v.extend(probes(r, cfg).into_iter().map(|c| seq(c, f)));
     }
     v
 }
@@ -313,7 +313,7 @@ fn build_pack(requests: &[ScoreRequest], members: &[usize], cfg: &ScorerConfig) 
             .map(|(s, r)| r[s.ctx_len - 1..s.ctx_len - 1 + s.target_len].to_vec())
             .collect();
         let r = &requests[i];
-        let has_control = contexts(r, cfg).len() == 3;
+        let has_control = control_context(r, cfg).is_some();
         let probes = probes(r, cfg).len();
         pack.layouts.push(RequestLayout::from_sequences(
             i,
@@ -395,6 +395,49 @@ mod tests {
             vec![99, 5]
         );
         assert_eq!(request_cost(&r, &cfg), b.len());
+    }
+
+    #[test]
+    fn control_and_probes_are_fed_only_their_windows() {
+        let cfg = ScorerConfig {
+            control_tokens: 2,
+            followup: true,
+            pmi_tokens: 3,
+            ..ScorerConfig::default()
+        };
+        let mut r = req(&[1, 2, 3, 4], &[1, 2, 7, 8, 9], &[5, 6, 10, 11]);
+        r.followup = Some(super::super::FollowupProbe {
+            after_response: vec![1, 2, 3, 4, 5, 6, 10, 11, 40],
+            after_history: None,
+            bare: vec![1, 41],
+            target: vec![50, 51, 52, 53, 54],
+        });
+        let packs = pack_requests(std::slice::from_ref(&r), &cfg);
+        let b = &packs[0].batch;
+        let l = &packs[0].layouts[0];
+        let toks = |rows: &[usize]| rows.iter().map(|&i| b.tokens[i]).collect::<Vec<_>>();
+        // Student and teacher predict all four response tokens; the control only the first two,
+        // and the response's later tokens are never fed after the control context.
+        assert_eq!(toks(&l.student_rows), vec![4, 5, 6, 10]);
+        assert_eq!(toks(&l.teacher_rows), vec![9, 5, 6, 10]);
+        assert_eq!(
+            toks(l.control_rows.as_deref().unwrap_or_default()),
+            vec![99, 5]
+        );
+        // The probes predict the feedback's first three tokens.
+        let f = l.followup_rows.as_ref().expect("probed");
+        assert_eq!(toks(&f.after_response), vec![40, 50, 51]);
+        assert_eq!(toks(&f.bare), vec![41, 50, 51]);
+        assert!(!b.tokens.contains(&52) && !b.tokens.contains(&53));
+        // 0 means the whole response / feedback.
+        let all = ScorerConfig {
+            control_tokens: 0,
+            pmi_tokens: 0,
+            ..cfg
+        };
+        let l = &pack_requests(std::slice::from_ref(&r), &all)[0].layouts[0];
+        assert_eq!(l.control_rows.as_ref().map(Vec::len), Some(4));
+        assert_eq!(l.followup_rows.as_ref().map(|f| f.bare.len()), Some(5));
     }
 
     #[test]

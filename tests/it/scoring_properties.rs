@@ -462,3 +462,102 @@ fn student_side_columns_equal_an_unshared_computation() {
         .iter()
         .all(|s| s.student_topk_ids.is_empty() && s.student_k == 0));
 }
+
+/// The relevance windows (issue 31): the control scored on the response's first N tokens gives
+/// exactly the first N per-token control KLs of a whole-response control, and
+/// `relevance_control_kl` is their mean; the probes scored on the feedback's first M tokens give
+/// the sums of a probe whose feedback is cut to those M tokens. Both cost fewer forward tokens.
+#[test]
+fn relevance_windows_equal_the_same_prefix_of_the_whole_computation() {
+    let m = common::model();
+    let history = vec![msg("user", "What is the capital of Australia?")];
+    let response = "Sydney is the capital of Australia, and it is also its largest city by far.";
+    let feedback = "That's wrong: the capital of Australia is Canberra, not Sydney. Please fix it \
+                    and say why people often get this wrong.";
+    let mut request = followup_request(&history, response, feedback);
+    let tok = &m.tokenizer;
+    let mut teacher = history.clone();
+    teacher[0].content = format!("{}\n\nFeedback: {feedback}", teacher[0].content).into();
+    let mut control = history.clone();
+    control[0].content = format!("{}\n\nFeedback: ok", control[0].content).into();
+    request.teacher_prompt_ids = tok.encode_chat(&teacher, true).expect("encode").ids;
+    request.control_prompt_ids = Some(tok.encode_chat(&control, true).expect("encode").ids);
+    let (n, window) = (4, 6);
+    assert!(request.completion_ids.len() > 2 * n);
+    let target_len = request.followup.as_ref().map_or(0, |p| p.target.len());
+    assert!(target_len > 2 * window);
+    let score = |cfg: ScorerConfig, r: &ScoreRequest| {
+        let (s, stats) = Scorer::new(&m.transformer, cfg)
+            .score(std::slice::from_ref(r))
+            .expect("score");
+        (s.into_iter().next().expect("one"), stats)
+    };
+    let base = ScorerConfig {
+        followup: true,
+        ..ScorerConfig::default()
+    };
+    let (whole, whole_stats) = score(
+        ScorerConfig {
+            control_tokens: 0,
+            pmi_tokens: 0,
+            ..base.clone()
+        },
+        &request,
+    );
+    let (windowed, windowed_stats) = score(
+        ScorerConfig {
+            control_tokens: n,
+            pmi_tokens: window,
+            ..base.clone()
+        },
+        &request,
+    );
+    let full = whole.control_kl_topk_tail.expect("control scored");
+    let part = windowed.control_kl_topk_tail.expect("control scored");
+    assert_eq!(full.len(), request.completion_ids.len());
+    assert_eq!(part.len(), n);
+    for (a, b) in part.iter().zip(&full) {
+        assert!((a - b).abs() <= 1e-5, "windowed {a} vs whole {b}");
+    }
+    let mean = part.iter().map(|&x| f64::from(x)).sum::<f64>() / n as f64;
+    let got = f64::from(windowed.relevance_control_kl.expect("control"));
+    assert!((got - mean).abs() <= 1e-6, "{got} vs {mean}");
+    // The student and teacher columns do not depend on the windows.
+    for (a, b) in [
+        (&windowed.teacher_logprobs, &whole.teacher_logprobs),
+        (&windowed.student_logprobs, &whole.student_logprobs),
+    ] {
+        assert_eq!(a.len(), b.len());
+        assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-5));
+    }
+    // The probe window equals a probe of the cut feedback.
+    let mut cut = request.clone();
+    if let Some(p) = cut.followup.as_mut() {
+        p.target.truncate(window);
+    }
+    let (reference, _) = score(
+        ScorerConfig {
+            control_tokens: 0,
+            pmi_tokens: 0,
+            ..base
+        },
+        &cut,
+    );
+    let (w, r) = (
+        windowed.followup.expect("probe"),
+        reference.followup.expect("probe"),
+    );
+    assert_eq!(w.tokens, window);
+    for (a, b) in [(w.after_response, r.after_response), (w.bare, r.bare)] {
+        assert!(
+            (a - b).abs() / window as f64 <= 1e-4,
+            "windowed {a} vs cut {b}"
+        );
+    }
+    assert!((w.pmi() - whole.followup.expect("probe").pmi()).abs() > 1e-3);
+    assert!(
+        windowed_stats.forward_tokens < whole_stats.forward_tokens
+            && windowed_stats.head_rows < whole_stats.head_rows,
+        "{windowed_stats:?} vs {whole_stats:?}"
+    );
+}

@@ -61,7 +61,9 @@ impl<'a> ScoringSteps<'a> {
             prefix_sharing: cfg.score.prefix_sharing,
             relevance: method,
             control: true,
+            control_tokens: cfg.score.control_tokens,
             followup: method.needs_followup(),
+            pmi_tokens: cfg.score.pmi_tokens,
             ..ScorerConfig::default()
         };
         ScoringSteps {
