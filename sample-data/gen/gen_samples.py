@@ -417,6 +417,47 @@ def hints():
     write("hints.jsonl", jl(recs))
 
 
+# Long answers cut off mid-sentence (a length limit), each with the request to go on and the
+# rest of the answer: the continuation follow-ups, and the answers some corrections react to.
+CUT_OFF = [
+    ("Write a short story about a lighthouse keeper.",
+     "Elias had kept the light on Gannet Rock for thirty years. Every evening he climbed the ninety-nine steps, trimmed the wick and watched the sea turn from grey to black. One stormy night in November, a small boat appeared between the waves, its sail torn and its mast",
+     "continue", "snapped in two. Elias lit the signal lamp and waved it until the boat turned towards the cove."),
+    ("List ten tips for better sleep.",
+     "1. Go to bed at the same time every night.\n2. Keep your bedroom cool and dark.\n3. Avoid caffeine after 2 pm.\n4. Put your phone away an hour before bed.\n5. Get some sunlight in the morning.\n6.",
+     "go on", "6. Exercise during the day, but not right before bed.\n7. Keep naps short."),
+    ("Explain step by step how to bake bread.",
+     "Step 1: Mix 500 g of flour, 10 g of salt and 7 g of dried yeast in a large bowl.\nStep 2: Add 300 ml of boiling water and stir until a shaggy dough forms.\nStep 3: Knead the dough on a floured surface for about ten minutes, until it is smooth and",
+     "keep going", "elastic.\nStep 4: Let it rise in a covered bowl for an hour."),
+    ("Write a Python function that parses a CSV file and returns the average of the second column.",
+     "Here is a function:\n\n```python\nimport csv\n\ndef average_second_column(path):\n    total = 0.0\n    count = 0\n    with open(path, newline='') as f:\n        reader = csv.reader(f)\n        next(reader)  # skip the header\n        for row in reader:\n",
+     "continue", "            total += float(row[1])\n            count += 1\n    return total / count\n```"),
+    ("Give me a history of the Roman Empire.",
+     "The Roman Empire began in 27 BC, when Octavian took the title Augustus. Under him and his successors, Rome ruled the whole Mediterranean. The first two centuries, the Pax Romana, were a time of relative peace and trade. In the third century, however, the empire suffered invasions, civil wars and",
+     "more", "a collapsing currency. Diocletian split the administration in two."),
+    ("Name the planets of the solar system with one fact each.",
+     "Mercury: the smallest planet.\nVenus: the hottest planet.\nEarth: the only known planet with life.\nMars: home of the tallest volcano, Olympus Mons.\nJupiter:",
+     "next", "Jupiter: the largest planet.\nSaturn: famous for its rings."),
+    ("Escribe un poema largo sobre el otoño.",
+     "Las hojas caen despacio,\ndoradas sobre el camino,\nel viento canta en voz baja\nsu viejo canto de olvido.\nLas tardes se hacen más cortas,\nel sol se esconde temprano,\ny en",
+     "continúa", "y en la plaza los castaños\nguardan el último verano."),
+    ("Erkläre, wie ein Verbrennungsmotor funktioniert.",
+     "Ein Viertaktmotor arbeitet in vier Schritten. Im ersten Takt, dem Ansaugen, bewegt sich der Kolben nach unten und saugt ein Gemisch aus Luft und Kraftstoff an. Im zweiten Takt, dem Verdichten, bewegt sich der Kolben nach oben und",
+     "weiter", "presst das Gemisch zusammen. Im dritten Takt zündet die Zündkerze."),
+    ("写一篇关于春节的短文。",
+     "春节是中国最重要的传统节日。每到春节，家家户户都会贴春联、挂灯笼，全家人团聚在一起吃年夜饭。除夕夜，人们守岁到午夜，",
+     "继续", "然后燃放鞭炮，迎接新年的到来。"),
+    ("Расскажи о Санкт-Петербурге.",
+     "Санкт-Петербург был основан Петром Первым в 1703 году на берегах Невы. Долгое время он был столицей Российской империи. Город знаменит своими дворцами, мостами и",
+     "продолжай", "белыми ночами, когда летом почти не темнеет."),
+    ("Rédige une lettre de motivation pour un poste de boulanger.",
+     "Madame, Monsieur,\n\nPassionné par le métier de boulanger depuis mon enfance, je me permets de vous adresser ma candidature pour le poste proposé dans votre boulangerie. Après un CAP obtenu en 2019, j'ai travaillé trois ans chez",
+     "continue stp", "un artisan de Lyon, où j'ai appris le pain au levain."),
+    ("Write a detailed guide to growing tomatoes.",
+     "Growing tomatoes is easy if you follow a few rules. First, choose a sunny spot that gets at least six hours of direct light a day. Second, plant the seedlings deep: bury two thirds of the stem, because tomatoes grow roots along it. Third,",
+     "please continue", "water deeply twice a week rather than a little every day."),
+]
+
 # ---------------------------------------------------------------- follow-up kinds (OpenAI messages)
 # Conversations whose follow-up is a relevant reaction to the answer (a correction, complaint or
 # refinement), only an acknowledgement, a new question unrelated to the answer, or a request to
@@ -517,64 +558,19 @@ FOLLOWUPS = [
     # some language. The follow-up is predictable from the cut-off but says nothing about what
     # the answer got wrong.
     ("fu-cont-%02d" % (i + 1), "continuation", user, answer, follow, reply)
-    for i, (user, answer, follow, reply) in enumerate([
-        ("Write a short story about a lighthouse keeper.",
-         "Elias had kept the light on Gannet Rock for thirty years. Every evening he climbed the ninety-nine steps, trimmed the wick and watched the sea turn from grey to black. One stormy night in November, a small boat appeared between the waves, its sail torn and its mast",
-         "continue", "snapped in two. Elias lit the signal lamp and waved it until the boat turned towards the cove."),
-        ("List ten tips for better sleep.",
-         "1. Go to bed at the same time every night.\n2. Keep your bedroom cool and dark.\n3. Avoid caffeine after 2 pm.\n4. Put your phone away an hour before bed.\n5. Get some sunlight in the morning.\n6.",
-         "go on", "6. Exercise during the day, but not right before bed.\n7. Keep naps short."),
-        ("Explain step by step how to bake bread.",
-         "Step 1: Mix 500 g of flour, 10 g of salt and 7 g of dried yeast in a large bowl.\nStep 2: Add 300 ml of boiling water and stir until a shaggy dough forms.\nStep 3: Knead the dough on a floured surface for about ten minutes, until it is smooth and",
-         "keep going", "elastic.\nStep 4: Let it rise in a covered bowl for an hour."),
-        ("Write a Python function that parses a CSV file and returns the average of the second column.",
-         "Here is a function:\n\n```python\nimport csv\n\ndef average_second_column(path):\n    total = 0.0\n    count = 0\n    with open(path, newline='') as f:\n        reader = csv.reader(f)\n        next(reader)  # skip the header\n        for row in reader:\n",
-         "continue", "            total += float(row[1])\n            count += 1\n    return total / count\n```"),
-        ("Give me a history of the Roman Empire.",
-         "The Roman Empire began in 27 BC, when Octavian took the title Augustus. Under him and his successors, Rome ruled the whole Mediterranean. The first two centuries, the Pax Romana, were a time of relative peace and trade. In the third century, however, the empire suffered invasions, civil wars and",
-         "more", "a collapsing currency. Diocletian split the administration in two."),
-        ("Name the planets of the solar system with one fact each.",
-         "Mercury: the smallest planet.\nVenus: the hottest planet.\nEarth: the only known planet with life.\nMars: home of the tallest volcano, Olympus Mons.\nJupiter:",
-         "next", "Jupiter: the largest planet.\nSaturn: famous for its rings."),
-        ("Escribe un poema largo sobre el otoño.",
-         "Las hojas caen despacio,\ndoradas sobre el camino,\nel viento canta en voz baja\nsu viejo canto de olvido.\nLas tardes se hacen más cortas,\nel sol se esconde temprano,\ny en",
-         "continúa", "y en la plaza los castaños\nguardan el último verano."),
-        ("Erkläre, wie ein Verbrennungsmotor funktioniert.",
-         "Ein Viertaktmotor arbeitet in vier Schritten. Im ersten Takt, dem Ansaugen, bewegt sich der Kolben nach unten und saugt ein Gemisch aus Luft und Kraftstoff an. Im zweiten Takt, dem Verdichten, bewegt sich der Kolben nach oben und",
-         "weiter", "presst das Gemisch zusammen. Im dritten Takt zündet die Zündkerze."),
-        ("写一篇关于春节的短文。",
-         "春节是中国最重要的传统节日。每到春节，家家户户都会贴春联、挂灯笼，全家人团聚在一起吃年夜饭。除夕夜，人们守岁到午夜，",
-         "继续", "然后燃放鞭炮，迎接新年的到来。"),
-        ("Расскажи о Санкт-Петербурге.",
-         "Санкт-Петербург был основан Петром Первым в 1703 году на берегах Невы. Долгое время он был столицей Российской империи. Город знаменит своими дворцами, мостами и",
-         "продолжай", "белыми ночами, когда летом почти не темнеет."),
-        ("Rédige une lettre de motivation pour un poste de boulanger.",
-         "Madame, Monsieur,\n\nPassionné par le métier de boulanger depuis mon enfance, je me permets de vous adresser ma candidature pour le poste proposé dans votre boulangerie. Après un CAP obtenu en 2019, j'ai travaillé trois ans chez",
-         "continue stp", "un artisan de Lyon, où j'ai appris le pain au levain."),
-        ("Write a detailed guide to growing tomatoes.",
-         "Growing tomatoes is easy if you follow a few rules. First, choose a sunny spot that gets at least six hours of direct light a day. Second, plant the seedlings deep: bury two thirds of the stem, because tomatoes grow roots along it. Third,",
-         "please continue", "water deeply twice a week rather than a little every day."),
-    ])
+    for i, (user, answer, follow, reply) in enumerate(CUT_OFF)
 ] + [
     # Corrections of some of those same cut-off answers: feedback about what the answer says.
-    ("fu-rel-%02d" % (i + 13), "relevant", user, answer, follow, reply)
-    for i, (user, answer, follow, reply) in enumerate([
-        ("List ten tips for better sleep.",
-         "1. Go to bed at the same time every night.\n2. Keep your bedroom cool and dark.\n3. Avoid caffeine after 2 pm.\n4. Put your phone away an hour before bed.\n5. Get some sunlight in the morning.\n6.",
-         "I work night shifts, so 2 pm is the middle of my day and morning sunlight is when I go to bed. Rewrite the tips for someone who sleeps during the day.",
-         "1. Sleep at the same time each day, even on days off.\n2. Use blackout curtains."),
-        ("Explain step by step how to bake bread.",
-         "Step 1: Mix 500 g of flour, 10 g of salt and 7 g of dried yeast in a large bowl.\nStep 2: Add 300 ml of boiling water and stir until a shaggy dough forms.\nStep 3: Knead the dough on a floured surface for about ten minutes, until it is smooth and",
-         "Boiling water in step 2 will kill the yeast. It has to be lukewarm, around 40 °C.",
+    ("fu-rel-%02d" % (i + 13), "relevant", CUT_OFF[j][0], CUT_OFF[j][1], follow, reply)
+    for i, (j, follow, reply) in enumerate([
+        (1, 'I work night shifts, so 2 pm is the middle of my day and morning sunlight is when I go to bed. Rewrite the tips for someone who sleeps during the day.',
+         '1. Sleep at the same time each day, even on days off.\n2. Use blackout curtains.'),
+        (2, 'Boiling water in step 2 will kill the yeast. It has to be lukewarm, around 40 °C.',
          "You're right: use 300 ml of lukewarm water, about 40 °C."),
-        ("Write a Python function that parses a CSV file and returns the average of the second column.",
-         "Here is a function:\n\n```python\nimport csv\n\ndef average_second_column(path):\n    total = 0.0\n    count = 0\n    with open(path, newline='') as f:\n        reader = csv.reader(f)\n        next(reader)  # skip the header\n        for row in reader:\n",
-         "My CSV files have no header row, so next(reader) throws away the first data row. Don't skip anything.",
-         "Then drop the next(reader) line and read every row."),
-        ("Name the planets of the solar system with one fact each.",
-         "Mercury: the smallest planet.\nVenus: the hottest planet.\nEarth: the only known planet with life.\nMars: home of the tallest volcano, Olympus Mons.\nJupiter:",
-         "Those facts are trivia. For each planet give its average distance from the Sun instead.",
-         "Mercury: 58 million km.\\nVenus: 108 million km.\\nEarth: 150 million km."),
+        (3, "My CSV files have no header row, so next(reader) throws away the first data row. Don't skip anything.",
+         'Then drop the next(reader) line and read every row.'),
+        (5, 'Those facts are trivia. For each planet give its average distance from the Sun instead.',
+         'Mercury: 58 million km.\\nVenus: 108 million km.\\nEarth: 150 million km.'),
     ])
 ]
 
