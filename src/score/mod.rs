@@ -75,8 +75,8 @@ pub struct ScorerConfig {
     #[serde(default)]
     pub control_tokens: usize,
     /// Also score the feedback as the next user turn (needed for the `pmi` methods); requests
-    /// without a [`FollowupProbe`] are unaffected. Off by default: it costs about three times
-    /// the feedback's tokens per episode.
+    /// without a [`FollowupProbe`] are unaffected. Off by default: it costs about twice the
+    /// scored feedback tokens (`pmi_tokens`) per episode, three times with the history probe.
     #[serde(default)]
     pub followup: bool,
     /// Feedback tokens the probes score, from the first (0: all of them).
